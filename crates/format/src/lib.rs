@@ -1,0 +1,23 @@
+//! git-model's formats, with no I/O: everything here works on `&[u8]` and `impl Read`.
+//!
+//! - [`chunk`]: content-defined chunking (gear rolling hash), push-style.
+//! - [`id`]: the three 32-byte ids: [`ChunkId`] (BLAKE3 of a chunk), [`Oid`] (SHA-256 of a
+//!   whole file, the Git LFS oid) and [`PackId`] (BLAKE3 of a pack's bytes).
+//! - [`pointer`]: Git LFS spec v1 pointer files, byte-identical to the reference client.
+//! - [`pack`]: packs aggregating compressed chunks, with a footer index.
+//! - [`recipe`]: how a file is rebuilt from chunks, and where those chunks live.
+//!
+//! The byte layouts are specified in `docs/formats.md` and pinned by golden-vector tests.
+#![forbid(unsafe_code)]
+
+pub mod chunk;
+pub mod id;
+pub mod pack;
+pub mod pointer;
+pub mod recipe;
+
+pub use chunk::{ChunkParams, Chunker};
+pub use id::{ChunkId, IdError, Oid, PackId};
+pub use pack::{Codec, PackBuilder, PackEntry, PackError};
+pub use pointer::Pointer;
+pub use recipe::{Recipe, RecipeChunk, RecipeError, Segment};
