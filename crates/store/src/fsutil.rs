@@ -1,0 +1,74 @@
+//! Durable file writes: temp file in the target's directory, fsync, rename, fsync the
+//! directory. A reader never sees a partial file, and a crash leaves at most a temp file.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// Prefix of temp files, so cleanup can recognise leftovers of a crash.
+pub const TEMP_PREFIX: &str = ".tmp-gitmodel-";
+
+/// Creates a temp file beside `target` (same directory, so the rename is atomic).
+pub fn temp_beside(target: &Path) -> io::Result<tempfile::NamedTempFile> {
+    let dir = parent_dir(target);
+    fs::create_dir_all(dir)?;
+    tempfile::Builder::new().prefix(TEMP_PREFIX).tempfile_in(dir)
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Makes a finished temp file durable and moves it to `target`.
+pub fn persist(tmp: tempfile::NamedTempFile, target: &Path) -> io::Result<()> {
+    tmp.as_file().sync_all()?;
+    tmp.persist(target).map_err(|e| e.error)?;
+    sync_dir(parent_dir(target))
+}
+
+/// Writes `data` to `target` atomically and durably.
+pub fn write_atomic(target: &Path, data: &[u8]) -> io::Result<()> {
+    let mut tmp = temp_beside(target)?;
+    tmp.write_all(data)?;
+    persist(tmp, target)
+}
+
+/// Like [`write_atomic`], but a no-op when `target` already exists: for content-addressed
+/// files, whose name fixes their content.
+pub fn write_once(target: &Path, data: &[u8]) -> io::Result<bool> {
+    if target.exists() {
+        return Ok(false);
+    }
+    write_atomic(target, data)?;
+    Ok(true)
+}
+
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// `root/ab/<hex><suffix>`: one level of fan-out by the first two hex digits.
+pub fn fanout(root: &Path, hex: &str, suffix: &str) -> PathBuf {
+    root.join(&hex[..2]).join(format!("{hex}{suffix}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_and_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = fanout(dir.path(), "abcdef", ".x");
+        assert!(write_once(&p, b"one").unwrap());
+        assert!(!write_once(&p, b"two").unwrap());
+        assert_eq!(fs::read(&p).unwrap(), b"one");
+        write_atomic(&p, b"three").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"three");
+        let leftovers: Vec<_> = fs::read_dir(p.parent().unwrap()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1);
+    }
+}
