@@ -1,5 +1,305 @@
 //! git-model's local chunk store: packs and recipes under `.git/model/`, written atomically,
 //! every chunk verified against its id when read.
+//!
+//! Layout: `packs/<ab>/<pack id>.pack` (format in `gitmodel_format::pack`) and
+//! `recipes/<ab>/<oid>.recipe` (unlocated recipes: the chunk list of a file). Where a chunk
+//! lives is answered by an in-memory index built from the packs' footers when the store is
+//! opened, so packs are the only truth and nothing else needs to stay consistent with them.
+//! A chunk is stored once across all files and versions.
+//!
+//! [`LocalStore::ingest`] is the clean path (chunk, hash, compress, pack), streaming with
+//! bounded memory; [`LocalStore::write_file`] and [`LocalStore::materialize`] the smudge path,
+//! verifying every chunk and the file's SHA-256. Network transfer is not here.
 #![forbid(unsafe_code)]
 
 pub mod fsutil;
+mod ingest;
+mod read;
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+
+use gitmodel_format::pack::{self, PackEntry, PackError, TRAILER_LEN};
+use gitmodel_format::recipe::RecipeError;
+use gitmodel_format::{ChunkId, Oid, PackBuilder, PackId, Recipe};
+use rayon::prelude::*;
+
+pub use ingest::Ingested;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("pack {pack}: {source}")]
+    Pack { pack: PackId, source: PackError },
+    #[error("recipe of {oid}: {source}")]
+    Recipe { oid: Oid, source: RecipeError },
+    #[error("object {oid} is not in the local store")]
+    MissingFile { oid: Oid },
+    #[error("object {oid}: chunk {chunk} is not in the local store")]
+    MissingChunk { oid: Oid, chunk: ChunkId },
+    #[error("object {oid}: rebuilt content hashes to {actual} ({size} bytes)")]
+    HashMismatch { oid: Oid, actual: Oid, size: u64 },
+    #[error("reading input: {0}")]
+    Input(io::Error),
+    #[error("writing output: {0}")]
+    Output(io::Error),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Where a chunk is stored locally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkLoc {
+    pub pack: PackId,
+    pub entry: PackEntry,
+}
+
+/// A chunk as stored (possibly compressed), verified against its id.
+#[derive(Debug, Clone)]
+pub struct StoredChunk {
+    pub entry: PackEntry,
+    pub stored: Vec<u8>,
+}
+
+/// Figures about the local store.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StoreStats {
+    pub packs: u64,
+    pub pack_bytes: u64,
+    pub chunks: u64,
+    pub raw_bytes: u64,
+}
+
+pub struct LocalStore {
+    root: PathBuf,
+    index: RwLock<HashMap<ChunkId, ChunkLoc>>,
+}
+
+impl LocalStore {
+    /// Opens (creating if needed) the store at `root`, typically `<git common dir>/model`.
+    pub fn open(root: impl Into<PathBuf>) -> Result<LocalStore> {
+        let root = root.into();
+        for dir in ["packs", "recipes"] {
+            let d = root.join(dir);
+            fs::create_dir_all(&d).map_err(io_err(&d))?;
+        }
+        let store = LocalStore {
+            root,
+            index: RwLock::new(HashMap::new()),
+        };
+        store.load_index()?;
+        Ok(store)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn pack_path(&self, id: &PackId) -> PathBuf {
+        fsutil::fanout(&self.root.join("packs"), &id.to_hex(), ".pack")
+    }
+
+    fn recipe_path(&self, oid: &Oid) -> PathBuf {
+        fsutil::fanout(&self.root.join("recipes"), &oid.to_hex(), ".recipe")
+    }
+
+    /// Every pack file in the store with its id.
+    fn pack_files(&self) -> Result<Vec<(PackId, PathBuf)>> {
+        let packs = self.root.join("packs");
+        let mut out = Vec::new();
+        for fan in fs::read_dir(&packs).map_err(io_err(&packs))? {
+            let fan = fan.map_err(io_err(&packs))?.path();
+            if !fan.is_dir() {
+                continue;
+            }
+            for f in fs::read_dir(&fan).map_err(io_err(&fan))? {
+                let path = f.map_err(io_err(&fan))?.path();
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                if let Some(id) = name
+                    .strip_suffix(".pack")
+                    .and_then(|h| PackId::from_hex(h).ok())
+                {
+                    out.push((id, path));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn load_index(&self) -> Result<()> {
+        let files = self.pack_files()?;
+        let loaded: Vec<(PackId, Vec<PackEntry>)> = files
+            .par_iter()
+            .filter_map(|(id, path)| match read_pack_index(path) {
+                Ok(entries) => Some((*id, entries)),
+                Err(e) => {
+                    tracing::warn!("skipping unreadable pack {}: {e}", path.display());
+                    None
+                }
+            })
+            .collect();
+        let mut index = self.index.write().unwrap();
+        for (pack, entries) in loaded {
+            for entry in entries {
+                index.insert(entry.id, ChunkLoc { pack, entry });
+            }
+        }
+        Ok(())
+    }
+
+    pub fn has_chunk(&self, id: &ChunkId) -> bool {
+        self.index.read().unwrap().contains_key(id)
+    }
+
+    pub fn locate(&self, id: &ChunkId) -> Option<ChunkLoc> {
+        self.index.read().unwrap().get(id).copied()
+    }
+
+    /// The recipe of a file, if the store has one (its chunks may still be missing).
+    pub fn recipe(&self, oid: &Oid) -> Result<Option<Recipe>> {
+        let path = self.recipe_path(oid);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        let recipe = Recipe::decode(&bytes).map_err(|source| StoreError::Recipe {
+            oid: *oid,
+            source,
+        })?;
+        if recipe.oid != *oid {
+            return Err(StoreError::Recipe {
+                oid: *oid,
+                source: RecipeError::Malformed(format!("file holds the recipe of {}", recipe.oid)),
+            });
+        }
+        Ok(Some(recipe))
+    }
+
+    /// Whether the whole content of `oid` is here: its recipe and every chunk.
+    pub fn has_file(&self, oid: &Oid) -> bool {
+        match self.recipe(oid) {
+            Ok(Some(r)) => {
+                let index = self.index.read().unwrap();
+                r.chunks.iter().all(|c| index.contains_key(&c.id))
+            }
+            _ => false,
+        }
+    }
+
+    /// Stores the chunk list of a file (located or not; stored unlocated).
+    pub fn put_recipe(&self, recipe: &Recipe) -> Result<()> {
+        let path = self.recipe_path(&recipe.oid);
+        fsutil::write_atomic(&path, &recipe.unlocated().encode()).map_err(io_err(&path))
+    }
+
+    /// Writes a finished pack and indexes its chunks.
+    fn write_pack(&self, builder: PackBuilder) -> Result<PackId> {
+        let (id, bytes, entries) = builder.finish();
+        let path = self.pack_path(&id);
+        fsutil::write_once(&path, &bytes).map_err(io_err(&path))?;
+        let mut index = self.index.write().unwrap();
+        for entry in entries {
+            index.entry(entry.id).or_insert(ChunkLoc { pack: id, entry });
+        }
+        Ok(id)
+    }
+
+    /// Adds chunks that arrived from elsewhere (already verified by the caller) in new
+    /// packs. Chunks the store already has are skipped.
+    pub fn import(&self, chunks: impl IntoIterator<Item = StoredChunk>) -> Result<usize> {
+        let mut builder = PackBuilder::new();
+        let mut added = 0;
+        let mut seen = std::collections::HashSet::new();
+        for c in chunks {
+            if self.has_chunk(&c.entry.id) || !seen.insert(c.entry.id) {
+                continue;
+            }
+            if !builder.fits(c.stored.len()) {
+                self.write_pack(std::mem::take(&mut builder))?;
+                builder = PackBuilder::new();
+            }
+            builder.push(c.entry.id, c.entry.raw_len, c.entry.codec, &c.stored);
+            added += 1;
+        }
+        if !builder.is_empty() {
+            self.write_pack(builder)?;
+        }
+        Ok(added)
+    }
+
+    /// Reads one chunk as stored, verifying that it decodes to its id.
+    pub fn read_stored(&self, id: &ChunkId) -> Result<Option<StoredChunk>> {
+        let Some(loc) = self.locate(id) else {
+            return Ok(None);
+        };
+        let path = self.pack_path(&loc.pack);
+        let file = fs::File::open(&path).map_err(io_err(&path))?;
+        let mut buf = vec![0u8; loc.entry.record_len() as usize];
+        file.read_exact_at(&mut buf, loc.entry.offset)
+            .map_err(io_err(&path))?;
+        let records = pack::parse_records(&buf).map_err(|source| StoreError::Pack {
+            pack: loc.pack,
+            source,
+        })?;
+        let rec = &records[0];
+        if rec.id != *id {
+            return Err(StoreError::Pack {
+                pack: loc.pack,
+                source: PackError::Malformed {
+                    what: format!("record at {} is {}, not {id}", loc.entry.offset, rec.id),
+                },
+            });
+        }
+        rec.decode().map_err(|source| StoreError::Pack {
+            pack: loc.pack,
+            source,
+        })?;
+        let stored = rec.stored.to_vec();
+        Ok(Some(StoredChunk {
+            entry: loc.entry,
+            stored,
+        }))
+    }
+
+    pub fn stats(&self) -> Result<StoreStats> {
+        let mut s = StoreStats::default();
+        for (_, path) in self.pack_files()? {
+            s.packs += 1;
+            s.pack_bytes += fs::metadata(&path).map_err(io_err(&path))?.len();
+        }
+        let index = self.index.read().unwrap();
+        s.chunks = index.len() as u64;
+        s.raw_bytes = index.values().map(|l| l.entry.raw_len as u64).sum();
+        Ok(s)
+    }
+}
+
+/// Reads a pack file's footer index.
+fn read_pack_index(path: &Path) -> std::result::Result<Vec<PackEntry>, String> {
+    let file = fs::File::open(path).map_err(|e| e.to_string())?;
+    let len = file.metadata().map_err(|e| e.to_string())?.len();
+    if len < TRAILER_LEN {
+        return Err("too short".into());
+    }
+    let mut trailer = [0u8; TRAILER_LEN as usize];
+    file.read_exact_at(&mut trailer, len - TRAILER_LEN)
+        .map_err(|e| e.to_string())?;
+    let (index_offset, _) = pack::parse_trailer(&trailer, len).map_err(|e| e.to_string())?;
+    let mut index = vec![0u8; (len - TRAILER_LEN - index_offset) as usize];
+    file.read_exact_at(&mut index, index_offset)
+        .map_err(|e| e.to_string())?;
+    pack::parse_index(&index, index_offset).map_err(|e| e.to_string())
+}
