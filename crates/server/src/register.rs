@@ -1,0 +1,426 @@
+//! File registration: turning a client's unlocated recipes into located, verified ones.
+//!
+//! For each recipe of a batch: find every chunk in the [`ChunkIndex`], group consecutive
+//! records of one pack into [`Segment`]s, then *rebuild the file* from storage (read the
+//! records, check each against the recipe, decode, which checks the chunk's BLAKE3, and
+//! hash everything with SHA-256) and compare with the claimed oid and size. Only a recipe
+//! that passes is stored, so a registered file can always be downloaded and always hashes
+//! to its oid. Failures of one file are answered per file; they never fail the batch.
+//!
+//! Memory stays bounded however large the file: reads are windows of at most
+//! [`WINDOW_BYTES`] (split at record boundaries), with one window verified while the next
+//! is fetched.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use gitmodel_format::pack::{parse_records, MAX_CHUNK_BYTES, RECORD_HEADER_LEN};
+use gitmodel_format::{ChunkId, OidHasher, PackId, Recipe, RecipeChunk, Segment};
+use gitmodel_proto::{ErrorDetail, RegisterResponse, RegisterResult, RepoName};
+use tokio::task::JoinSet;
+
+use crate::error::ApiError;
+use crate::index::ChunkIndex;
+use crate::keys;
+use crate::state::AppState;
+
+/// Largest read while verifying (one record may exceed it by itself; it is then read
+/// alone). Two windows per file are in memory at once.
+pub const WINDOW_BYTES: u64 = 8 * 1024 * 1024;
+/// Files of one batch verified at once.
+const FILE_CONCURRENCY: usize = 4;
+
+// A window must always be able to hold one whole record.
+const _: () = assert!(WINDOW_BYTES >= RECORD_HEADER_LEN + MAX_CHUNK_BYTES as u64);
+
+/// Why one file of a batch was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileError {
+    /// `missing_chunks`, `hash_mismatch` or `corrupt_chunk` (see `docs/protocol.md`).
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl FileError {
+    fn hash_mismatch(message: String) -> FileError {
+        FileError {
+            code: "hash_mismatch",
+            message,
+        }
+    }
+}
+
+/// Splits a registration body into recipes. A malformed recipe fails the whole batch:
+/// nothing after it can be framed, so nothing of the batch is registered.
+pub fn decode_batch(body: &[u8]) -> Result<Vec<Recipe>, ApiError> {
+    let mut recipes = Vec::new();
+    let mut offset = 0;
+    while offset < body.len() {
+        let (recipe, used) =
+            Recipe::decode_prefix(&body[offset..]).map_err(|source| ApiError::BadRecipe {
+                index: recipes.len(),
+                offset,
+                source,
+            })?;
+        recipes.push(recipe);
+        offset += used;
+    }
+    Ok(recipes)
+}
+
+/// Registers every recipe of a batch in `repo`; one result per recipe, in order.
+/// Server-side failures (storage errors) fail the request; files verified before them
+/// stay registered, which is harmless since registration is idempotent.
+pub async fn register_batch(
+    state: Arc<AppState>,
+    repo: RepoName,
+    recipes: Vec<Recipe>,
+) -> Result<RegisterResponse, ApiError> {
+    let repo = Arc::new(repo);
+    let mut results: Vec<Option<RegisterResult>> = vec![None; recipes.len()];
+    let mut pending = recipes.into_iter().enumerate();
+    let mut tasks = JoinSet::new();
+    loop {
+        while tasks.len() < FILE_CONCURRENCY {
+            let Some((i, recipe)) = pending.next() else {
+                break;
+            };
+            let (state, repo) = (Arc::clone(&state), Arc::clone(&repo));
+            tasks.spawn(async move { (i, register_one(&state, &repo, recipe).await) });
+        }
+        let Some(joined) = tasks.join_next().await else {
+            break;
+        };
+        let (i, result) = joined?;
+        results[i] = Some(result?);
+    }
+    let files = results
+        .into_iter()
+        .map(|r| r.ok_or_else(|| ApiError::internal("a registration result went missing")))
+        .collect::<Result<_, _>>()?;
+    Ok(RegisterResponse { files })
+}
+
+async fn register_one(
+    state: &AppState,
+    repo: &RepoName,
+    recipe: Recipe,
+) -> Result<RegisterResult, ApiError> {
+    let oid = recipe.oid;
+    let outcome = match locate(state.index(), &recipe) {
+        Err(e) => Err(e),
+        Ok(located) => match verify(state, &located).await? {
+            Err(e) => Err(e),
+            Ok(()) => {
+                let key = keys::recipe_key(repo, &oid);
+                state.storage().put(&key, located.recipe.encode().into()).await?;
+                Ok(located.recipe.segments.len())
+            }
+        },
+    };
+    match outcome {
+        Ok(segments) => {
+            tracing::info!(%repo, %oid, size = recipe.size, segments, "file registered");
+            Ok(RegisterResult {
+                oid: oid.to_hex(),
+                ok: true,
+                error: None,
+            })
+        }
+        Err(e) => {
+            if e.code == "corrupt_chunk" {
+                tracing::error!(%repo, %oid, message = e.message, "stored data is corrupt");
+            } else {
+                tracing::info!(%repo, %oid, code = e.code, message = e.message, "file refused");
+            }
+            Ok(RegisterResult {
+                oid: oid.to_hex(),
+                ok: false,
+                error: Some(ErrorDetail {
+                    code: e.code.to_string(),
+                    message: e.message,
+                    request_id: None,
+                }),
+            })
+        }
+    }
+}
+
+/// One range read of consecutive records, and the recipe chunks they must hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
+    pub pack: PackId,
+    pub offset: u64,
+    pub length: u64,
+    pub chunks: Range<usize>,
+}
+
+/// A recipe with its server locations, and the reads that verify it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located {
+    pub recipe: Recipe,
+    pub windows: Vec<Window>,
+}
+
+/// Places every chunk of `recipe` (its own segments, if any, are ignored: the client's
+/// word on locations is not trusted). Consecutive chunks that are consecutive records of
+/// one pack share a segment.
+// When packs become restricted per repository, only packs the repository may read
+// (AppState::may_read_pack) may be used here.
+pub fn locate(index: &ChunkIndex, recipe: &Recipe) -> Result<Located, FileError> {
+    let locations = index.get_many(recipe.chunks.iter().map(|c| &c.id));
+    let missing: Vec<&ChunkId> = recipe
+        .chunks
+        .iter()
+        .zip(&locations)
+        .filter(|(_, loc)| loc.is_none())
+        .map(|(c, _)| &c.id)
+        .collect();
+    if let Some(first) = missing.first() {
+        return Err(FileError {
+            code: "missing_chunks",
+            message: format!(
+                "{} of the file's {} chunks are not on the server; first missing: {first}",
+                missing.len(),
+                recipe.chunks.len()
+            ),
+        });
+    }
+    let mut segments: Vec<Segment> = Vec::new();
+    let mut windows: Vec<Window> = Vec::new();
+    for (i, (chunk, loc)) in recipe.chunks.iter().zip(locations).enumerate() {
+        let Some(loc) = loc else { continue };
+        if loc.entry.raw_len != chunk.raw_len {
+            return Err(FileError::hash_mismatch(format!(
+                "chunk {} has {} bytes, the recipe says {}",
+                chunk.id, loc.entry.raw_len, chunk.raw_len
+            )));
+        }
+        let record_len = loc.entry.record_len();
+        let follows = |pack: PackId, end: u64| pack == loc.pack && end == loc.entry.offset;
+        match segments.last_mut() {
+            Some(s)
+                if follows(s.pack, s.offset + s.length)
+                    && s.first.checked_add(s.count) == Some(loc.index_in_pack) =>
+            {
+                s.count += 1;
+                s.length += record_len;
+            }
+            _ => segments.push(Segment {
+                pack: loc.pack,
+                first: loc.index_in_pack,
+                count: 1,
+                offset: loc.entry.offset,
+                length: record_len,
+            }),
+        }
+        match windows.last_mut() {
+            Some(w)
+                if follows(w.pack, w.offset + w.length)
+                    && w.chunks.end == i
+                    && w.length + record_len <= WINDOW_BYTES =>
+            {
+                w.length += record_len;
+                w.chunks.end = i + 1;
+            }
+            _ => windows.push(Window {
+                pack: loc.pack,
+                offset: loc.entry.offset,
+                length: record_len,
+                chunks: i..i + 1,
+            }),
+        }
+    }
+    Ok(Located {
+        recipe: Recipe {
+            segments,
+            ..recipe.unlocated()
+        },
+        windows,
+    })
+}
+
+/// Rebuilds the file from storage and checks it against the recipe. The outer error is
+/// the server's failure (storage), the inner one the file's.
+async fn verify(state: &AppState, located: &Located) -> Result<Result<(), FileError>, ApiError> {
+    let recipe = &located.recipe;
+    let fetch = |w: &Window| {
+        let storage = Arc::clone(state.storage());
+        let key = keys::pack_key(&w.pack);
+        let range = w.offset..w.offset.saturating_add(w.length);
+        async move { storage.get_range(&key, range).await }
+    };
+    let mut progress = Progress {
+        hasher: OidHasher::new(),
+        size: 0,
+    };
+    let mut current = match located.windows.first() {
+        Some(w) => Some(fetch(w).await?),
+        None => None,
+    };
+    for (i, window) in located.windows.iter().enumerate() {
+        let Some(bytes) = current.take() else { break };
+        let chunks = recipe.chunks[window.chunks.clone()].to_vec();
+        let pack = window.pack;
+        let permit = state.verify_permit().await;
+        let work = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let result = progress.feed(pack, &chunks, &bytes);
+            (progress, result)
+        });
+        // Fetch the next window while this one is checked.
+        let next = async {
+            match located.windows.get(i + 1) {
+                Some(w) => Some(fetch(w).await),
+                None => None,
+            }
+        };
+        let (joined, next) = tokio::join!(work, next);
+        let (back, result) = joined?;
+        progress = back;
+        if let Err(e) = result {
+            return Ok(Err(e));
+        }
+        current = next.transpose()?;
+    }
+    let actual = progress.hasher.finish();
+    if actual != recipe.oid || progress.size != recipe.size {
+        return Ok(Err(FileError::hash_mismatch(format!(
+            "the chunks rebuild a file of {} bytes hashing to {actual}, not the claimed {} \
+             ({} bytes)",
+            progress.size, recipe.oid, recipe.size
+        ))));
+    }
+    Ok(Ok(()))
+}
+
+/// The running hash of a file being rebuilt.
+struct Progress {
+    hasher: OidHasher,
+    size: u64,
+}
+
+impl Progress {
+    /// Checks the records in `span` against `chunks` and hashes their content.
+    fn feed(&mut self, pack: PackId, chunks: &[RecipeChunk], span: &Bytes) -> Result<(), FileError> {
+        // The index says these records hold these chunks; if the pack disagrees, the
+        // server's copy (or its index) is damaged: not the client's fault.
+        let corrupt = |what: String| FileError {
+            code: "corrupt_chunk",
+            message: format!("the server's copy of pack {pack} is damaged: {what}"),
+        };
+        let records = parse_records(span).map_err(|e| corrupt(e.to_string()))?;
+        if records.len() != chunks.len() {
+            return Err(corrupt(format!(
+                "{} records where {} were expected",
+                records.len(),
+                chunks.len()
+            )));
+        }
+        for (record, chunk) in records.iter().zip(chunks) {
+            if record.id != chunk.id {
+                return Err(corrupt(format!(
+                    "record {} where chunk {} was expected",
+                    record.id, chunk.id
+                )));
+            }
+            let raw = record.decode().map_err(|e| corrupt(e.to_string()))?;
+            if raw.len() != chunk.raw_len as usize {
+                return Err(FileError::hash_mismatch(format!(
+                    "chunk {} has {} bytes, the recipe says {}",
+                    chunk.id,
+                    raw.len(),
+                    chunk.raw_len
+                )));
+            }
+            self.hasher.update(&raw);
+            self.size += raw.len() as u64;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gitmodel_format::pack::{encode_chunk, PackBuilder};
+    use gitmodel_format::Oid;
+
+    fn chunk_bytes(seed: u8, len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect()
+    }
+
+    #[test]
+    fn consecutive_records_merge_into_segments() {
+        let raws: Vec<Vec<u8>> = (0..4).map(|s| chunk_bytes(s, 100 + s as usize)).collect();
+        let mut b = PackBuilder::new();
+        for raw in &raws {
+            let (codec, stored) = encode_chunk(raw);
+            b.push(ChunkId::of(raw), raw.len() as u32, codec, &stored);
+        }
+        let (pack, _, entries) = b.finish();
+        let index = ChunkIndex::new();
+        index.add_pack(pack, &entries);
+        // File order 0 1 3 2 2: segments [0,1], [3], [2], [2].
+        let order = [0usize, 1, 3, 2, 2];
+        let mut data = Vec::new();
+        let chunks = order
+            .iter()
+            .map(|&i| {
+                data.extend_from_slice(&raws[i]);
+                RecipeChunk {
+                    id: ChunkId::of(&raws[i]),
+                    raw_len: raws[i].len() as u32,
+                }
+            })
+            .collect();
+        let recipe = Recipe {
+            chunker: 1,
+            oid: Oid::of(&data),
+            size: data.len() as u64,
+            chunks,
+            segments: Vec::new(),
+        };
+        let located = locate(&index, &recipe).unwrap();
+        let segs: Vec<(u32, u32)> = located
+            .recipe
+            .segments
+            .iter()
+            .map(|s| (s.first, s.count))
+            .collect();
+        assert_eq!(segs, vec![(0, 2), (3, 1), (2, 1), (2, 1)]);
+        let first = &located.recipe.segments[0];
+        assert_eq!(first.offset, entries[0].offset);
+        assert_eq!(first.length, entries[0].record_len() + entries[1].record_len());
+        located.recipe.validate().unwrap();
+        assert_eq!(located.windows.len(), 4);
+        assert_eq!(located.windows[0].chunks, 0..2);
+
+        let mut missing = recipe.clone();
+        missing.chunks[2].id = ChunkId::of(b"nope");
+        let err = locate(&index, &missing).unwrap_err();
+        assert_eq!(err.code, "missing_chunks");
+        assert!(err.message.starts_with("1 of the file's 5 chunks"), "{}", err.message);
+    }
+
+    #[test]
+    fn batch_decoding() {
+        let r = Recipe {
+            chunker: 1,
+            oid: Oid::empty(),
+            size: 0,
+            chunks: Vec::new(),
+            segments: Vec::new(),
+        };
+        let mut body = r.encode();
+        r.encode_into(&mut body);
+        assert_eq!(decode_batch(&body).unwrap().len(), 2);
+        assert!(decode_batch(&[]).unwrap().is_empty());
+        body.push(0);
+        assert!(matches!(
+            decode_batch(&body),
+            Err(ApiError::BadRecipe { index: 2, .. })
+        ));
+    }
+}

@@ -1,0 +1,378 @@
+//! Object storage behind the server: the [`Storage`] trait and its [`LocalDir`] backend.
+//!
+//! Keys are `/`-separated relative paths such as `packs/ab/<hex>.pack`. The trait is shaped
+//! like an object store (whole-object put, ranged get, list by prefix) so that an S3 backend
+//! can be added beside [`LocalDir`] without touching any caller. This module knows nothing
+//! about packs or recipes: the key layout lives in [`crate::keys`], and verification of
+//! content is the callers' job.
+
+use std::fmt;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use gitmodel_store::fsutil;
+
+/// Why a storage operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("no object at key {key:?}")]
+    NotFound { key: String },
+    #[error("invalid storage key {key:?}: {reason}")]
+    InvalidKey { key: String, reason: &'static str },
+    #[error("range {start}..{end} is outside object {key:?} of {size} bytes")]
+    InvalidRange {
+        key: String,
+        start: u64,
+        end: u64,
+        size: u64,
+    },
+    #[error("I/O error on {key:?}: {source}")]
+    Io {
+        key: String,
+        #[source]
+        source: io::Error,
+    },
+    /// A failure of a non-filesystem backend (kept open so new backends need no new
+    /// variant, and callers no new match arm).
+    #[error("storage backend error on {key:?}: {source}")]
+    Backend {
+        key: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// An object store. Objects are immutable blobs addressed by key; every method is safe to
+/// call concurrently.
+#[async_trait]
+pub trait Storage: Send + Sync + fmt::Debug + 'static {
+    /// Stores `data` at `key`, atomically (readers see the old object or the new one, never
+    /// a mix) and durably (it survives a crash once this returns). Putting the same content
+    /// again is harmless.
+    async fn put(&self, key: &str, data: Bytes) -> Result<(), StorageError>;
+
+    /// The whole object.
+    async fn get(&self, key: &str) -> Result<Bytes, StorageError>;
+
+    /// Bytes `range.start .. range.end` of the object, which must lie inside it.
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StorageError>;
+
+    /// The object's size, or `None` when there is no object at `key`.
+    async fn head(&self, key: &str) -> Result<Option<u64>, StorageError>;
+
+    /// Every key below the directory-like `prefix` (`""` for all), recursively, sorted.
+    /// `prefix` is a key path such as `packs` or `packs/`, not an arbitrary string prefix.
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError>;
+
+    /// Removes the object. Deleting a missing key succeeds, as on object stores.
+    async fn delete(&self, key: &str) -> Result<(), StorageError>;
+}
+
+/// Checks that `key` is a relative `/`-separated path that cannot leave the storage root
+/// or collide with temp files: segments of `[A-Za-z0-9._-]`, none empty, `.` or `..`,
+/// none starting with [`fsutil::TEMP_PREFIX`].
+pub fn validate_key(key: &str) -> Result<(), StorageError> {
+    let invalid = |reason| {
+        Err(StorageError::InvalidKey {
+            key: key.chars().take(200).collect(),
+            reason,
+        })
+    };
+    if key.is_empty() {
+        return invalid("empty");
+    }
+    if key.len() > 1024 {
+        return invalid("longer than 1024 bytes");
+    }
+    for segment in key.split('/') {
+        if segment.is_empty() {
+            return invalid("empty path segment (or absolute path)");
+        }
+        if segment == "." || segment == ".." {
+            return invalid("'.' or '..' segment");
+        }
+        if segment.starts_with(fsutil::TEMP_PREFIX) {
+            return invalid("reserved temp-file name");
+        }
+        if !segment
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        {
+            return invalid("characters outside [A-Za-z0-9._-]");
+        }
+    }
+    Ok(())
+}
+
+/// Storage in a local directory: key `a/b/c` is the file `<root>/a/b/c`.
+#[derive(Debug, Clone)]
+pub struct LocalDir {
+    root: Arc<PathBuf>,
+}
+
+impl LocalDir {
+    /// Opens (creating it if needed) a storage directory, and checks that it is writable
+    /// so a misconfigured data directory fails at startup, not on the first upload.
+    pub fn open(root: impl Into<PathBuf>) -> Result<LocalDir, StorageError> {
+        let root = root.into();
+        let io_err = |source| StorageError::Io {
+            key: root.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(&root).map_err(io_err)?;
+        if !std::fs::metadata(&root).map_err(io_err)?.is_dir() {
+            return Err(io_err(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                "not a directory",
+            )));
+        }
+        // A temp file with our prefix: removed on drop, and ignored by `list` if a crash
+        // leaves it behind.
+        tempfile::Builder::new()
+            .prefix(fsutil::TEMP_PREFIX)
+            .tempfile_in(&root)
+            .map_err(io_err)?;
+        Ok(LocalDir {
+            root: Arc::new(root),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path_of(&self, key: &str) -> Result<PathBuf, StorageError> {
+        validate_key(key)?;
+        Ok(self.root.join(key))
+    }
+
+    /// Runs blocking filesystem work off the async runtime.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        key: &str,
+        work: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| StorageError::Io {
+                key: key.to_string(),
+                source: io::Error::other(format!("blocking task failed: {e}")),
+            })?
+    }
+}
+
+fn io_error(key: &str, source: io::Error) -> StorageError {
+    if source.kind() == io::ErrorKind::NotFound {
+        StorageError::NotFound {
+            key: key.to_string(),
+        }
+    } else {
+        StorageError::Io {
+            key: key.to_string(),
+            source,
+        }
+    }
+}
+
+#[async_trait]
+impl Storage for LocalDir {
+    async fn put(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
+        let path = self.path_of(key)?;
+        let owned = key.to_string();
+        self.blocking(key, move || {
+            fsutil::write_atomic(&path, &data).map_err(|source| StorageError::Io {
+                key: owned,
+                source,
+            })
+        })
+        .await
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
+        let path = self.path_of(key)?;
+        let owned = key.to_string();
+        self.blocking(key, move || {
+            std::fs::read(&path)
+                .map(Bytes::from)
+                .map_err(|e| io_error(&owned, e))
+        })
+        .await
+    }
+
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StorageError> {
+        let path = self.path_of(key)?;
+        let owned = key.to_string();
+        self.blocking(key, move || {
+            let mut file = std::fs::File::open(&path).map_err(|e| io_error(&owned, e))?;
+            let size = file.metadata().map_err(|e| io_error(&owned, e))?.len();
+            let len = range.end.checked_sub(range.start).filter(|_| range.end <= size);
+            let Some(len) = len.and_then(|l| usize::try_from(l).ok()) else {
+                return Err(StorageError::InvalidRange {
+                    key: owned,
+                    start: range.start,
+                    end: range.end,
+                    size,
+                });
+            };
+            let mut buf = vec![0u8; len];
+            file.seek(SeekFrom::Start(range.start))
+                .and_then(|_| file.read_exact(&mut buf))
+                .map_err(|e| io_error(&owned, e))?;
+            Ok(Bytes::from(buf))
+        })
+        .await
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<u64>, StorageError> {
+        let path = self.path_of(key)?;
+        let owned = key.to_string();
+        self.blocking(key, move || match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_file() => Ok(Some(meta.len())),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_error(&owned, e)),
+        })
+        .await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        let prefix = prefix.trim_end_matches('/');
+        let start = if prefix.is_empty() {
+            self.root.to_path_buf()
+        } else {
+            self.path_of(prefix)?
+        };
+        let root = Arc::clone(&self.root);
+        let owned = prefix.to_string();
+        self.blocking(prefix, move || {
+            let mut keys = Vec::new();
+            walk(&root, &start, &mut keys).map_err(|source| StorageError::Io {
+                key: owned,
+                source,
+            })?;
+            keys.sort();
+            Ok(keys)
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        let path = self.path_of(key)?;
+        let owned = key.to_string();
+        self.blocking(key, move || match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_error(&owned, e)),
+        })
+        .await
+    }
+}
+
+/// Collects the keys of regular files below `dir`, skipping temp files and anything whose
+/// name could not be a key (so stray files never reach callers as invalid keys).
+fn walk(root: &Path, dir: &Path, keys: &mut Vec<String>) -> io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        // A prefix nobody has written to yet is an empty listing, as on object stores.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with(fsutil::TEMP_PREFIX) {
+            continue;
+        }
+        let path = entry.path();
+        let file_type = entry.file_type()?;
+        if file_type.is_dir() {
+            walk(root, &path, keys)?;
+        } else if file_type.is_file() {
+            let Ok(rel) = path.strip_prefix(root) else { continue };
+            let Some(rel) = rel.to_str() else { continue };
+            let key = rel.replace(std::path::MAIN_SEPARATOR, "/");
+            if validate_key(&key).is_ok() {
+                keys.push(key);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_cannot_escape() {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "a//b",
+            "a/",
+            "../x",
+            "a/../../x",
+            "a/./b",
+            "a\\b",
+            "a/.tmp-gitmodel-x",
+            "a b",
+        ] {
+            assert!(validate_key(bad).is_err(), "{bad:?}");
+        }
+        for good in ["packs/ab/abcd.pack", "repos/acme/vision/files/ab/x.recipe", "a"] {
+            validate_key(good).unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn local_dir_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalDir::open(dir.path().join("data")).unwrap();
+        assert_eq!(s.head("a/b.bin").await.unwrap(), None);
+        assert!(matches!(
+            s.get("a/b.bin").await,
+            Err(StorageError::NotFound { .. })
+        ));
+        s.put("a/b.bin", Bytes::from_static(b"hello world"))
+            .await
+            .unwrap();
+        s.put("a/b.bin", Bytes::from_static(b"hello world"))
+            .await
+            .unwrap();
+        s.put("c.bin", Bytes::from_static(b"x")).await.unwrap();
+        assert_eq!(s.head("a/b.bin").await.unwrap(), Some(11));
+        assert_eq!(&s.get("a/b.bin").await.unwrap()[..], b"hello world");
+        assert_eq!(&s.get_range("a/b.bin", 6..11).await.unwrap()[..], b"world");
+        assert_eq!(&s.get_range("a/b.bin", 3..3).await.unwrap()[..], b"");
+        assert!(matches!(
+            s.get_range("a/b.bin", 6..12).await,
+            Err(StorageError::InvalidRange { .. })
+        ));
+        // A crash leftover is not a key.
+        std::fs::write(s.root().join("a").join(".tmp-gitmodel-zzz"), b"junk").unwrap();
+        assert_eq!(s.list("").await.unwrap(), vec!["a/b.bin", "c.bin"]);
+        assert_eq!(s.list("a/").await.unwrap(), vec!["a/b.bin"]);
+        assert!(s.list("nothing").await.unwrap().is_empty());
+        assert!(s.list("../").await.is_err());
+        s.delete("a/b.bin").await.unwrap();
+        s.delete("a/b.bin").await.unwrap();
+        assert_eq!(s.list("a").await.unwrap(), Vec::<String>::new());
+        assert!(matches!(
+            s.put("../escape", Bytes::new()).await,
+            Err(StorageError::InvalidKey { .. })
+        ));
+    }
+
+    #[test]
+    fn open_rejects_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, b"").unwrap();
+        assert!(LocalDir::open(&file).is_err());
+    }
+}
