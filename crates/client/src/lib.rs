@@ -1,1 +1,48 @@
-//! placeholder
+//! git-model's client side of the network: [`Remote`] speaks the server's HTTP API,
+//! [`upload`] sends the files a push publishes (only chunks the server lacks), and
+//! [`download`] brings files into the local store (only chunks the store lacks), with
+//! several requests in flight. Which files to move is the caller's choice (git scans).
+#![forbid(unsafe_code)]
+
+mod remote;
+mod transfer;
+
+pub use remote::{Auth, Remote};
+pub use transfer::{download, upload, DownloadReport, FileRef, UploadReport};
+
+use gitmodel_format::Oid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("bad model.url {url:?}: {why}")]
+    BadUrl { url: String, why: String },
+    #[error("{url}: server answered {status}{}: {message}", if code.is_empty() { String::new() } else { format!(" ({code})") })]
+    Http {
+        url: String,
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("cannot reach {url}: {message}")]
+    Transport { url: String, message: String },
+    #[error("{url}: malformed answer: {what}")]
+    Protocol { url: String, what: String },
+    #[error("{path} ({oid}): content is neither in the local store nor on the server")]
+    MissingLocal { oid: Oid, path: String },
+    #[error("{path} ({oid}): not on the server")]
+    NotOnServer { oid: Oid, path: String },
+    #[error("{path} ({oid}): server refused the file: {message}")]
+    Rejected {
+        oid: Oid,
+        path: String,
+        message: String,
+    },
+    #[error("{path} ({oid}): {what}")]
+    Corrupt {
+        oid: Oid,
+        path: String,
+        what: String,
+    },
+    #[error(transparent)]
+    Store(#[from] gitmodel_store::StoreError),
+}

@@ -1,1 +1,32 @@
-//! placeholder
+//! git-model's HTTP server: stores packs of chunks (deduplicated across repositories) and
+//! per-repository recipes, and verifies everything it is given before storing it.
+//!
+//! - [`storage`]: the [`Storage`] trait (object-store shaped) and its [`LocalDir`] backend.
+//! - [`keys`]: where packs and recipes live in storage.
+//! - [`index`]: the in-memory [`ChunkIndex`], a rebuildable cache of the packs' indexes.
+//! - [`register`]: locating and verifying recipes on registration.
+//! - [`api`]: routing and handlers; [`error`]: [`ApiError`] and its status mapping.
+//! - [`auth`]: the [`Authorizer`] hook ([`AllowAll`] for now).
+//! - [`state`]: [`AppState`] and [`ServerConfig`]; [`server`]: [`serve`] and shutdown.
+//!
+//! The binary (`crates/server/main.rs`) only parses flags, sets up logging and calls
+//! [`AppState::open_local`] and [`serve`]. The API is specified in `docs/protocol.md`.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod auth;
+pub mod error;
+pub mod index;
+pub mod keys;
+pub mod range;
+pub mod register;
+pub mod server;
+pub mod state;
+pub mod storage;
+
+pub use auth::{Access, AllowAll, Authorizer};
+pub use error::ApiError;
+pub use index::{ChunkIndex, Location};
+pub use server::{serve, shutdown_signal};
+pub use state::{default_data_dir, AppState, ServerConfig, DATA_DIR_ENV, DEFAULT_LISTEN};
+pub use storage::{LocalDir, Storage, StorageError};

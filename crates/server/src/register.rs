@@ -16,7 +16,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use gitmodel_format::pack::{parse_records, MAX_CHUNK_BYTES, RECORD_HEADER_LEN};
-use gitmodel_format::{ChunkId, OidHasher, PackId, Recipe, RecipeChunk, Segment};
+use gitmodel_format::id::OidHasher;
+use gitmodel_format::{ChunkId, PackId, Recipe, RecipeChunk, Segment};
 use gitmodel_proto::{ErrorDetail, RegisterResponse, RegisterResult, RepoName};
 use tokio::task::JoinSet;
 

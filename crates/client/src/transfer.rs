@@ -1,0 +1,433 @@
+//! Moving files between the local store and a server.
+//!
+//! Upload: ask which files the server has, then which chunks; build packs of only the
+//! missing chunks (read as stored, verified, not recompressed) and send several at once;
+//! register the files last, so the server never holds a file whose chunks are absent.
+//!
+//! Download: fetch recipes, work out which chunks the local store lacks, read the packs'
+//! footer indexes to turn them into exact byte ranges, fetch ranges in parallel, verify
+//! every chunk, store them in local packs, then record the recipes.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{mpsc, Mutex};
+
+use gitmodel_format::pack::{self, PackEntry, TRAILER_LEN};
+use gitmodel_format::{ChunkId, Oid, PackBuilder, PackId, Recipe};
+use gitmodel_store::{LocalStore, StoredChunk};
+
+use crate::{ClientError, Remote};
+
+/// Requests in flight at once.
+const PARALLEL: usize = 4;
+/// Largest single range request.
+const RANGE_BYTES: u64 = 8 * 1024 * 1024;
+/// Files per registration request.
+const REGISTER_BATCH: usize = 512;
+
+/// A file to move, with a path for messages.
+#[derive(Debug, Clone)]
+pub struct FileRef {
+    pub oid: Oid,
+    pub size: u64,
+    pub path: String,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct UploadReport {
+    pub files: usize,
+    /// Files the server already had.
+    pub files_present: usize,
+    pub file_bytes: u64,
+    pub chunks: usize,
+    pub chunks_sent: usize,
+    /// Raw bytes of the chunks sent.
+    pub bytes_new: u64,
+    /// Bytes on the wire (compressed packs).
+    pub bytes_sent: u64,
+    pub packs: usize,
+}
+
+/// Makes every file in `files` present on the server.
+pub fn upload(
+    store: &LocalStore,
+    remote: &Remote,
+    files: &[FileRef],
+) -> Result<UploadReport, ClientError> {
+    let mut report = UploadReport::default();
+    let mut seen = HashSet::new();
+    let files: Vec<&FileRef> = files
+        .iter()
+        .filter(|f| f.size > 0 && seen.insert(f.oid))
+        .collect();
+    report.files = files.len();
+    if files.is_empty() {
+        return Ok(report);
+    }
+    let oids: Vec<Oid> = files.iter().map(|f| f.oid).collect();
+    let present = remote.files_exist(&oids)?;
+    let mut recipes = Vec::new();
+    for (f, there) in files.iter().zip(present) {
+        if there {
+            report.files_present += 1;
+            continue;
+        }
+        let recipe = store
+            .recipe(&f.oid)?
+            .filter(|_| store.has_file(&f.oid))
+            .ok_or_else(|| ClientError::MissingLocal {
+                oid: f.oid,
+                path: f.path.clone(),
+            })?;
+        report.file_bytes += recipe.size;
+        recipes.push((f, recipe));
+    }
+    if recipes.is_empty() {
+        return Ok(report);
+    }
+
+    let mut chunk_set = HashSet::new();
+    let chunks: Vec<ChunkId> = recipes
+        .iter()
+        .flat_map(|(_, r)| r.chunks.iter().map(|c| c.id))
+        .filter(|id| chunk_set.insert(*id))
+        .collect();
+    report.chunks = chunks.len();
+    let have = remote.chunks_exist(&chunks)?;
+    let missing: Vec<ChunkId> = chunks
+        .iter()
+        .zip(have)
+        .filter(|(_, h)| !h)
+        .map(|(c, _)| *c)
+        .collect();
+    report.chunks_sent = missing.len();
+
+    // Build packs here; send them from PARALLEL threads.
+    let (tx, rx) = mpsc::sync_channel::<(PackId, Vec<u8>)>(PARALLEL);
+    let rx = Mutex::new(rx);
+    let sent = std::thread::scope(|scope| -> Result<(u64, usize), ClientError> {
+        let workers: Vec<_> = (0..PARALLEL)
+            .map(|_| {
+                scope.spawn(|| -> Result<(u64, usize), ClientError> {
+                    let (mut bytes, mut packs) = (0u64, 0usize);
+                    loop {
+                        let next = rx.lock().unwrap().recv();
+                        let Ok((id, data)) = next else { break };
+                        remote.put_pack(&id, &data)?;
+                        bytes += data.len() as u64;
+                        packs += 1;
+                    }
+                    Ok((bytes, packs))
+                })
+            })
+            .collect();
+        let build = (|| -> Result<u64, ClientError> {
+            let mut builder = PackBuilder::new();
+            let mut raw = 0u64;
+            for id in &missing {
+                let chunk = store.read_stored(id)?.ok_or_else(|| {
+                    let (f, _) = recipes
+                        .iter()
+                        .find(|(_, r)| r.chunks.iter().any(|c| c.id == *id))
+                        .expect("chunk comes from a recipe");
+                    ClientError::MissingLocal {
+                        oid: f.oid,
+                        path: f.path.clone(),
+                    }
+                })?;
+                if !builder.fits(chunk.stored.len()) {
+                    let (pid, bytes, _) = std::mem::take(&mut builder).finish();
+                    if tx.send((pid, bytes)).is_err() {
+                        break; // a worker failed; its error is reported below
+                    }
+                    builder = PackBuilder::new();
+                }
+                raw += chunk.entry.raw_len as u64;
+                builder.push(*id, chunk.entry.raw_len, chunk.entry.codec, &chunk.stored);
+            }
+            if !builder.is_empty() {
+                let (pid, bytes, _) = builder.finish();
+                let _ = tx.send((pid, bytes));
+            }
+            Ok(raw)
+        })();
+        drop(tx);
+        let mut total = (0u64, 0usize);
+        let mut first_err = None;
+        for w in workers {
+            match w.join().expect("upload worker panicked") {
+                Ok((b, p)) => {
+                    total.0 += b;
+                    total.1 += p;
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        report.bytes_new = build?;
+        Ok(total)
+    })?;
+    report.bytes_sent = sent.0;
+    report.packs = sent.1;
+
+    for batch in recipes.chunks(REGISTER_BATCH) {
+        let rs: Vec<Recipe> = batch.iter().map(|(_, r)| r.clone()).collect();
+        let results = remote.register(&rs)?;
+        for ((f, _), res) in batch.iter().zip(results) {
+            if !res.ok {
+                let message = res
+                    .error
+                    .map(|e| format!("{} ({})", e.message, e.code))
+                    .unwrap_or_default();
+                return Err(ClientError::Rejected {
+                    oid: f.oid,
+                    path: f.path.clone(),
+                    message,
+                });
+            }
+        }
+    }
+    Ok(report)
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DownloadReport {
+    pub files: usize,
+    /// Files already complete in the local store.
+    pub files_local: usize,
+    pub file_bytes: u64,
+    pub chunks_fetched: usize,
+    /// Raw bytes of the fetched chunks.
+    pub bytes_new: u64,
+    /// Bytes received (compressed records).
+    pub bytes_received: u64,
+    pub requests: usize,
+}
+
+/// A range read planned from pack indexes.
+struct RangeTask {
+    pack: PackId,
+    offset: u64,
+    length: u64,
+    entries: Vec<PackEntry>,
+}
+
+/// Brings every file in `files` into the local store.
+pub fn download(
+    store: &LocalStore,
+    remote: &Remote,
+    files: &[FileRef],
+) -> Result<DownloadReport, ClientError> {
+    let mut report = DownloadReport::default();
+    let mut seen = HashSet::new();
+    let mut wanted = Vec::new();
+    for f in files.iter().filter(|f| f.size > 0 && seen.insert(f.oid)) {
+        report.files += 1;
+        if store.has_file(&f.oid) {
+            report.files_local += 1;
+        } else {
+            wanted.push(f);
+        }
+    }
+    if wanted.is_empty() {
+        return Ok(report);
+    }
+    let recipes = parallel_map(&wanted, |f| {
+        let r = remote.get_recipe(&f.oid)?.ok_or_else(|| ClientError::NotOnServer {
+            oid: f.oid,
+            path: f.path.clone(),
+        })?;
+        if r.size != f.size {
+            return Err(ClientError::Corrupt {
+                oid: f.oid,
+                path: f.path.clone(),
+                what: format!("server recipe has {} bytes, the pointer says {}", r.size, f.size),
+            });
+        }
+        Ok(r)
+    })?;
+
+    // Which chunks of which packs are needed.
+    let mut needed: HashMap<PackId, Vec<u32>> = HashMap::new();
+    let mut expect: HashSet<ChunkId> = HashSet::new();
+    for r in &recipes {
+        report.file_bytes += r.size;
+        for (seg, chunks) in r.segment_chunks() {
+            for (k, c) in chunks.iter().enumerate() {
+                if !store.has_chunk(&c.id) && expect.insert(c.id) {
+                    needed.entry(seg.pack).or_default().push(seg.first + k as u32);
+                }
+            }
+        }
+    }
+
+    // Exact ranges from each pack's footer index.
+    let packs: Vec<(PackId, Vec<u32>)> = needed.into_iter().collect();
+    let indexes = parallel_map(&packs, |(pack, _)| pack_index(remote, pack))?;
+    let mut tasks = Vec::new();
+    for ((pack, mut wanted), index) in packs.into_iter().zip(indexes) {
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut current: Option<RangeTask> = None;
+        for i in wanted {
+            let entry = *index.get(i as usize).ok_or_else(|| ClientError::Protocol {
+                url: remote.url().to_string(),
+                what: format!("pack {pack} has no record {i}"),
+            })?;
+            match &mut current {
+                Some(t) if t.offset + t.length == entry.offset && t.length < RANGE_BYTES => {
+                    t.length += entry.record_len();
+                    t.entries.push(entry);
+                }
+                _ => {
+                    tasks.extend(current.take());
+                    current = Some(RangeTask {
+                        pack,
+                        offset: entry.offset,
+                        length: entry.record_len(),
+                        entries: vec![entry],
+                    });
+                }
+            }
+        }
+        tasks.extend(current);
+    }
+    report.requests = tasks.len();
+
+    // Fetch in parallel; store in this thread as results arrive.
+    let queue = Mutex::new(tasks.into_iter());
+    let (tx, rx) = mpsc::sync_channel::<Result<(u64, Vec<StoredChunk>), ClientError>>(PARALLEL);
+    std::thread::scope(|scope| -> Result<(), ClientError> {
+        for _ in 0..PARALLEL {
+            let tx = tx.clone();
+            let queue = &queue;
+            scope.spawn(move || loop {
+                let Some(task) = queue.lock().unwrap().next() else { break };
+                let result = fetch_range(remote, &task);
+                let failed = result.is_err();
+                if tx.send(result).is_err() || failed {
+                    break;
+                }
+            });
+        }
+        drop(tx);
+        let mut batch = Vec::new();
+        let mut batch_bytes = 0u64;
+        for result in rx {
+            let (received, chunks) = match result {
+                Ok(r) => r,
+                Err(e) => {
+                    // Stop the other workers from taking more work.
+                    queue.lock().unwrap().by_ref().for_each(drop);
+                    return Err(e);
+                }
+            };
+            report.bytes_received += received;
+            for c in chunks {
+                report.chunks_fetched += 1;
+                report.bytes_new += c.entry.raw_len as u64;
+                batch_bytes += c.stored.len() as u64;
+                batch.push(c);
+            }
+            // Flush to disk in pack-sized batches, so an interrupted pull keeps its work.
+            if batch_bytes >= pack::MAX_PACK_BYTES / 2 {
+                store.import(std::mem::take(&mut batch))?;
+                batch_bytes = 0;
+            }
+        }
+        store.import(batch)?;
+        Ok(())
+    })?;
+
+    for r in &recipes {
+        for c in &r.chunks {
+            if !store.has_chunk(&c.id) {
+                let f = wanted.iter().find(|f| f.oid == r.oid).expect("wanted file");
+                return Err(ClientError::Corrupt {
+                    oid: r.oid,
+                    path: f.path.clone(),
+                    what: format!("chunk {} was not delivered", c.id),
+                });
+            }
+        }
+        store.put_recipe(r)?;
+    }
+    Ok(report)
+}
+
+fn pack_index(remote: &Remote, pack: &PackId) -> Result<Vec<PackEntry>, ClientError> {
+    let protocol = |what: String| ClientError::Protocol {
+        url: remote.url().to_string(),
+        what: format!("pack {pack}: {what}"),
+    };
+    let len = remote.pack_len(pack)?;
+    if len < TRAILER_LEN || len > pack::MAX_PACK_BYTES {
+        return Err(protocol(format!("implausible length {len}")));
+    }
+    let trailer = remote.get_range(pack, len - TRAILER_LEN, TRAILER_LEN)?;
+    let (index_offset, _) = pack::parse_trailer(&trailer, len).map_err(|e| protocol(e.to_string()))?;
+    let index = remote.get_range(pack, index_offset, len - TRAILER_LEN - index_offset)?;
+    pack::parse_index(&index, index_offset).map_err(|e| protocol(e.to_string()))
+}
+
+fn fetch_range(remote: &Remote, task: &RangeTask) -> Result<(u64, Vec<StoredChunk>), ClientError> {
+    let bytes = remote.get_range(&task.pack, task.offset, task.length)?;
+    let corrupt = |what: String| ClientError::Protocol {
+        url: remote.url().to_string(),
+        what: format!("pack {} at {}: {what}", task.pack, task.offset),
+    };
+    let records = pack::parse_records(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    if records.len() != task.entries.len() {
+        return Err(corrupt("record count differs from the index".into()));
+    }
+    let mut out = Vec::with_capacity(records.len());
+    for (rec, entry) in records.iter().zip(&task.entries) {
+        if rec.id != entry.id {
+            return Err(corrupt(format!("found chunk {} where {} was expected", rec.id, entry.id)));
+        }
+        rec.decode().map_err(|e| corrupt(e.to_string()))?;
+        out.push(StoredChunk {
+            entry: *entry,
+            stored: rec.stored.to_vec(),
+        });
+    }
+    Ok((bytes.len() as u64, out))
+}
+
+/// Runs `f` over `items` on up to PARALLEL threads, keeping order; first error wins.
+fn parallel_map<T: Sync, R: Send>(
+    items: &[T],
+    f: impl Fn(&T) -> Result<R, ClientError> + Sync,
+) -> Result<Vec<R>, ClientError> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<Mutex<Option<Result<R, ClientError>>>> =
+        items.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..PARALLEL.min(items.len()) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= items.len() {
+                    break;
+                }
+                let r = f(&items[i]);
+                let failed = r.is_err();
+                *results[i].lock().unwrap() = Some(r);
+                if failed {
+                    next.store(items.len(), std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    let mut out = Vec::with_capacity(items.len());
+    for r in results {
+        match r.into_inner().unwrap() {
+            Some(Ok(v)) => out.push(v),
+            Some(Err(e)) => return Err(e),
+            None => {} // skipped after an earlier error, which is returned first
+        }
+    }
+    Ok(out)
+}

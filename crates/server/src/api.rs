@@ -1,0 +1,484 @@
+//! The HTTP API: routing, request bodies, handlers, and turning results into responses.
+//!
+//! [`handle`] is the whole service: it gives each request an id (echoed in
+//! `x-request-id`, in error bodies and in the log line it writes when done), routes it,
+//! checks the method and the [`Authorizer`](crate::auth::Authorizer), runs the handler,
+//! and renders any [`ApiError`] as JSON. Formats and limits come from `gitmodel_proto`;
+//! the paths are specified in `docs/protocol.md`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use gitmodel_format::pack::{verify_pack, MAX_PACK_BYTES};
+use gitmodel_format::{ChunkId, Oid, PackId};
+use gitmodel_proto::{
+    decode_ids, ErrorBody, ErrorDetail, PackUploaded, RepoName, BINARY, MAX_QUERY_IDS,
+    MAX_REGISTER_BODY, REQUEST_ID_HEADER,
+};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use crate::auth::Access;
+use crate::error::ApiError;
+use crate::range::{parse_range, RangeError};
+use crate::register;
+use crate::state::AppState;
+use crate::storage::StorageError;
+use crate::keys;
+
+/// Body of every response: the server answers with whole buffers (at most one pack).
+pub type ResponseBody = Full<Bytes>;
+
+/// How many recipe lookups one `files/exists` query runs at once.
+const EXISTS_CONCURRENCY: usize = 32;
+
+/// Which endpoint of a repository a path names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Endpoint {
+    ChunksExist,
+    FilesExist,
+    Files,
+    File(String),
+    Pack(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Route {
+    Health,
+    Repo { repo: RepoName, endpoint: Endpoint },
+}
+
+impl Endpoint {
+    /// Allowed methods, as listed in a 405's `Allow` header.
+    fn allow(&self) -> &'static str {
+        match self {
+            Endpoint::ChunksExist | Endpoint::FilesExist | Endpoint::Files => "POST",
+            Endpoint::File(_) => "GET",
+            Endpoint::Pack(_) => "GET, PUT",
+        }
+    }
+
+    /// The access a method needs here, or `None` when the method is not allowed.
+    fn access(&self, method: &Method) -> Option<Access> {
+        match (self, method) {
+            (Endpoint::ChunksExist | Endpoint::FilesExist, &Method::POST) => Some(Access::Read),
+            (Endpoint::File(_) | Endpoint::Pack(_), &Method::GET) => Some(Access::Read),
+            (Endpoint::Files, &Method::POST) | (Endpoint::Pack(_), &Method::PUT) => {
+                Some(Access::Write)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Maps a path to a route: `None` for no route, `Err` for a route shape whose repository
+/// name is invalid (a 400, so that `/../x/model/v1/files` is refused as a bad name).
+fn parse_route(path: &str) -> Option<Result<Route, ApiError>> {
+    if path == "/healthz" {
+        return Some(Ok(Route::Health));
+    }
+    let segments: Vec<&str> = path.strip_prefix('/')?.split('/').collect();
+    let [namespace, repo, "model", "v1", tail @ ..] = segments.as_slice() else {
+        return None;
+    };
+    let endpoint = match tail {
+        ["chunks", "exists"] => Endpoint::ChunksExist,
+        ["files", "exists"] => Endpoint::FilesExist,
+        ["files"] => Endpoint::Files,
+        ["files", oid] => Endpoint::File((*oid).to_string()),
+        ["packs", pack] => Endpoint::Pack((*pack).to_string()),
+        _ => return None,
+    };
+    Some(
+        RepoName::new(namespace, repo)
+            .map(|repo| Route::Repo { repo, endpoint })
+            .map_err(ApiError::from),
+    )
+}
+
+/// Serves one request. Never fails: errors become JSON error responses.
+pub async fn handle<B>(state: Arc<AppState>, req: Request<B>, peer: SocketAddr) -> Response<ResponseBody>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let request_id = state.next_request_id();
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let span = tracing::info_span!("request", id = %request_id);
+    let result = dispatch(&state, req).instrument(span.clone()).await;
+    let mut response = match result {
+        Ok(response) => response,
+        Err(e) => {
+            let _entered = span.enter();
+            if e.status().is_server_error() {
+                tracing::error!(error = %e, "request failed");
+            } else {
+                tracing::debug!(error = %e, "request refused");
+            }
+            error_response(&e, &request_id)
+        }
+    };
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    let _entered = span.enter();
+    tracing::info!(
+        %method,
+        path,
+        %peer,
+        status = response.status().as_u16(),
+        ms = started.elapsed().as_millis() as u64,
+        "request done"
+    );
+    response
+}
+
+async fn dispatch<B>(state: &Arc<AppState>, req: Request<B>) -> Result<Response<ResponseBody>, ApiError>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let route = match parse_route(req.uri().path()) {
+        Some(route) => route?,
+        None => {
+            return Err(ApiError::UnknownRoute {
+                method: req.method().clone(),
+                path: req.uri().path().chars().take(200).collect(),
+            })
+        }
+    };
+    let (repo, endpoint) = match route {
+        Route::Health if req.method() == Method::GET => {
+            return Ok(binary(StatusCode::OK, "text/plain", Bytes::from_static(b"ok")))
+        }
+        Route::Health => {
+            return Err(ApiError::MethodNotAllowed {
+                method: req.method().clone(),
+                allow: "GET",
+            })
+        }
+        Route::Repo { repo, endpoint } => (repo, endpoint),
+    };
+    let Some(access) = endpoint.access(req.method()) else {
+        return Err(ApiError::MethodNotAllowed {
+            method: req.method().clone(),
+            allow: endpoint.allow(),
+        });
+    };
+    state.authorizer().authorize(req.headers(), &repo, access)?;
+    let timeout = state.config().body_idle_timeout;
+    match endpoint {
+        Endpoint::ChunksExist => {
+            // Later: answer only for chunks in packs the caller may read
+            // (AppState::may_read_pack), or presence leaks content across repositories.
+            let (parts, body) = req.into_parts();
+            let body = read_body(body, &parts.headers, MAX_QUERY_IDS * 32, timeout).await?;
+            chunks_exist(state, &body)
+        }
+        Endpoint::FilesExist => {
+            let (parts, body) = req.into_parts();
+            let body = read_body(body, &parts.headers, MAX_QUERY_IDS * 32, timeout).await?;
+            files_exist(state, &repo, &body).await
+        }
+        Endpoint::Files => {
+            let (parts, body) = req.into_parts();
+            let body = read_body(body, &parts.headers, MAX_REGISTER_BODY, timeout).await?;
+            let recipes = register::decode_batch(&body)?;
+            drop(body);
+            let answer = register::register_batch(Arc::clone(state), repo, recipes).await?;
+            Ok(json(StatusCode::OK, &answer))
+        }
+        Endpoint::File(oid) => get_file(state, &repo, &Oid::from_hex(&oid)?).await,
+        Endpoint::Pack(pack) => {
+            let pack = PackId::from_hex(&pack)?;
+            if req.method() == Method::PUT {
+                let (parts, body) = req.into_parts();
+                // MAX_PACK_BYTES is 64 MiB, far below usize::MAX on any supported target.
+                let limit = usize::try_from(MAX_PACK_BYTES).unwrap_or(usize::MAX);
+                let body = read_body(body, &parts.headers, limit, timeout).await?;
+                put_pack(state, pack, body).await
+            } else {
+                get_pack(state, &repo, pack, req.headers()).await
+            }
+        }
+    }
+}
+
+/// Reads a whole request body of at most `limit` bytes. A declared `Content-Length` over
+/// the limit is refused before anything is read; an undeclared (chunked) body is refused
+/// as soon as it passes the limit.
+async fn read_body<B>(
+    mut body: B,
+    headers: &HeaderMap,
+    limit: usize,
+    idle_timeout: Duration,
+) -> Result<Bytes, ApiError>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let too_large = || ApiError::TooLarge {
+        limit: limit as u64,
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(too_large());
+    }
+    // Sizing the buffer from the (already bounded) declared length avoids regrowth copies
+    // of a 64 MiB pack.
+    let mut buf = BytesMut::with_capacity(declared.map_or(0, |len| len as usize));
+    loop {
+        let frame = match tokio::time::timeout(idle_timeout, body.frame()).await {
+            Err(_) => {
+                return Err(ApiError::BodyTimeout {
+                    secs: idle_timeout.as_secs(),
+                })
+            }
+            Ok(None) => break,
+            Ok(Some(frame)) => frame.map_err(|e| ApiError::BodyRead {
+                reason: e.to_string(),
+            })?,
+        };
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > limit {
+                return Err(too_large());
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf.freeze())
+}
+
+fn chunks_exist(state: &AppState, body: &[u8]) -> Result<Response<ResponseBody>, ApiError> {
+    let ids: Vec<ChunkId> = decode_ids(body)?.into_iter().map(ChunkId).collect();
+    let answer: Vec<u8> = state
+        .index()
+        .get_many(&ids)
+        .iter()
+        .map(|loc| u8::from(loc.is_some()))
+        .collect();
+    Ok(binary(StatusCode::OK, BINARY, answer.into()))
+}
+
+async fn files_exist(
+    state: &AppState,
+    repo: &RepoName,
+    body: &[u8],
+) -> Result<Response<ResponseBody>, ApiError> {
+    let oids: Vec<Oid> = decode_ids(body)?.into_iter().map(Oid).collect();
+    let mut answer = vec![0u8; oids.len()];
+    let mut pending = oids.iter().enumerate();
+    let mut tasks = JoinSet::new();
+    loop {
+        while tasks.len() < EXISTS_CONCURRENCY {
+            let Some((i, oid)) = pending.next() else { break };
+            let storage = Arc::clone(state.storage());
+            let key = keys::recipe_key(repo, oid);
+            tasks.spawn(async move { (i, storage.head(&key).await) });
+        }
+        let Some(joined) = tasks.join_next().await else {
+            break;
+        };
+        let (i, size) = joined?;
+        if size?.is_some() {
+            answer[i] = 1;
+        }
+    }
+    Ok(binary(StatusCode::OK, BINARY, answer.into()))
+}
+
+async fn put_pack(
+    state: &AppState,
+    pack: PackId,
+    body: Bytes,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let permit = state.verify_permit().await;
+    let (body, verified) = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let verified = verify_pack(&pack, &body);
+        (body, verified)
+    })
+    .await?;
+    let entries = verified.map_err(|source| ApiError::BadPack { pack, source })?;
+    let key = keys::pack_key(&pack);
+    // Content-addressed: an existing pack with this id has exactly these bytes.
+    let created = if state.storage().head(&key).await?.is_some() {
+        false
+    } else {
+        state.storage().put(&key, body).await?;
+        true
+    };
+    let added = state.index().add_pack(pack, &entries);
+    tracing::info!(%pack, chunks = entries.len(), new_chunks = added, created, "pack stored");
+    Ok(json(
+        StatusCode::OK,
+        &PackUploaded {
+            pack: pack.to_hex(),
+            chunks: u32::try_from(entries.len()).unwrap_or(u32::MAX),
+            created,
+        },
+    ))
+}
+
+async fn get_pack(
+    state: &AppState,
+    repo: &RepoName,
+    pack: PackId,
+    headers: &HeaderMap,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let not_found = || ApiError::not_found(format!("pack {pack}"));
+    if !state.may_read_pack(repo, &pack).await? {
+        // Same answer as for a missing pack: do not reveal what other repositories hold.
+        return Err(not_found());
+    }
+    let key = keys::pack_key(&pack);
+    let Some(size) = state.storage().head(&key).await? else {
+        return Err(not_found());
+    };
+    let vanished = |e: StorageError| match e {
+        StorageError::NotFound { .. } => not_found(),
+        other => other.into(),
+    };
+    let Some(value) = headers.get(header::RANGE) else {
+        let bytes = state.storage().get(&key).await.map_err(vanished)?;
+        let mut response = binary(StatusCode::OK, BINARY, bytes);
+        response
+            .headers_mut()
+            .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        return Ok(response);
+    };
+    let text = value.to_str().map_err(|_| ApiError::BadRange {
+        value: String::from_utf8_lossy(value.as_bytes()).chars().take(100).collect(),
+        reason: "not ASCII",
+    })?;
+    let range = parse_range(text, size).map_err(|e| match e {
+        RangeError::Malformed(reason) => ApiError::BadRange {
+            value: text.chars().take(100).collect(),
+            reason,
+        },
+        RangeError::Unsatisfiable => ApiError::RangeNotSatisfiable {
+            value: text.chars().take(100).collect(),
+            size,
+        },
+    })?;
+    let content_range = format!("bytes {}-{}/{size}", range.start, range.end - 1);
+    let bytes = state.storage().get_range(&key, range).await.map_err(vanished)?;
+    let mut response = binary(StatusCode::PARTIAL_CONTENT, BINARY, bytes);
+    let headers = response.headers_mut();
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Ok(value) = HeaderValue::from_str(&content_range) {
+        headers.insert(header::CONTENT_RANGE, value);
+    }
+    Ok(response)
+}
+
+async fn get_file(
+    state: &AppState,
+    repo: &RepoName,
+    oid: &Oid,
+) -> Result<Response<ResponseBody>, ApiError> {
+    match state.storage().get(&keys::recipe_key(repo, oid)).await {
+        Ok(bytes) => Ok(binary(StatusCode::OK, BINARY, bytes)),
+        Err(StorageError::NotFound { .. }) => {
+            Err(ApiError::not_found(format!("file {oid} in {repo}")))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn binary(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<ResponseBody> {
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<ResponseBody> {
+    match serde_json::to_vec(value) {
+        Ok(body) => binary(status, "application/json", body.into()),
+        Err(e) => error_response(
+            &ApiError::internal(format!("serializing the answer: {e}")),
+            "",
+        ),
+    }
+}
+
+/// Renders an error: its status, and an [`ErrorBody`] carrying its stable code.
+pub fn error_response(error: &ApiError, request_id: &str) -> Response<ResponseBody> {
+    let body = ErrorBody {
+        error: ErrorDetail {
+            code: error.code().to_string(),
+            message: error.public_message(),
+            request_id: (!request_id.is_empty()).then(|| request_id.to_string()),
+        },
+    };
+    // Serializing two strings cannot fail; the fallback keeps this path panic-free anyway.
+    let bytes = serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec());
+    let mut response = binary(error.status(), "application/json", bytes.into());
+    if let ApiError::MethodNotAllowed { allow, .. } = error {
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static(allow));
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(path: &str) -> Option<Result<Route, ApiError>> {
+        parse_route(path)
+    }
+
+    #[test]
+    fn routing() {
+        assert!(matches!(route("/healthz"), Some(Ok(Route::Health))));
+        let Some(Ok(Route::Repo { repo, endpoint })) = route("/acme/vision.git/model/v1/files")
+        else {
+            panic!("no route");
+        };
+        assert_eq!(repo.to_string(), "acme/vision");
+        assert_eq!(endpoint, Endpoint::Files);
+        assert!(matches!(
+            route("/a/b/model/v1/packs/xyz"),
+            Some(Ok(Route::Repo { endpoint: Endpoint::Pack(_), .. }))
+        ));
+        for unknown in [
+            "/",
+            "",
+            "/a/b",
+            "/a/b/model/v2/files",
+            "/a/b/model/v1/files/x/y",
+            "/a/b/model/v1/chunks",
+            "/a//model/v1/files/exists/x",
+        ] {
+            assert!(route(unknown).is_none(), "{unknown}");
+        }
+        for bad in ["/../x/model/v1/files", "/a/../model/v1/files", "/a/%2e%2e/model/v1/files", "/a//model/v1/files"] {
+            assert!(matches!(route(bad), Some(Err(ApiError::BadName(_)))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn methods() {
+        assert_eq!(Endpoint::Files.access(&Method::POST), Some(Access::Write));
+        assert_eq!(Endpoint::Pack(String::new()).access(&Method::PUT), Some(Access::Write));
+        assert_eq!(Endpoint::Pack(String::new()).access(&Method::GET), Some(Access::Read));
+        assert_eq!(Endpoint::ChunksExist.access(&Method::POST), Some(Access::Read));
+        assert_eq!(Endpoint::File(String::new()).access(&Method::DELETE), None);
+        assert_eq!(Endpoint::Files.access(&Method::GET), None);
+    }
+}
