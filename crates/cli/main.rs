@@ -1,1 +1,127 @@
-fn main() {}
+//! `git-model`: the git extension (`git model …`). Thin: parse arguments, set up logging,
+//! hand over to the command modules, print errors once and map them to exit codes.
+#![forbid(unsafe_code)]
+
+mod app;
+mod cmd;
+mod filter;
+mod units;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "git-model",
+    version,
+    about = "Large files in ordinary git, stored once as deduplicated chunks",
+    long_about = "Version control for ML model weights and datasets on ordinary git.\n\
+                  Run as `git model <command>`."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Configure the filter (in ~/.gitconfig) and, inside a repository, its hooks.
+    Install {
+        /// Write the filter config to this repository's .git/config instead.
+        #[arg(long)]
+        local: bool,
+        /// Only the filter config; no hooks even inside a repository.
+        #[arg(long)]
+        skip_repo: bool,
+    },
+    /// Remove the filter config and this repository's hooks.
+    Uninstall {
+        #[arg(long)]
+        local: bool,
+    },
+    /// Route files matching these patterns through git-model (.gitattributes); without
+    /// patterns, list the tracked ones.
+    Track { patterns: Vec<String> },
+    /// Stop routing these patterns through git-model.
+    Untrack {
+        #[arg(required = true)]
+        patterns: Vec<String>,
+    },
+    /// Upload the content of pointers in commits the remote lacks.
+    Push {
+        /// Remote whose pushed refs are meant (the content goes to model.url).
+        remote: Option<String>,
+        /// Refs to push (default: HEAD).
+        refs: Vec<String>,
+        /// Every local branch and tag.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Download content of the pointers in these refs (default: HEAD) into the local store.
+    Fetch { refs: Vec<String> },
+    /// Fetch, then replace pointer files in the working tree with their content.
+    Pull,
+    /// Tracked files in the index: oid, whether the content is here, path.
+    LsFiles {
+        /// Print full oids and sizes.
+        #[arg(long, short)]
+        long: bool,
+    },
+    /// State of tracked files and of the local store.
+    Status,
+    /// Resolved configuration and where each value came from.
+    Env,
+    /// git's long-running filter process (configured by `install`).
+    #[command(hide = true)]
+    FilterProcess,
+    /// Single-shot clean filter: content on stdin, pointer on stdout.
+    #[command(hide = true)]
+    Clean {
+        #[arg(last = true)]
+        path: Option<String>,
+    },
+    /// Single-shot smudge filter: pointer on stdin, content on stdout.
+    #[command(hide = true)]
+    Smudge {
+        #[arg(last = true)]
+        path: Option<String>,
+    },
+    /// The pre-push hook's entry point.
+    #[command(hide = true)]
+    PrePush { remote: String, url: Option<String> },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GIT_MODEL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let result = match cli.command {
+        Command::Install { local, skip_repo } => cmd::install(local, skip_repo),
+        Command::Uninstall { local } => cmd::uninstall(local),
+        Command::Track { patterns } => cmd::track(&patterns),
+        Command::Untrack { patterns } => cmd::untrack(&patterns),
+        Command::Push { remote, refs, all } => cmd::push(remote, &refs, all),
+        Command::Fetch { refs } => cmd::fetch(&refs),
+        Command::Pull => cmd::pull(),
+        Command::LsFiles { long } => cmd::ls_files(long),
+        Command::Status => cmd::status(),
+        Command::Env => cmd::env(),
+        Command::FilterProcess => filter::process(),
+        Command::Clean { path } => filter::clean_once(path.as_deref().unwrap_or("")),
+        Command::Smudge { path } => filter::smudge_once(path.as_deref().unwrap_or("")),
+        Command::PrePush { remote, url } => cmd::pre_push(&remote, url.as_deref()),
+    };
+    if let Err(err) = result {
+        eprintln!("git-model: {err:#}");
+        std::process::exit(match err.downcast_ref::<app::UsageError>() {
+            Some(_) => 2,
+            None => 1,
+        });
+    }
+}

@@ -1,1 +1,93 @@
+//! End-to-end tests: the real `git` binary with git-model as its filter and hook, and
+//! the real `git-model-server` on a free loopback port.
 
+mod core;
+
+use std::path::{Path, PathBuf};
+
+use gitmodel_testkit::{GitEnv, Server};
+
+pub fn git_model_exe() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_git-model"))
+}
+
+pub fn server_exe() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_git-model-server"))
+}
+
+/// A server, a bare "origin", and a hermetic git environment with git-model installed.
+pub struct World {
+    pub env: GitEnv,
+    pub server: Server,
+    pub origin: PathBuf,
+    pub model_url: String,
+    _server_dir: tempfile::TempDir,
+}
+
+impl World {
+    pub fn new() -> World {
+        let env = GitEnv::new(&git_model_exe());
+        let server_dir = tempfile::tempdir().unwrap();
+        let server = Server::start(&server_exe(), server_dir.path());
+        let origin = env.path("origin.git");
+        env.git(
+            env.home.path(),
+            &["init", "-q", "--bare", "-b", "main", "origin.git"],
+        );
+        let home = env.home.path().to_path_buf();
+        env.git(&home, &["model", "install"]);
+        let model_url = server.repo_url("acme", "vision");
+        World {
+            env,
+            server,
+            origin,
+            model_url,
+            _server_dir: server_dir,
+        }
+    }
+
+    /// A fresh working repository pushing to origin, tracking `*.safetensors`, with the
+    /// server configured in a committed `.gitmodel`.
+    pub fn work_repo(&self, name: &str) -> PathBuf {
+        let dir = self.env.path(name);
+        let home = self.env.home.path();
+        self.env.git(home, &["init", "-q", "-b", "main", name]);
+        self.env.git(
+            &dir,
+            &["remote", "add", "origin", self.origin.to_str().unwrap()],
+        );
+        self.env.git(&dir, &["model", "track", "*.safetensors"]);
+        self.env.git(
+            &dir,
+            &["config", "-f", ".gitmodel", "model.url", &self.model_url],
+        );
+        self.env.git(&dir, &["add", ".gitattributes", ".gitmodel"]);
+        self.env
+            .git(&dir, &["commit", "-q", "-m", "set up git-model"]);
+        dir
+    }
+
+    pub fn commit_file(&self, repo: &Path, rel: &str, data: &[u8], msg: &str) {
+        let path = repo.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, data).unwrap();
+        self.env.git(repo, &["add", rel]);
+        self.env.git(repo, &["commit", "-q", "-m", msg]);
+    }
+
+    pub fn clone(&self, name: &str) -> PathBuf {
+        let home = self.env.home.path();
+        self.env
+            .git(home, &["clone", "-q", self.origin.to_str().unwrap(), name]);
+        self.env.path(name)
+    }
+}
+
+/// The blob git stores for `rel` at `rev` (a pointer for tracked files).
+pub fn stored_blob(env: &GitEnv, repo: &Path, rev: &str, rel: &str) -> String {
+    env.git(repo, &["cat-file", "-p", &format!("{rev}:{rel}")])
+}
+
+pub fn check_ok(what: &str, out: &std::process::Output) {
+    gitmodel_testkit::check(what, Path::new("."), out);
+}

@@ -160,11 +160,12 @@ impl Remote {
                     .send_bytes(&body)
             })?;
             let answer = Self::read_body(&url, resp, batch.len() as u64)?;
-            let present =
-                proto::decode_presence(&answer, batch.len()).map_err(|e| ClientError::Protocol {
+            let present = proto::decode_presence(&answer, batch.len()).map_err(|e| {
+                ClientError::Protocol {
                     url: url.clone(),
                     what: e.to_string(),
-                })?;
+                }
+            })?;
             out.extend(present);
         }
         Ok(out)
@@ -206,11 +207,7 @@ impl Remote {
         if answer.files.len() != recipes.len() {
             return Err(ClientError::Protocol {
                 url,
-                what: format!(
-                    "{} results for {} files",
-                    answer.files.len(),
-                    recipes.len()
-                ),
+                what: format!("{} results for {} files", answer.files.len(), recipes.len()),
             });
         }
         Ok(answer.files)
@@ -242,7 +239,9 @@ impl Remote {
     pub fn get_range(&self, pack: &PackId, offset: u64, len: u64) -> Result<Vec<u8>, ClientError> {
         let url = self.endpoint(&proto::pack_path(pack));
         let range = format!("bytes={}-{}", offset, offset + len - 1);
-        let resp = self.send(&url, || self.request("GET", &url).set("Range", &range).call())?;
+        let resp = self.send(&url, || {
+            self.request("GET", &url).set("Range", &range).call()
+        })?;
         if resp.status() != 206 {
             return Err(ClientError::Protocol {
                 url,
@@ -262,7 +261,9 @@ impl Remote {
     /// Pack length, via a one-byte range request's `Content-Range`.
     pub fn pack_len(&self, pack: &PackId) -> Result<u64, ClientError> {
         let url = self.endpoint(&proto::pack_path(pack));
-        let resp = self.send(&url, || self.request("GET", &url).set("Range", "bytes=0-0").call())?;
+        let resp = self.send(&url, || {
+            self.request("GET", &url).set("Range", "bytes=0-0").call()
+        })?;
         resp.header("Content-Range")
             .and_then(|v| v.rsplit('/').next())
             .and_then(|n| n.parse().ok())

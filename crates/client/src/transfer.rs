@@ -236,15 +236,20 @@ pub fn download(
         return Ok(report);
     }
     let recipes = parallel_map(&wanted, |f| {
-        let r = remote.get_recipe(&f.oid)?.ok_or_else(|| ClientError::NotOnServer {
-            oid: f.oid,
-            path: f.path.clone(),
-        })?;
+        let r = remote
+            .get_recipe(&f.oid)?
+            .ok_or_else(|| ClientError::NotOnServer {
+                oid: f.oid,
+                path: f.path.clone(),
+            })?;
         if r.size != f.size {
             return Err(ClientError::Corrupt {
                 oid: f.oid,
                 path: f.path.clone(),
-                what: format!("server recipe has {} bytes, the pointer says {}", r.size, f.size),
+                what: format!(
+                    "server recipe has {} bytes, the pointer says {}",
+                    r.size, f.size
+                ),
             });
         }
         Ok(r)
@@ -258,7 +263,10 @@ pub fn download(
         for (seg, chunks) in r.segment_chunks() {
             for (k, c) in chunks.iter().enumerate() {
                 if !store.has_chunk(&c.id) && expect.insert(c.id) {
-                    needed.entry(seg.pack).or_default().push(seg.first + k as u32);
+                    needed
+                        .entry(seg.pack)
+                        .or_default()
+                        .push(seg.first + k as u32);
                 }
             }
         }
@@ -305,7 +313,9 @@ pub fn download(
             let tx = tx.clone();
             let queue = &queue;
             scope.spawn(move || loop {
-                let Some(task) = queue.lock().unwrap().next() else { break };
+                let Some(task) = queue.lock().unwrap().next() else {
+                    break;
+                };
                 let result = fetch_range(remote, &task);
                 let failed = result.is_err();
                 if tx.send(result).is_err() || failed {
@@ -368,7 +378,8 @@ fn pack_index(remote: &Remote, pack: &PackId) -> Result<Vec<PackEntry>, ClientEr
         return Err(protocol(format!("implausible length {len}")));
     }
     let trailer = remote.get_range(pack, len - TRAILER_LEN, TRAILER_LEN)?;
-    let (index_offset, _) = pack::parse_trailer(&trailer, len).map_err(|e| protocol(e.to_string()))?;
+    let (index_offset, _) =
+        pack::parse_trailer(&trailer, len).map_err(|e| protocol(e.to_string()))?;
     let index = remote.get_range(pack, index_offset, len - TRAILER_LEN - index_offset)?;
     pack::parse_index(&index, index_offset).map_err(|e| protocol(e.to_string()))
 }
@@ -386,7 +397,10 @@ fn fetch_range(remote: &Remote, task: &RangeTask) -> Result<(u64, Vec<StoredChun
     let mut out = Vec::with_capacity(records.len());
     for (rec, entry) in records.iter().zip(&task.entries) {
         if rec.id != entry.id {
-            return Err(corrupt(format!("found chunk {} where {} was expected", rec.id, entry.id)));
+            return Err(corrupt(format!(
+                "found chunk {} where {} was expected",
+                rec.id, entry.id
+            )));
         }
         rec.decode().map_err(|e| corrupt(e.to_string()))?;
         out.push(StoredChunk {

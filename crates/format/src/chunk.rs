@@ -167,7 +167,11 @@ mod tests {
     #[test]
     fn gear_table_is_pinned() {
         assert_eq!(GEAR[0], 0x7FD5_BDD7_3565_3F68, "gear[0] = {:#X}", GEAR[0]);
-        assert_eq!(GEAR[255], 0x8245_B583_8268_00F8, "gear[255] = {:#X}", GEAR[255]);
+        assert_eq!(
+            GEAR[255], 0x8245_B583_8268_00F8,
+            "gear[255] = {:#X}",
+            GEAR[255]
+        );
     }
 
     #[test]

@@ -273,8 +273,10 @@ pub fn parse_trailer(trailer: &[u8], pack_len: u64) -> Result<(u64, u32), PackEr
 /// Parses and checks the index (bytes between `index_offset` and the trailer): records
 /// must be contiguous from the header to the index.
 pub fn parse_index(index: &[u8], index_offset: u64) -> Result<Vec<PackEntry>, PackError> {
-    if index.len() as u64 % INDEX_ENTRY_LEN != 0 {
-        return Err(malformed("index length is not a multiple of the entry size"));
+    if !(index.len() as u64).is_multiple_of(INDEX_ENTRY_LEN) {
+        return Err(malformed(
+            "index length is not a multiple of the entry size",
+        ));
     }
     let mut expected_offset = HEADER_LEN;
     let mut entries = Vec::with_capacity(index.len() / INDEX_ENTRY_LEN as usize);
@@ -290,7 +292,10 @@ pub fn parse_index(index: &[u8], index_offset: u64) -> Result<Vec<PackEntry>, Pa
             || entry.stored_len > entry.raw_len
             || entry.raw_len > MAX_CHUNK_BYTES
         {
-            return Err(malformed(format!("index entry for {} is inconsistent", entry.id)));
+            return Err(malformed(format!(
+                "index entry for {} is inconsistent",
+                entry.id
+            )));
         }
         expected_offset += entry.record_len();
         entries.push(entry);
@@ -336,7 +341,10 @@ pub fn verify_pack(claimed: &PackId, bytes: &[u8]) -> Result<Vec<PackEntry>, Pac
             || rec.codec != entry.codec
             || rec.stored.len() != entry.stored_len as usize
         {
-            return Err(malformed(format!("record {} differs from its index entry", rec.id)));
+            return Err(malformed(format!(
+                "record {} differs from its index entry",
+                rec.id
+            )));
         }
         rec.decode()?;
     }
@@ -379,7 +387,10 @@ mod tests {
         // Any flipped byte changes the pack id.
         let mut bad = bytes.clone();
         bad[70] ^= 1;
-        assert!(matches!(verify_pack(&id, &bad), Err(PackError::IdMismatch { .. })));
+        assert!(matches!(
+            verify_pack(&id, &bad),
+            Err(PackError::IdMismatch { .. })
+        ));
         // A corrupted chunk under a matching id is caught by the chunk hash.
         let stored_at = (entries[1].offset + RECORD_HEADER_LEN) as usize;
         bad = bytes.clone();
@@ -397,8 +408,8 @@ mod tests {
     #[test]
     fn range_of_records_is_self_describing() {
         let (_, bytes, entries) = sample_pack();
-        let span = &bytes[entries[0].offset as usize
-            ..(entries[1].offset + entries[1].record_len()) as usize];
+        let span = &bytes
+            [entries[0].offset as usize..(entries[1].offset + entries[1].record_len()) as usize];
         let recs = parse_records(span).unwrap();
         assert_eq!(recs.len(), 2);
         assert_eq!(recs[1].decode().unwrap(), b"xyz");

@@ -79,9 +79,8 @@ size 12345\n";
 
     #[test]
     fn golden_bytes() {
-        let oid =
-            Oid::from_hex("4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393")
-                .unwrap();
+        let oid = Oid::from_hex("4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393")
+            .unwrap();
         let p = Pointer::new(oid, 12345);
         assert_eq!(p.to_bytes(), GOLDEN.as_bytes());
         assert_eq!(Pointer::parse(GOLDEN.as_bytes()), Some(p));

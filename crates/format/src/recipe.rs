@@ -234,11 +234,7 @@ mod tests {
         let bytes = r.encode();
         assert_eq!(bytes.len(), 64 + 2 * 36 + 56);
         assert_eq!(&bytes[..16], b"GMRECIP\n\x01\x00\x00\x00\x01\x00\x00\x00");
-        assert_eq!(
-            PackId::of(&bytes).to_hex(),
-            GOLDEN_HASH,
-            "encoding changed"
-        );
+        assert_eq!(PackId::of(&bytes).to_hex(), GOLDEN_HASH, "encoding changed");
         assert_eq!(Recipe::decode(&bytes).unwrap(), r);
     }
 

@@ -82,11 +82,15 @@ fn handshake<R: BufRead, W: Write>(input: &mut R, output: &mut W) -> io::Result<
         return Err(protocol_error(format!("unexpected handshake {hello:?}")));
     }
     if !hello.iter().any(|l| l == "version=2") {
-        return Err(protocol_error("git does not offer filter protocol version 2"));
+        return Err(protocol_error(
+            "git does not offer filter protocol version 2",
+        ));
     }
     pktline::write_text(output, "git-filter-server")?;
     pktline::write_text(output, "version=2")?;
     pktline::write_flush(output)?;
+    // git waits for this answer before it sends its capabilities.
+    output.flush()?;
     let caps = pktline::read_text_list(input)?.ok_or_else(|| protocol_error("no capabilities"))?;
     for cap in ["capability=clean", "capability=smudge"] {
         if caps.iter().any(|c| c == cap) {
@@ -159,7 +163,11 @@ mod tests {
 
     struct Upper;
     impl Filter for Upper {
-        fn clean(&mut self, _: &str, input: &mut (dyn Read + Send)) -> Result<Vec<u8>, FilterError> {
+        fn clean(
+            &mut self,
+            _: &str,
+            input: &mut (dyn Read + Send),
+        ) -> Result<Vec<u8>, FilterError> {
             let mut v = Vec::new();
             input.read_to_end(&mut v).unwrap();
             if v == b"fail" {
@@ -190,7 +198,11 @@ mod tests {
         write_text(&mut i, "capability=smudge").unwrap();
         write_text(&mut i, "capability=delay").unwrap();
         write_flush(&mut i).unwrap();
-        for (cmd, body) in [("clean", &b"abc"[..]), ("clean", b"fail"), ("smudge", b"XYZ")] {
+        for (cmd, body) in [
+            ("clean", &b"abc"[..]),
+            ("clean", b"fail"),
+            ("smudge", b"XYZ"),
+        ] {
             write_text(&mut i, &format!("command={cmd}")).unwrap();
             write_text(&mut i, "pathname=a b.bin").unwrap();
             write_flush(&mut i).unwrap();
@@ -200,11 +212,24 @@ mod tests {
         let mut out = Vec::new();
         run(&i[..], &mut out, &mut Upper).unwrap();
         let expected = concat!(
-            "0016git-filter-server\n", "000eversion=2\n", "0000",
-            "0015capability=clean\n", "0016capability=smudge\n", "0000",
-            "0013status=success\n", "0000", "0007ABC", "0000", "0000",
-            "0011status=error\n", "0000",
-            "0013status=success\n", "0000", "0007xyz", "0000", "0000",
+            "0016git-filter-server\n",
+            "000eversion=2\n",
+            "0000",
+            "0015capability=clean\n",
+            "0016capability=smudge\n",
+            "0000",
+            "0013status=success\n",
+            "0000",
+            "0007ABC",
+            "0000",
+            "0000",
+            "0011status=error\n",
+            "0000",
+            "0013status=success\n",
+            "0000",
+            "0007xyz",
+            "0000",
+            "0000",
         );
         assert_eq!(String::from_utf8(out).unwrap(), expected);
     }

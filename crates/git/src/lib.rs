@@ -20,13 +20,19 @@ use std::process::{Command, Stdio};
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
     #[error("could not run git {args}: {source}")]
-    Spawn { args: String, source: std::io::Error },
+    Spawn {
+        args: String,
+        source: std::io::Error,
+    },
     #[error("git {args} failed: {stderr}")]
     Failed { args: String, stderr: String },
     #[error("{0}")]
     Git2(#[from] git2::Error),
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Invalid(String),
 }

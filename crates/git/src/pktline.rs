@@ -30,8 +30,10 @@ pub fn read_packet<R: Read + ?Sized>(r: &mut R) -> io::Result<Option<Packet>> {
             Err(e) => return Err(e),
         }
     }
-    let text = std::str::from_utf8(&header).map_err(|_| invalid(format!("bad pkt-line header {header:?}")))?;
-    let len = usize::from_str_radix(text, 16).map_err(|_| invalid(format!("bad pkt-line header {text:?}")))?;
+    let text = std::str::from_utf8(&header)
+        .map_err(|_| invalid(format!("bad pkt-line header {header:?}")))?;
+    let len = usize::from_str_radix(text, 16)
+        .map_err(|_| invalid(format!("bad pkt-line header {text:?}")))?;
     match len {
         0 => Ok(Some(Packet::Flush)),
         1..=4 => Err(invalid(format!("unsupported pkt-line length {len}"))),
@@ -72,7 +74,8 @@ pub fn read_text_list<R: Read + ?Sized>(r: &mut R) -> io::Result<Option<Vec<Stri
             None => return Err(invalid("end of stream before flush".into())),
             Some(Packet::Flush) => return Ok(Some(out)),
             Some(Packet::Data(d)) => {
-                let text = String::from_utf8(d).map_err(|_| invalid("non-UTF-8 text packet".into()))?;
+                let text =
+                    String::from_utf8(d).map_err(|_| invalid("non-UTF-8 text packet".into()))?;
                 out.push(text.strip_suffix('\n').unwrap_or(&text).to_string());
             }
         }
@@ -183,7 +186,10 @@ mod tests {
         write_flush(&mut out).unwrap();
         assert_eq!(out, b"0016git-filter-server\n0000");
         let mut r = &out[..];
-        assert_eq!(read_text_list(&mut r).unwrap().unwrap(), vec!["git-filter-server"]);
+        assert_eq!(
+            read_text_list(&mut r).unwrap().unwrap(),
+            vec!["git-filter-server"]
+        );
         assert_eq!(read_text_list(&mut r).unwrap(), None);
     }
 

@@ -56,7 +56,11 @@ pub fn uninstall_filter(git: &Git, scope: Scope) -> Result<()> {
 /// The hooks directory git uses for this repository (honours `core.hooksPath`).
 pub fn hooks_dir(git: &Git) -> Result<PathBuf> {
     let p = PathBuf::from(git.run(&["rev-parse", "--git-path", "hooks"])?);
-    Ok(if p.is_absolute() { p } else { git.dir().join(p) })
+    Ok(if p.is_absolute() {
+        p
+    } else {
+        git.dir().join(p)
+    })
 }
 
 fn hook_script() -> String {
@@ -176,9 +180,9 @@ pub fn untrack(worktree: &Path, patterns: &[String]) -> Result<Vec<String>> {
     let kept: Vec<&str> = text
         .lines()
         .filter(|l| {
-            let hit = patterns.iter().find(|p| {
-                l.trim() == format!("{} {ATTRS}", escape_pattern(p))
-            });
+            let hit = patterns
+                .iter()
+                .find(|p| l.trim() == format!("{} {ATTRS}", escape_pattern(p)));
             if let Some(p) = hit {
                 removed.push(p.clone());
             }

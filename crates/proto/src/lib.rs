@@ -131,7 +131,9 @@ pub struct RepoName {
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("invalid repository name {0:?}: use letters, digits, '.', '_' and '-', not starting with '.'")]
+#[error(
+    "invalid repository name {0:?}: use letters, digits, '.', '_' and '-', not starting with '.'"
+)]
 pub struct NameError(pub String);
 
 impl RepoName {

@@ -24,12 +24,12 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::auth::Access;
-use crate::error::ApiError;
+use crate::error::{error_chain, ApiError};
+use crate::keys;
 use crate::range::{parse_range, RangeError};
 use crate::register;
 use crate::state::AppState;
 use crate::storage::StorageError;
-use crate::keys;
 
 /// Body of every response: the server answers with whole buffers (at most one pack).
 pub type ResponseBody = Full<Bytes>;
@@ -102,7 +102,11 @@ fn parse_route(path: &str) -> Option<Result<Route, ApiError>> {
 }
 
 /// Serves one request. Never fails: errors become JSON error responses.
-pub async fn handle<B>(state: Arc<AppState>, req: Request<B>, peer: SocketAddr) -> Response<ResponseBody>
+pub async fn handle<B>(
+    state: Arc<AppState>,
+    req: Request<B>,
+    peer: SocketAddr,
+) -> Response<ResponseBody>
 where
     B: hyper::body::Body<Data = Bytes> + Send + Unpin,
     B::Error: std::fmt::Display,
@@ -118,9 +122,9 @@ where
         Err(e) => {
             let _entered = span.enter();
             if e.status().is_server_error() {
-                tracing::error!(error = %e, "request failed");
+                tracing::error!(error = %error_chain(&e), "request failed");
             } else {
-                tracing::debug!(error = %e, "request refused");
+                tracing::debug!(error = %error_chain(&e), "request refused");
             }
             error_response(&e, &request_id)
         }
@@ -140,7 +144,10 @@ where
     response
 }
 
-async fn dispatch<B>(state: &Arc<AppState>, req: Request<B>) -> Result<Response<ResponseBody>, ApiError>
+async fn dispatch<B>(
+    state: &Arc<AppState>,
+    req: Request<B>,
+) -> Result<Response<ResponseBody>, ApiError>
 where
     B: hyper::body::Body<Data = Bytes> + Send + Unpin,
     B::Error: std::fmt::Display,
@@ -156,7 +163,11 @@ where
     };
     let (repo, endpoint) = match route {
         Route::Health if req.method() == Method::GET => {
-            return Ok(binary(StatusCode::OK, "text/plain", Bytes::from_static(b"ok")))
+            return Ok(binary(
+                StatusCode::OK,
+                "text/plain",
+                Bytes::from_static(b"ok"),
+            ))
         }
         Route::Health => {
             return Err(ApiError::MethodNotAllowed {
@@ -281,7 +292,9 @@ async fn files_exist(
     let mut tasks = JoinSet::new();
     loop {
         while tasks.len() < EXISTS_CONCURRENCY {
-            let Some((i, oid)) = pending.next() else { break };
+            let Some((i, oid)) = pending.next() else {
+                break;
+            };
             let storage = Arc::clone(state.storage());
             let key = keys::recipe_key(repo, oid);
             tasks.spawn(async move { (i, storage.head(&key).await) });
@@ -358,7 +371,10 @@ async fn get_pack(
         return Ok(response);
     };
     let text = value.to_str().map_err(|_| ApiError::BadRange {
-        value: String::from_utf8_lossy(value.as_bytes()).chars().take(100).collect(),
+        value: String::from_utf8_lossy(value.as_bytes())
+            .chars()
+            .take(100)
+            .collect(),
         reason: "not ASCII",
     })?;
     let range = parse_range(text, size).map_err(|e| match e {
@@ -372,7 +388,11 @@ async fn get_pack(
         },
     })?;
     let content_range = format!("bytes {}-{}/{size}", range.start, range.end - 1);
-    let bytes = state.storage().get_range(&key, range).await.map_err(vanished)?;
+    let bytes = state
+        .storage()
+        .get_range(&key, range)
+        .await
+        .map_err(vanished)?;
     let mut response = binary(StatusCode::PARTIAL_CONTENT, BINARY, bytes);
     let headers = response.headers_mut();
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
@@ -454,7 +474,10 @@ mod tests {
         assert_eq!(endpoint, Endpoint::Files);
         assert!(matches!(
             route("/a/b/model/v1/packs/xyz"),
-            Some(Ok(Route::Repo { endpoint: Endpoint::Pack(_), .. }))
+            Some(Ok(Route::Repo {
+                endpoint: Endpoint::Pack(_),
+                ..
+            }))
         ));
         for unknown in [
             "/",
@@ -467,17 +490,34 @@ mod tests {
         ] {
             assert!(route(unknown).is_none(), "{unknown}");
         }
-        for bad in ["/../x/model/v1/files", "/a/../model/v1/files", "/a/%2e%2e/model/v1/files", "/a//model/v1/files"] {
-            assert!(matches!(route(bad), Some(Err(ApiError::BadName(_)))), "{bad}");
+        for bad in [
+            "/../x/model/v1/files",
+            "/a/../model/v1/files",
+            "/a/%2e%2e/model/v1/files",
+            "/a//model/v1/files",
+        ] {
+            assert!(
+                matches!(route(bad), Some(Err(ApiError::BadName(_)))),
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn methods() {
         assert_eq!(Endpoint::Files.access(&Method::POST), Some(Access::Write));
-        assert_eq!(Endpoint::Pack(String::new()).access(&Method::PUT), Some(Access::Write));
-        assert_eq!(Endpoint::Pack(String::new()).access(&Method::GET), Some(Access::Read));
-        assert_eq!(Endpoint::ChunksExist.access(&Method::POST), Some(Access::Read));
+        assert_eq!(
+            Endpoint::Pack(String::new()).access(&Method::PUT),
+            Some(Access::Write)
+        );
+        assert_eq!(
+            Endpoint::Pack(String::new()).access(&Method::GET),
+            Some(Access::Read)
+        );
+        assert_eq!(
+            Endpoint::ChunksExist.access(&Method::POST),
+            Some(Access::Read)
+        );
         assert_eq!(Endpoint::File(String::new()).access(&Method::DELETE), None);
         assert_eq!(Endpoint::Files.access(&Method::GET), None);
     }

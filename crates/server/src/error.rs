@@ -24,7 +24,7 @@ pub enum ApiError {
     BadIdList(#[from] BodyError),
     #[error("reading the request body failed: {reason}")]
     BodyRead { reason: String },
-    #[error("recipe #{index} of the batch (at byte {offset}) is malformed: {source}")]
+    #[error("recipe #{index} of the batch (at byte {offset}) was refused")]
     BadRecipe {
         index: usize,
         offset: usize,
@@ -39,7 +39,7 @@ pub enum ApiError {
     TooLarge { limit: u64 },
     #[error("range {value:?} cannot be satisfied for an object of {size} bytes")]
     RangeNotSatisfiable { value: String, size: u64 },
-    #[error("pack {pack} rejected: {source}")]
+    #[error("pack {pack} was refused")]
     BadPack {
         pack: PackId,
         #[source]
@@ -51,7 +51,7 @@ pub enum ApiError {
     Unauthorized { reason: String },
     #[error("access denied: {reason}")]
     Forbidden { reason: String },
-    #[error("storage failure: {0}")]
+    #[error("storage failure")]
     Storage(#[from] StorageError),
     #[error("internal error: {what}")]
     Internal { what: String },
@@ -63,7 +63,11 @@ impl ApiError {
         match self {
             UnknownRoute { .. } | NotFound { .. } => StatusCode::NOT_FOUND,
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            BadName(_) | BadId(_) | BadIdList(_) | BodyRead { .. } | BadRecipe { .. }
+            BadName(_)
+            | BadId(_)
+            | BadIdList(_)
+            | BodyRead { .. }
+            | BadRecipe { .. }
             | BadRange { .. } => StatusCode::BAD_REQUEST,
             BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -105,7 +109,7 @@ impl ApiError {
                 "internal server error; the server log has details under this request id"
                     .to_string()
             }
-            other => other.to_string(),
+            other => error_chain(other),
         }
     }
 
@@ -116,6 +120,18 @@ impl ApiError {
     pub fn internal(what: impl Into<String>) -> ApiError {
         ApiError::Internal { what: what.into() }
     }
+}
+
+/// An error and its sources, `: `-separated (thiserror messages leave the sources out).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
 }
 
 impl From<tokio::task::JoinError> for ApiError {

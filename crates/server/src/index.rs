@@ -88,7 +88,10 @@ impl ChunkIndex {
     }
 
     /// Locations of many chunks under one lock acquisition.
-    pub fn get_many<'a>(&self, ids: impl IntoIterator<Item = &'a ChunkId>) -> Vec<Option<Location>> {
+    pub fn get_many<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a ChunkId>,
+    ) -> Vec<Option<Location>> {
         let map = self.read();
         ids.into_iter().map(|id| map.get(id).copied()).collect()
     }
@@ -133,7 +136,7 @@ impl ChunkIndex {
                 }
                 Ok((_, key, Err(e))) => {
                     stats.skipped += 1;
-                    tracing::warn!(key, error = %e, "skipping a pack whose index cannot be read");
+                    tracing::warn!(key, error = %crate::error::error_chain(&e), "skipping a pack whose index cannot be read");
                 }
                 Err(e) => {
                     stats.skipped += 1;
@@ -193,11 +196,20 @@ mod tests {
         let storage: Arc<dyn Storage> = Arc::new(LocalDir::open(dir.path()).unwrap());
         let (p1, bytes1, _) = pack_of(&[b"one", b"two"]);
         let (p2, bytes2, _) = pack_of(&[b"two", b"three"]);
-        storage.put(&keys::pack_key(&p1), bytes1.into()).await.unwrap();
-        storage.put(&keys::pack_key(&p2), bytes2.into()).await.unwrap();
+        storage
+            .put(&keys::pack_key(&p1), bytes1.into())
+            .await
+            .unwrap();
+        storage
+            .put(&keys::pack_key(&p2), bytes2.into())
+            .await
+            .unwrap();
         let junk = PackId([7; 32]);
         storage
-            .put(&keys::pack_key(&junk), Bytes::from_static(b"not a pack at all, sorry!!!!!!!!!!!!!!!!!"))
+            .put(
+                &keys::pack_key(&junk),
+                Bytes::from_static(b"not a pack at all, sorry!!!!!!!!!!!!!!!!!"),
+            )
             .await
             .unwrap();
         storage.put("packs/zz/stray", Bytes::new()).await.unwrap();

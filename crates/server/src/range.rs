@@ -76,8 +76,14 @@ mod tests {
         assert_eq!(parse_range("bytes=95-", 100), Ok(95..100));
         assert_eq!(parse_range("bytes=-10", 100), Ok(90..100));
         assert_eq!(parse_range("bytes=-1000", 100), Ok(0..100));
-        assert_eq!(parse_range("bytes=0-99999999999999999999999", 100), Ok(0..100));
-        assert_eq!(parse_range("bytes=100-", 100), Err(RangeError::Unsatisfiable));
+        assert_eq!(
+            parse_range("bytes=0-99999999999999999999999", 100),
+            Ok(0..100)
+        );
+        assert_eq!(
+            parse_range("bytes=100-", 100),
+            Err(RangeError::Unsatisfiable)
+        );
         assert_eq!(parse_range("bytes=-0", 100), Err(RangeError::Unsatisfiable));
         assert_eq!(parse_range("bytes=0-0", 0), Err(RangeError::Unsatisfiable));
         for bad in [

@@ -15,8 +15,8 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use gitmodel_format::pack::{parse_records, MAX_CHUNK_BYTES, RECORD_HEADER_LEN};
 use gitmodel_format::id::OidHasher;
+use gitmodel_format::pack::{parse_records, MAX_CHUNK_BYTES, RECORD_HEADER_LEN};
 use gitmodel_format::{ChunkId, PackId, Recipe, RecipeChunk, Segment};
 use gitmodel_proto::{ErrorDetail, RegisterResponse, RegisterResult, RepoName};
 use tokio::task::JoinSet;
@@ -115,7 +115,10 @@ async fn register_one(
             Err(e) => Err(e),
             Ok(()) => {
                 let key = keys::recipe_key(repo, &oid);
-                state.storage().put(&key, located.recipe.encode().into()).await?;
+                state
+                    .storage()
+                    .put(&key, located.recipe.encode().into())
+                    .await?;
                 Ok(located.recipe.segments.len())
             }
         },
@@ -304,7 +307,12 @@ struct Progress {
 
 impl Progress {
     /// Checks the records in `span` against `chunks` and hashes their content.
-    fn feed(&mut self, pack: PackId, chunks: &[RecipeChunk], span: &Bytes) -> Result<(), FileError> {
+    fn feed(
+        &mut self,
+        pack: PackId,
+        chunks: &[RecipeChunk],
+        span: &Bytes,
+    ) -> Result<(), FileError> {
         // The index says these records hold these chunks; if the pack disagrees, the
         // server's copy (or its index) is damaged: not the client's fault.
         let corrupt = |what: String| FileError {
@@ -349,7 +357,9 @@ mod tests {
     use gitmodel_format::Oid;
 
     fn chunk_bytes(seed: u8, len: usize) -> Vec<u8> {
-        (0..len).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect()
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+            .collect()
     }
 
     #[test]
@@ -393,7 +403,10 @@ mod tests {
         assert_eq!(segs, vec![(0, 2), (3, 1), (2, 1), (2, 1)]);
         let first = &located.recipe.segments[0];
         assert_eq!(first.offset, entries[0].offset);
-        assert_eq!(first.length, entries[0].record_len() + entries[1].record_len());
+        assert_eq!(
+            first.length,
+            entries[0].record_len() + entries[1].record_len()
+        );
         located.recipe.validate().unwrap();
         assert_eq!(located.windows.len(), 4);
         assert_eq!(located.windows[0].chunks, 0..2);
@@ -402,7 +415,11 @@ mod tests {
         missing.chunks[2].id = ChunkId::of(b"nope");
         let err = locate(&index, &missing).unwrap_err();
         assert_eq!(err.code, "missing_chunks");
-        assert!(err.message.starts_with("1 of the file's 5 chunks"), "{}", err.message);
+        assert!(
+            err.message.starts_with("1 of the file's 5 chunks"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]

@@ -152,7 +152,11 @@ impl AppState {
     /// when packs become restricted to the repositories that reference them, this is the
     /// one place to change (GET pack and, later, `chunks/exists` and registration go
     /// through it).
-    pub async fn may_read_pack(&self, repo: &RepoName, pack: &PackId) -> Result<bool, StorageError> {
+    pub async fn may_read_pack(
+        &self,
+        repo: &RepoName,
+        pack: &PackId,
+    ) -> Result<bool, StorageError> {
         let _ = (repo, pack);
         Ok(true)
     }
@@ -186,14 +190,17 @@ mod tests {
                     .map(|(_, v)| OsString::from(v))
             }
         };
-        let all = [
+        static ALL: [(&str, &str); 3] = [
             (DATA_DIR_ENV, "/srv/gm"),
             ("XDG_DATA_HOME", "/xdg"),
             ("HOME", "/home/u"),
         ];
-        assert_eq!(default_data_dir(env(&all[..])), Some(PathBuf::from("/srv/gm")));
         assert_eq!(
-            default_data_dir(env(&all[1..])),
+            default_data_dir(env(&ALL[..])),
+            Some(PathBuf::from("/srv/gm"))
+        );
+        assert_eq!(
+            default_data_dir(env(&ALL[1..])),
             Some(PathBuf::from("/xdg/git-model-server"))
         );
         assert_eq!(

@@ -30,7 +30,7 @@ pub enum StorageError {
         end: u64,
         size: u64,
     },
-    #[error("I/O error on {key:?}: {source}")]
+    #[error("I/O error on {key:?}")]
     Io {
         key: String,
         #[source]
@@ -38,7 +38,7 @@ pub enum StorageError {
     },
     /// A failure of a non-filesystem backend (kept open so new backends need no new
     /// variant, and callers no new match arm).
-    #[error("storage backend error on {key:?}: {source}")]
+    #[error("storage backend error on {key:?}")]
     Backend {
         key: String,
         #[source]
@@ -123,13 +123,13 @@ impl LocalDir {
             key: root.display().to_string(),
             source,
         };
-        std::fs::create_dir_all(&root).map_err(io_err)?;
-        if !std::fs::metadata(&root).map_err(io_err)?.is_dir() {
+        if root.exists() && !root.is_dir() {
             return Err(io_err(io::Error::new(
                 io::ErrorKind::NotADirectory,
                 "not a directory",
             )));
         }
+        std::fs::create_dir_all(&root).map_err(io_err)?;
         // A temp file with our prefix: removed on drop, and ignored by `list` if a crash
         // leaves it behind.
         tempfile::Builder::new()
@@ -184,10 +184,8 @@ impl Storage for LocalDir {
         let path = self.path_of(key)?;
         let owned = key.to_string();
         self.blocking(key, move || {
-            fsutil::write_atomic(&path, &data).map_err(|source| StorageError::Io {
-                key: owned,
-                source,
-            })
+            fsutil::write_atomic(&path, &data)
+                .map_err(|source| StorageError::Io { key: owned, source })
         })
         .await
     }
@@ -209,7 +207,10 @@ impl Storage for LocalDir {
         self.blocking(key, move || {
             let mut file = std::fs::File::open(&path).map_err(|e| io_error(&owned, e))?;
             let size = file.metadata().map_err(|e| io_error(&owned, e))?.len();
-            let len = range.end.checked_sub(range.start).filter(|_| range.end <= size);
+            let len = range
+                .end
+                .checked_sub(range.start)
+                .filter(|_| range.end <= size);
             let Some(len) = len.and_then(|l| usize::try_from(l).ok()) else {
                 return Err(StorageError::InvalidRange {
                     key: owned,
@@ -250,10 +251,8 @@ impl Storage for LocalDir {
         let owned = prefix.to_string();
         self.blocking(prefix, move || {
             let mut keys = Vec::new();
-            walk(&root, &start, &mut keys).map_err(|source| StorageError::Io {
-                key: owned,
-                source,
-            })?;
+            walk(&root, &start, &mut keys)
+                .map_err(|source| StorageError::Io { key: owned, source })?;
             keys.sort();
             Ok(keys)
         })
@@ -293,7 +292,9 @@ fn walk(root: &Path, dir: &Path, keys: &mut Vec<String>) -> io::Result<()> {
         if file_type.is_dir() {
             walk(root, &path, keys)?;
         } else if file_type.is_file() {
-            let Ok(rel) = path.strip_prefix(root) else { continue };
+            let Ok(rel) = path.strip_prefix(root) else {
+                continue;
+            };
             let Some(rel) = rel.to_str() else { continue };
             let key = rel.replace(std::path::MAIN_SEPARATOR, "/");
             if validate_key(&key).is_ok() {
@@ -324,7 +325,11 @@ mod tests {
         ] {
             assert!(validate_key(bad).is_err(), "{bad:?}");
         }
-        for good in ["packs/ab/abcd.pack", "repos/acme/vision/files/ab/x.recipe", "a"] {
+        for good in [
+            "packs/ab/abcd.pack",
+            "repos/acme/vision/files/ab/x.recipe",
+            "a",
+        ] {
             validate_key(good).unwrap();
         }
     }

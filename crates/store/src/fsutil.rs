@@ -12,7 +12,9 @@ pub const TEMP_PREFIX: &str = ".tmp-gitmodel-";
 pub fn temp_beside(target: &Path) -> io::Result<tempfile::NamedTempFile> {
     let dir = parent_dir(target);
     fs::create_dir_all(dir)?;
-    tempfile::Builder::new().prefix(TEMP_PREFIX).tempfile_in(dir)
+    tempfile::Builder::new()
+        .prefix(TEMP_PREFIX)
+        .tempfile_in(dir)
 }
 
 fn parent_dir(path: &Path) -> &Path {

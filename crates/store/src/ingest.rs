@@ -53,7 +53,9 @@ impl LocalStore {
                 segments: Vec::new(),
             };
             if size > 0 {
-                recipe.validate().map_err(|source| StoreError::Recipe { oid, source })?;
+                recipe
+                    .validate()
+                    .map_err(|source| StoreError::Recipe { oid, source })?;
                 self.put_recipe(&recipe)?;
             }
             Ok(Ingested {

@@ -175,10 +175,8 @@ impl LocalStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_err(&path)(e)),
         };
-        let recipe = Recipe::decode(&bytes).map_err(|source| StoreError::Recipe {
-            oid: *oid,
-            source,
-        })?;
+        let recipe =
+            Recipe::decode(&bytes).map_err(|source| StoreError::Recipe { oid: *oid, source })?;
         if recipe.oid != *oid {
             return Err(StoreError::Recipe {
                 oid: *oid,
@@ -212,7 +210,9 @@ impl LocalStore {
         fsutil::write_once(&path, &bytes).map_err(io_err(&path))?;
         let mut index = self.index.write().unwrap();
         for entry in entries {
-            index.entry(entry.id).or_insert(ChunkLoc { pack: id, entry });
+            index
+                .entry(entry.id)
+                .or_insert(ChunkLoc { pack: id, entry });
         }
         Ok(id)
     }

@@ -138,18 +138,33 @@ impl LocalStore {
     /// is renamed over it, so `target` is never half-written.
     pub fn materialize(&self, oid: &Oid, target: &Path, executable: bool) -> Result<u64> {
         let tmp = fsutil::temp_beside(target).map_err(io_err(target))?;
-        let size = self.write_file(oid, std::io::BufWriter::with_capacity(1 << 20, tmp.as_file()))?;
+        let size = self.write_file(
+            oid,
+            std::io::BufWriter::with_capacity(1 << 20, tmp.as_file()),
+        )?;
         if executable {
             use std::os::unix::fs::PermissionsExt;
-            let mut perm = tmp.as_file().metadata().map_err(io_err(target))?.permissions();
+            let mut perm = tmp
+                .as_file()
+                .metadata()
+                .map_err(io_err(target))?
+                .permissions();
             perm.set_mode(perm.mode() | 0o111);
-            tmp.as_file().set_permissions(perm).map_err(io_err(target))?;
+            tmp.as_file()
+                .set_permissions(perm)
+                .map_err(io_err(target))?;
         } else {
             // tempfile creates 0600; a working-tree file gets the usual umask-driven mode.
             use std::os::unix::fs::PermissionsExt;
-            let mut perm = tmp.as_file().metadata().map_err(io_err(target))?.permissions();
+            let mut perm = tmp
+                .as_file()
+                .metadata()
+                .map_err(io_err(target))?
+                .permissions();
             perm.set_mode(0o644);
-            tmp.as_file().set_permissions(perm).map_err(io_err(target))?;
+            tmp.as_file()
+                .set_permissions(perm)
+                .map_err(io_err(target))?;
         }
         fsutil::persist(tmp, target).map_err(io_err(target))?;
         Ok(size)

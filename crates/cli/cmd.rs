@@ -1,0 +1,458 @@
+//! The user-facing commands.
+
+use std::fs;
+use std::io::Read;
+
+use anyhow::{Context, Result};
+use gitmodel_client::{DownloadReport, FileRef, UploadReport};
+use gitmodel_format::pointer::MAX_POINTER_SIZE;
+use gitmodel_format::Pointer;
+use gitmodel_git::scan::{self, Found};
+use gitmodel_git::setup::{self, Scope};
+use gitmodel_git::Git;
+
+use crate::app::{usage, Repo};
+use crate::units::{bytes, percent};
+
+pub fn install(local: bool, skip_repo: bool) -> Result<()> {
+    let cwd = std::env::current_dir()?;
+    let in_repo = gitmodel_git::open_repo(&cwd).ok();
+    if local && in_repo.is_none() {
+        return Err(usage("--local needs a git repository"));
+    }
+    let git = Git::new(&cwd);
+    let scope = if local { Scope::Local } else { Scope::Global };
+    setup::install_filter(&git, scope)?;
+    println!(
+        "git-model: filter installed ({})",
+        if local {
+            "this repository"
+        } else {
+            "global config"
+        }
+    );
+    if let (Some(repo), false) = (in_repo, skip_repo) {
+        if repo.workdir().is_some() || repo.is_bare() {
+            let hook = setup::install_hooks(&git)?;
+            println!("git-model: pre-push hook installed ({})", hook.display());
+        }
+    }
+    Ok(())
+}
+
+pub fn uninstall(local: bool) -> Result<()> {
+    let cwd = std::env::current_dir()?;
+    let git = Git::new(&cwd);
+    setup::uninstall_filter(&git, if local { Scope::Local } else { Scope::Global })?;
+    if gitmodel_git::open_repo(&cwd).is_ok() {
+        setup::uninstall_hooks(&git)?;
+    }
+    println!("git-model: uninstalled");
+    Ok(())
+}
+
+pub fn track(patterns: &[String]) -> Result<()> {
+    let repo = Repo::open()?;
+    let workdir = repo.workdir()?;
+    if patterns.is_empty() {
+        for p in setup::tracked_patterns(workdir) {
+            println!("{p}");
+        }
+        return Ok(());
+    }
+    for p in patterns {
+        if p.trim().is_empty() || p.contains('\n') {
+            return Err(usage(format!("invalid pattern {p:?}")));
+        }
+    }
+    let added = setup::track(workdir, patterns)?;
+    for p in patterns {
+        if added.contains(p) {
+            println!("Tracking {p:?}");
+        } else {
+            println!("{p:?} already tracked");
+        }
+    }
+    if !setup::hooks_installed(&repo.git)? {
+        setup::install_hooks(&repo.git)?;
+    }
+    Ok(())
+}
+
+pub fn untrack(patterns: &[String]) -> Result<()> {
+    let repo = Repo::open()?;
+    let removed = setup::untrack(repo.workdir()?, patterns)?;
+    for p in patterns {
+        if removed.contains(p) {
+            println!("Untracking {p:?}");
+        } else {
+            println!("{p:?} was not tracked");
+        }
+    }
+    Ok(())
+}
+
+fn to_refs(found: Vec<Found>) -> Vec<FileRef> {
+    found
+        .into_iter()
+        .map(|f| FileRef {
+            oid: f.pointer.oid,
+            size: f.pointer.size,
+            path: f.path,
+        })
+        .collect()
+}
+
+fn print_upload(r: &UploadReport) {
+    if r.files == 0 {
+        return;
+    }
+    let uploaded = r.files - r.files_present;
+    let dedup = 100.0 - percent(r.bytes_new, r.file_bytes);
+    eprintln!(
+        "git-model: {} file(s); {} already on the server; uploaded {uploaded} ({}): \
+         {} of {} chunks new, {} sent in {} pack(s), {dedup:.1}% deduplicated",
+        r.files,
+        r.files_present,
+        bytes(r.file_bytes),
+        r.chunks_sent,
+        r.chunks,
+        bytes(r.bytes_sent),
+        r.packs,
+    );
+}
+
+/// Uploads the pointers in commits reachable from `include` and not from `exclude`.
+fn upload_range(repo: &Repo, include: &[git2::Oid], exclude: &[git2::Oid]) -> Result<()> {
+    let found = scan::pointers_in_commits(&repo.repo, include, exclude)?;
+    if found.is_empty() {
+        return Ok(());
+    }
+    let store = repo.store()?;
+    let remote = repo.remote()?;
+    let report = gitmodel_client::upload(&store, &remote, &to_refs(found))
+        .with_context(|| format!("uploading to {}", remote.url()))?;
+    print_upload(&report);
+    Ok(())
+}
+
+/// Commits the remote is known to have: its remote-tracking refs.
+fn remote_tips(repo: &Repo, remote: &str) -> Result<Vec<git2::Oid>> {
+    let mut out = Vec::new();
+    let glob = format!("refs/remotes/{remote}/*");
+    for r in repo.repo.references_glob(&glob)? {
+        if let Some(id) = r?.peel_to_commit().ok().map(|c| c.id()) {
+            out.push(id);
+        }
+    }
+    Ok(out)
+}
+
+/// The pre-push hook: stdin has `<local ref> <local sha> <remote ref> <remote sha>` lines.
+pub fn pre_push(remote: &str, _url: Option<&str>) -> Result<()> {
+    let repo = Repo::open()?;
+    let mut include = Vec::new();
+    let mut exclude = remote_tips(&repo, remote)?;
+    let mut input = String::new();
+    std::io::stdin().read_to_string(&mut input)?;
+    for line in input.lines().filter(|l| !l.trim().is_empty()) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [_, local_sha, _, remote_sha] = fields[..] else {
+            return Err(usage(format!("unexpected pre-push input line {line:?}")));
+        };
+        let local = git2::Oid::from_str(local_sha)?;
+        if !local.is_zero() {
+            include.push(local);
+        }
+        if let Ok(r) = git2::Oid::from_str(remote_sha) {
+            if !r.is_zero() && repo.repo.find_commit(r).is_ok() {
+                exclude.push(r);
+            }
+        }
+    }
+    if include.is_empty() {
+        return Ok(());
+    }
+    upload_range(&repo, &include, &exclude)
+        .context("push refused: the server does not have the content of every pointer pushed")
+}
+
+pub fn push(remote: Option<String>, refs: &[String], all: bool) -> Result<()> {
+    let repo = Repo::open()?;
+    // The remote is named for symmetry with `git push`; the content goes to model.url.
+    // Unlike the pre-push hook, nothing is skipped because the remote's refs have it:
+    // the server is asked, so content that a `--no-verify` push left behind is sent.
+    if let Some(r) = &remote {
+        if repo.repo.find_remote(r).is_err() && !r.contains("://") && !r.contains('/') {
+            return Err(usage(format!("no remote named {r:?}")));
+        }
+    }
+    let mut include = Vec::new();
+    if all {
+        for r in repo.repo.references()? {
+            let r = r?;
+            if r.is_branch() || r.is_tag() {
+                if let Ok(c) = r.peel_to_commit() {
+                    include.push(c.id());
+                }
+            }
+        }
+    } else if refs.is_empty() {
+        include.push(repo.repo.head()?.peel_to_commit()?.id());
+    } else {
+        for r in refs {
+            let obj = repo
+                .repo
+                .revparse_single(r)
+                .map_err(|_| usage(format!("unknown ref {r:?}")))?;
+            include.push(obj.peel_to_commit()?.id());
+        }
+    }
+    upload_range(&repo, &include, &[])?;
+    Ok(())
+}
+
+fn print_download(r: &DownloadReport) {
+    if r.files == 0 || r.files == r.files_local {
+        return;
+    }
+    eprintln!(
+        "git-model: fetched {} file(s) ({}): {} new chunks, {} received in {} request(s)",
+        r.files - r.files_local,
+        bytes(r.file_bytes),
+        r.chunks_fetched,
+        bytes(r.bytes_received),
+        r.requests
+    );
+}
+
+fn fetch_pointers(repo: &Repo, files: &[FileRef]) -> Result<DownloadReport> {
+    let store = repo.store()?;
+    let missing: Vec<FileRef> = files
+        .iter()
+        .filter(|f| f.size > 0 && !store.has_file(&f.oid))
+        .cloned()
+        .collect();
+    if missing.is_empty() {
+        return Ok(DownloadReport {
+            files: files.len(),
+            files_local: files.len(),
+            ..Default::default()
+        });
+    }
+    let remote = repo.remote()?;
+    let report = gitmodel_client::download(&store, &remote, &missing)
+        .with_context(|| format!("downloading from {}", remote.url()))?;
+    print_download(&report);
+    Ok(report)
+}
+
+pub fn fetch(refs: &[String]) -> Result<()> {
+    let repo = Repo::open()?;
+    let refs: Vec<String> = if refs.is_empty() {
+        vec!["HEAD".into()]
+    } else {
+        refs.to_vec()
+    };
+    let mut files = Vec::new();
+    for r in &refs {
+        let obj = repo
+            .repo
+            .revparse_single(r)
+            .map_err(|_| usage(format!("unknown ref {r:?}")))?;
+        let tree = obj.peel_to_tree()?;
+        files.extend(to_refs(scan::pointers_in_tree(&repo.repo, &tree)?));
+    }
+    fetch_pointers(&repo, &files)?;
+    Ok(())
+}
+
+/// Whether the working-tree file at `path` still holds exactly the pointer `p`.
+fn is_pointer_file(path: &std::path::Path, p: &Pointer) -> bool {
+    match fs::metadata(path) {
+        Ok(m) if m.is_file() && (m.len() as usize) < MAX_POINTER_SIZE => fs::read(path)
+            .ok()
+            .and_then(|b| Pointer::parse(&b))
+            .is_some_and(|q| q == *p),
+        _ => false,
+    }
+}
+
+pub fn pull() -> Result<()> {
+    let repo = Repo::open()?;
+    let workdir = repo.workdir()?.clone();
+    let staged = scan::pointers_in_index(&repo.repo)?;
+    let todo: Vec<_> = staged
+        .into_iter()
+        .filter(|s| s.pointer.size > 0 && is_pointer_file(&workdir.join(&s.path), &s.pointer))
+        .collect();
+    if todo.is_empty() {
+        eprintln!("git-model: every tracked file is already in the working tree");
+        return Ok(());
+    }
+    let files: Vec<FileRef> = todo
+        .iter()
+        .map(|s| FileRef {
+            oid: s.pointer.oid,
+            size: s.pointer.size,
+            path: s.path.clone(),
+        })
+        .collect();
+    fetch_pointers(&repo, &files)?;
+    let store = repo.store()?;
+    let mut written = 0u64;
+    let mut failed = Vec::new();
+    for s in &todo {
+        let target = workdir.join(&s.path);
+        match store.materialize(&s.pointer.oid, &target, s.executable) {
+            Ok(n) => written += n,
+            Err(e) => failed.push(format!("{} ({}): {e}", s.path, s.pointer.oid)),
+        }
+    }
+    // The files changed size on disk, which `update-index --refresh` takes for a
+    // modification without looking; re-adding them runs the clean filter, which yields
+    // the same pointer, and records their new stat data so `git status` is clean.
+    let done: Vec<&str> = todo
+        .iter()
+        .filter(|s| {
+            !failed
+                .iter()
+                .any(|f| f.starts_with(&format!("{} (", s.path)))
+        })
+        .map(|s| s.path.as_str())
+        .collect();
+    for batch in done.chunks(500) {
+        let specs: Vec<String> = batch.iter().map(|p| format!(":(literal){p}")).collect();
+        let mut args = vec!["add", "--"];
+        args.extend(specs.iter().map(String::as_str));
+        repo.git.run(&args)?;
+    }
+    eprintln!(
+        "git-model: wrote {} file(s), {}",
+        todo.len() - failed.len(),
+        bytes(written)
+    );
+    if !failed.is_empty() {
+        anyhow::bail!("could not write:\n  {}", failed.join("\n  "));
+    }
+    Ok(())
+}
+
+pub fn ls_files(long: bool) -> Result<()> {
+    let repo = Repo::open()?;
+    let workdir = repo.workdir()?.clone();
+    for s in scan::pointers_in_index(&repo.repo)? {
+        let here = !is_pointer_file(&workdir.join(&s.path), &s.pointer);
+        let mark = if here { '*' } else { '-' };
+        if long {
+            println!("{} {mark} {} {}", s.pointer.oid, s.pointer.size, s.path);
+        } else {
+            println!("{} {mark} {}", &s.pointer.oid.to_hex()[..10], s.path);
+        }
+    }
+    Ok(())
+}
+
+pub fn status() -> Result<()> {
+    let repo = Repo::open()?;
+    let workdir = repo.workdir()?.clone();
+    let store = repo.store()?;
+    let staged = scan::pointers_in_index(&repo.repo)?;
+    let (mut local, mut pointer_only, mut total) = (0, 0, 0u64);
+    for s in &staged {
+        total += s.pointer.size;
+        let in_store = store.has_file(&s.pointer.oid) || s.pointer.size == 0;
+        let in_tree = !is_pointer_file(&workdir.join(&s.path), &s.pointer);
+        let state = match (in_tree, in_store) {
+            (true, true) => {
+                local += 1;
+                "ok"
+            }
+            (true, false) => "in working tree, not in local store",
+            (false, true) => {
+                pointer_only += 1;
+                "pointer in working tree (run git model pull)"
+            }
+            (false, false) => {
+                pointer_only += 1;
+                "not downloaded (run git model pull)"
+            }
+        };
+        println!("{:<12} {} {}", &s.pointer.oid.to_hex()[..10], s.path, state);
+    }
+    let stats = store.stats()?;
+    println!(
+        "{} tracked file(s), {} in total; {local} present, {pointer_only} pointer only",
+        staged.len(),
+        bytes(total)
+    );
+    println!(
+        "local store: {} chunks ({} raw) in {} pack(s), {} on disk",
+        stats.chunks,
+        bytes(stats.raw_bytes),
+        stats.packs,
+        bytes(stats.pack_bytes)
+    );
+    Ok(())
+}
+
+pub fn env() -> Result<()> {
+    println!("git-model {}", env!("CARGO_PKG_VERSION"));
+    let cwd = std::env::current_dir()?;
+    let git = Git::new(&cwd);
+    println!(
+        "git: {}",
+        git.run(&["--version"]).unwrap_or_else(|e| e.to_string())
+    );
+    for key in ["filter.model.process", "filter.model.required"] {
+        let v = git.try_run(&["config", "--get", key])?;
+        println!(
+            "{key} = {}",
+            v.as_deref().unwrap_or("(unset: run git model install)")
+        );
+    }
+    match Repo::open() {
+        Err(_) => println!("repository: (none)"),
+        Ok(repo) => {
+            if let Some(w) = &repo.workdir {
+                println!("repository: {}", w.display());
+            }
+            println!(
+                "local store: {}",
+                gitmodel_git::store_dir(&repo.repo).display()
+            );
+            match repo.url_setting()? {
+                Some(s) => println!("model.url = {} (from {})", s.value, s.source),
+                None => println!("model.url = (unset)"),
+            }
+            println!(
+                "pre-push hook: {}",
+                if setup::hooks_installed(&repo.git)? {
+                    "installed"
+                } else {
+                    "missing"
+                }
+            );
+            if let Some(w) = &repo.workdir {
+                let pats = setup::tracked_patterns(w);
+                println!(
+                    "tracked patterns: {}",
+                    if pats.is_empty() {
+                        "(none)".into()
+                    } else {
+                        pats.join(" ")
+                    }
+                );
+            }
+        }
+    }
+    println!(
+        "credentials: {}",
+        if matches!(crate::app::auth(), gitmodel_client::Auth::None) {
+            "none"
+        } else {
+            "token from GIT_MODEL_TOKEN"
+        }
+    );
+    Ok(())
+}

@@ -1,0 +1,167 @@
+//! The clean and smudge filters: git's long-running process and single-shot fallbacks.
+//!
+//! Clean stores content in the local store and answers a pointer; content that already is
+//! a pointer passes through. Smudge answers the content of a pointer from the local store,
+//! fetching it from the server when missing; when it cannot be had, the pointer stays in
+//! the working tree with a warning naming the path, and `git model pull` fetches it later.
+
+use std::io::{self, BufReader, Read, Write};
+
+use anyhow::Result;
+use gitmodel_client::{FileRef, Remote};
+use gitmodel_format::pointer::MAX_POINTER_SIZE;
+use gitmodel_format::Pointer;
+use gitmodel_git::filter::{Filter, FilterError};
+use gitmodel_store::LocalStore;
+
+use crate::app::Repo;
+
+struct ModelFilter {
+    repo: Repo,
+    store: LocalStore,
+    /// Created on first use: most sessions never need the server.
+    remote: Option<Result<Remote, String>>,
+}
+
+impl ModelFilter {
+    fn new() -> Result<ModelFilter> {
+        let repo = Repo::open()?;
+        let store = repo.store()?;
+        // A fresh clone has no hooks yet: install them now, so its pushes upload content.
+        if repo.workdir.is_some()
+            && !gitmodel_git::setup::hooks_installed(&repo.git).unwrap_or(true)
+        {
+            if let Err(e) = gitmodel_git::setup::install_hooks(&repo.git) {
+                tracing::warn!("could not install the pre-push hook: {e}");
+            }
+        }
+        Ok(ModelFilter {
+            repo,
+            store,
+            remote: None,
+        })
+    }
+
+    fn remote(&mut self) -> Result<&Remote, String> {
+        if self.remote.is_none() {
+            self.remote = Some(self.repo.remote().map_err(|e| format!("{e:#}")));
+        }
+        self.remote.as_ref().unwrap().as_ref().map_err(Clone::clone)
+    }
+
+    fn fetch(&mut self, path: &str, p: &Pointer) -> Result<(), String> {
+        let file = FileRef {
+            oid: p.oid,
+            size: p.size,
+            path: path.to_string(),
+        };
+        let remote = self.remote()?.clone();
+        gitmodel_client::download(&self.store, &remote, &[file])
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl Filter for ModelFilter {
+    fn clean(&mut self, path: &str, input: &mut (dyn Read + Send)) -> Result<Vec<u8>, FilterError> {
+        let err = |e: String| FilterError(format!("{path}: {e}"));
+        let mut head = Vec::with_capacity(MAX_POINTER_SIZE);
+        input
+            .take(MAX_POINTER_SIZE as u64)
+            .read_to_end(&mut head)
+            .map_err(|e| err(e.to_string()))?;
+        if head.len() < MAX_POINTER_SIZE && Pointer::parse(&head).is_some() {
+            // Already a pointer (e.g. content not pulled yet): keep it as it is.
+            return Ok(head);
+        }
+        let ingested = self
+            .store
+            .ingest(io::Cursor::new(head).chain(input))
+            .map_err(|e| err(e.to_string()))?;
+        if ingested.pointer.size == 0 {
+            return Ok(Vec::new());
+        }
+        tracing::debug!(
+            "clean {path}: {} chunks, {} new ({} bytes stored)",
+            ingested.chunks,
+            ingested.new_chunks,
+            ingested.stored_bytes
+        );
+        Ok(ingested.pointer.to_bytes())
+    }
+
+    fn smudge(
+        &mut self,
+        path: &str,
+        stored: &[u8],
+        rest: &mut (dyn Read + Send),
+        out: &mut (dyn Write + Send),
+    ) -> Result<(), FilterError> {
+        let io_err = |e: io::Error| FilterError(format!("{path}: {e}"));
+        let pointer = (stored.len() < MAX_POINTER_SIZE)
+            .then(|| Pointer::parse(stored))
+            .flatten();
+        let Some(p) = pointer else {
+            // Not a pointer: pass through untouched.
+            out.write_all(stored).map_err(io_err)?;
+            io::copy(rest, out).map_err(io_err)?;
+            return Ok(());
+        };
+        if p.size == 0 {
+            return Ok(());
+        }
+        if std::env::var_os("GIT_MODEL_SKIP_SMUDGE").is_some_and(|v| v == "1") {
+            out.write_all(stored).map_err(io_err)?;
+            return Ok(());
+        }
+        if !self.store.has_file(&p.oid) {
+            if let Err(why) = self.fetch(path, &p) {
+                eprintln!(
+                    "git-model: {path}: content of {} not available ({why}); left as a pointer, \
+                     run `git model pull` later",
+                    p.oid
+                );
+                out.write_all(stored).map_err(io_err)?;
+                return Ok(());
+            }
+        }
+        self.store
+            .write_file(&p.oid, out)
+            .map(|_| ())
+            .map_err(|e| FilterError(format!("{path} ({}): {e}", p.oid)))
+    }
+}
+
+/// `git-model filter-process`, run by git for a whole checkout or add.
+pub fn process() -> Result<()> {
+    let mut filter = ModelFilter::new()?;
+    let input = BufReader::with_capacity(1 << 16, io::stdin());
+    let output = io::BufWriter::with_capacity(1 << 16, io::stdout());
+    gitmodel_git::filter::run(input, output, &mut filter)?;
+    Ok(())
+}
+
+/// `git-model clean -- <path>`: content on stdin, pointer on stdout.
+pub fn clean_once(path: &str) -> Result<()> {
+    let mut filter = ModelFilter::new()?;
+    let mut stdin = io::stdin();
+    let stored = filter
+        .clean(path, &mut stdin)
+        .map_err(|e| anyhow::anyhow!(e.0))?;
+    io::stdout().write_all(&stored)?;
+    Ok(())
+}
+
+/// `git-model smudge -- <path>`: pointer on stdin, content on stdout.
+pub fn smudge_once(path: &str) -> Result<()> {
+    let mut filter = ModelFilter::new()?;
+    let mut stdin = io::stdin();
+    let mut head = Vec::new();
+    (&mut stdin).take(1100).read_to_end(&mut head)?;
+    let mut out = io::BufWriter::new(io::stdout());
+    filter
+        .smudge(path, &head, &mut stdin, &mut out)
+        .map_err(|e| anyhow::anyhow!(e.0))?;
+    out.flush()?;
+    Ok(())
+}

@@ -1,0 +1,291 @@
+//! The core story: track, add, commit, push, clone, pull; dedup; faults.
+
+use std::fs;
+
+use gitmodel_format::{Oid, Pointer};
+use gitmodel_testkit::{dir_size, safetensors};
+
+use crate::{stored_blob, World};
+
+const MIB: usize = 1 << 20;
+
+fn model(mib: usize, edited: &[usize]) -> Vec<u8> {
+    let mut versions = vec![0u64; mib];
+    for &i in edited {
+        versions[i] += 1;
+    }
+    safetensors(1, MIB, &versions)
+}
+
+fn assert_same(path: &std::path::Path, want: &[u8]) {
+    let got = fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(
+        got.len() == want.len() && got == want,
+        "{}: {} bytes differ from the expected {} bytes",
+        path.display(),
+        got.len(),
+        want.len()
+    );
+}
+
+#[test]
+fn push_clone_pull_and_checkout_old_version() {
+    let w = World::new();
+    let repo = w.work_repo("work");
+    let v1 = model(8, &[]);
+    w.commit_file(&repo, "model.safetensors", &v1, "v1");
+
+    // git stores a byte-exact LFS pointer.
+    let blob = stored_blob(&w.env, &repo, "HEAD", "model.safetensors");
+    let expected = Pointer::new(Oid::of(&v1), v1.len() as u64).to_bytes();
+    assert_eq!(blob.as_bytes(), &expected[..]);
+    // The working tree keeps the content and git sees it as clean.
+    assert_same(&repo.join("model.safetensors"), &v1);
+    assert_eq!(w.env.git(&repo, &["status", "--porcelain"]), "");
+
+    let out = w.env.git_output(&repo, &["push", "-q", "origin", "main"]);
+    crate::check_ok("git push", &out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("uploaded 1"), "push said: {stderr}");
+
+    // A fresh clone materialises the content through the smudge filter.
+    let other = w.clone("other");
+    assert_same(&other.join("model.safetensors"), &v1);
+    assert_eq!(w.env.git(&other, &["status", "--porcelain"]), "");
+
+    // A second version, pulled into the existing clone.
+    let v2 = model(8, &[3]);
+    w.commit_file(&repo, "model.safetensors", &v2, "v2");
+    w.env.git(&repo, &["push", "-q", "origin", "main"]);
+    w.env.git(&other, &["pull", "-q", "origin", "main"]);
+    assert_same(&other.join("model.safetensors"), &v2);
+
+    // Checking out the older version brings back its bytes.
+    w.env.git(
+        &other,
+        &["checkout", "-q", "HEAD~1", "--", "model.safetensors"],
+    );
+    assert_same(&other.join("model.safetensors"), &v1);
+    w.env.git(
+        &other,
+        &["checkout", "-q", "HEAD", "--", "model.safetensors"],
+    );
+    assert_same(&other.join("model.safetensors"), &v2);
+}
+
+#[test]
+fn pointer_only_clone_then_model_pull() {
+    let w = World::new();
+    let repo = w.work_repo("work");
+    let v1 = model(4, &[]);
+    w.commit_file(&repo, "weights/a.safetensors", &v1, "v1");
+    w.commit_file(&repo, "weights/empty.safetensors", b"", "empty");
+    w.env.git(&repo, &["push", "-q", "origin", "main"]);
+
+    let home = w.env.home.path();
+    let out = w.env.git_with(
+        home,
+        &[("GIT_MODEL_SKIP_SMUDGE", "1")],
+        &["clone", "-q", w.origin.to_str().unwrap(), "lazy"],
+    );
+    crate::check_ok("clone with GIT_MODEL_SKIP_SMUDGE", &out);
+    let lazy = w.env.path("lazy");
+    let pointer = Pointer::new(Oid::of(&v1), v1.len() as u64).to_bytes();
+    assert_same(&lazy.join("weights/a.safetensors"), &pointer);
+    assert_same(&lazy.join("weights/empty.safetensors"), b"");
+    let ls = w.env.git(&lazy, &["model", "ls-files"]);
+    assert!(ls.contains("- weights/a.safetensors"), "{ls}");
+
+    w.env.git(&lazy, &["model", "pull"]);
+    assert_same(&lazy.join("weights/a.safetensors"), &v1);
+    assert_eq!(w.env.git(&lazy, &["status", "--porcelain"]), "");
+    let ls = w.env.git(&lazy, &["model", "ls-files"]);
+    assert!(ls.contains("* weights/a.safetensors"), "{ls}");
+}
+
+#[test]
+fn one_tensor_edit_stores_little() {
+    let w = World::new();
+    let repo = w.work_repo("work");
+    let v1 = model(64, &[]);
+    w.commit_file(&repo, "model.safetensors", &v1, "v1");
+    w.env.git(&repo, &["push", "-q", "origin", "main"]);
+    let after_v1 = dir_size(&w.server.data_dir);
+    assert!(after_v1 > 32 * MIB as u64, "v1 stored {after_v1} bytes");
+
+    let v2 = model(64, &[17]);
+    w.commit_file(&repo, "model.safetensors", &v2, "v2");
+    w.env.git(&repo, &["push", "-q", "origin", "main"]);
+    let grown = dir_size(&w.server.data_dir) - after_v1;
+    assert!(
+        grown < (v2.len() / 10) as u64,
+        "second version stored {grown} new bytes for a {}-byte file",
+        v2.len()
+    );
+    // The local store did not keep the second version whole either.
+    let local = dir_size(&repo.join(".git/model"));
+    assert!(
+        local < after_v1 + (v2.len() / 10) as u64,
+        "local store {local} bytes"
+    );
+
+    let other = w.clone("other");
+    assert_same(&other.join("model.safetensors"), &v2);
+}
+
+#[test]
+fn push_fails_cleanly_when_the_server_is_down_then_completes() {
+    let w = World::new();
+    let repo = w.work_repo("work");
+    // A port nothing listens on: bind one, learn it, release it.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}/acme/vision", l.local_addr().unwrap())
+    };
+    w.env.git(&repo, &["config", "model.url", &dead]);
+    let v1 = model(2, &[]);
+    w.commit_file(&repo, "model.safetensors", &v1, "v1");
+    let out = w.env.git_output(&repo, &["push", "-q", "origin", "main"]);
+    assert!(
+        !out.status.success(),
+        "push must fail when content cannot be uploaded"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot reach"), "{stderr}");
+    // The pointer was not published.
+    let remote_refs = w.env.git(&w.origin, &["for-each-ref"]);
+    assert!(!remote_refs.contains("refs/heads/main"), "{remote_refs}");
+
+    w.env.git(&repo, &["config", "--unset", "model.url"]);
+    w.env.git(&repo, &["push", "-q", "origin", "main"]);
+    let other = w.clone("other");
+    assert_same(&other.join("model.safetensors"), &v1);
+}
+
+#[test]
+fn missing_content_leaves_pointer_with_warning_and_pull_fetches_later() {
+    let w = World::new();
+    let repo = w.work_repo("work");
+    let v1 = model(2, &[]);
+    w.commit_file(&repo, "model.safetensors", &v1, "v1");
+    // Bypass the hook: git publishes pointers whose content the server lacks.
+    w.env
+        .git(&repo, &["push", "-q", "--no-verify", "origin", "main"]);
+
+    let home = w.env.home.path();
+    let out = w
+        .env
+        .git_output(home, &["clone", "-q", w.origin.to_str().unwrap(), "other"]);
+    crate::check_ok("clone", &out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("model.safetensors") && stderr.contains("left as a pointer"),
+        "{stderr}"
+    );
+    let other = w.env.path("other");
+    let pointer = Pointer::new(Oid::of(&v1), v1.len() as u64).to_bytes();
+    assert_same(&other.join("model.safetensors"), &pointer);
+
+    // Once the content is uploaded, pull brings it.
+    w.env.git(&repo, &["model", "push"]);
+    w.env.git(&other, &["model", "pull"]);
+    assert_same(&other.join("model.safetensors"), &v1);
+    assert_eq!(w.env.git(&other, &["status", "--porcelain"]), "");
+}
+
+#[test]
+fn corrupt_pack_on_server_is_detected_and_nothing_is_written() {
+    let w = World::new();
+    let repo = w.work_repo("work");
+    let v1 = model(2, &[]);
+    w.commit_file(&repo, "model.safetensors", &v1, "v1");
+    w.env.git(&repo, &["push", "-q", "origin", "main"]);
+
+    // Flip a byte in the middle of every pack on the server's disk.
+    let mut packs = Vec::new();
+    collect_files(&w.server.data_dir.join("packs"), &mut packs);
+    assert!(!packs.is_empty());
+    for p in &packs {
+        let mut b = fs::read(p).unwrap();
+        let at = b.len() / 2;
+        b[at] ^= 0x40;
+        fs::write(p, b).unwrap();
+    }
+
+    let home = w.env.home.path();
+    let out = w.env.git_with(
+        home,
+        &[("GIT_MODEL_SKIP_SMUDGE", "1")],
+        &["clone", "-q", w.origin.to_str().unwrap(), "other"],
+    );
+    crate::check_ok("clone", &out);
+    let other = w.env.path("other");
+    let out = w.env.git_output(&other, &["model", "pull"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("corrupt") || stderr.contains("hashes to"),
+        "{stderr}"
+    );
+    let pointer = Pointer::new(Oid::of(&v1), v1.len() as u64).to_bytes();
+    assert_same(&other.join("model.safetensors"), &pointer);
+}
+
+#[test]
+fn existing_pre_push_hook_is_chained() {
+    let w = World::new();
+    let dir = w.env.path("hooked");
+    w.env
+        .git(w.env.home.path(), &["init", "-q", "-b", "main", "hooked"]);
+    let hook = dir.join(".git/hooks/pre-push");
+    fs::write(&hook, "#!/bin/sh\necho chained-hook-ran >&2\nexit 0\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&hook, fs::Permissions::from_mode(0o755)).unwrap();
+    w.env.git(&dir, &["model", "install"]);
+    w.env.git(
+        &dir,
+        &["remote", "add", "origin", w.origin.to_str().unwrap()],
+    );
+    w.env
+        .git(&dir, &["commit", "-q", "--allow-empty", "-m", "x"]);
+    let out = w.env.git_output(&dir, &["push", "origin", "main"]);
+    crate::check_ok("push", &out);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("chained-hook-ran"));
+}
+
+#[test]
+fn bad_configuration_gives_clear_errors() {
+    let w = World::new();
+    let repo = w.work_repo("work");
+    w.env
+        .git(&repo, &["config", "model.url", "ftp://example/acme/vision"]);
+    w.commit_file(&repo, "model.safetensors", &model(1, &[]), "v1");
+    let out = w.env.git_output(&repo, &["model", "push"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("bad model.url"), "{stderr}");
+
+    // A repository name the server refuses.
+    let bad = format!("{}/acme/..hidden", w.server.url);
+    w.env.git(&repo, &["config", "model.url", &bad]);
+    let out = w.env.git_output(&repo, &["model", "push"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).lines().count() <= 3);
+
+    let env = w.env.git(&repo, &["model", "env"]);
+    assert!(
+        env.contains("model.url = ") && env.contains("(from git config)"),
+        "{env}"
+    );
+}
+
+fn collect_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            collect_files(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
