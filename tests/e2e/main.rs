@@ -25,6 +25,7 @@ pub struct World {
 }
 
 impl World {
+    #[allow(clippy::new_without_default)] // starts a server: not a default value
     pub fn new() -> World {
         let env = GitEnv::new(&git_model_exe());
         let server_dir = tempfile::tempdir().unwrap();

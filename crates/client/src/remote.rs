@@ -4,6 +4,9 @@
 //! 5xx, 429) are retried with exponential backoff, honouring `Retry-After`. Bodies read
 //! from the server are bounded; nothing here trusts what comes back.
 
+// The closures return ureq's own error type, which is large; it only lives on the error path.
+#![allow(clippy::result_large_err)]
+
 use std::io::Read;
 use std::time::Duration;
 

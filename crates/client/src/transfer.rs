@@ -374,7 +374,7 @@ fn pack_index(remote: &Remote, pack: &PackId) -> Result<Vec<PackEntry>, ClientEr
         what: format!("pack {pack}: {what}"),
     };
     let len = remote.pack_len(pack)?;
-    if len < TRAILER_LEN || len > pack::MAX_PACK_BYTES {
+    if !(TRAILER_LEN..=pack::MAX_PACK_BYTES).contains(&len) {
         return Err(protocol(format!("implausible length {len}")));
     }
     let trailer = remote.get_range(pack, len - TRAILER_LEN, TRAILER_LEN)?;

@@ -1,6 +1,6 @@
-//! `model.*` settings and where each came from. Precedence: environment (`GIT_MODEL_URL`)
-//! > git config (`model.url`, any scope) > the committed `.gitmodel` file (git-config
-//! syntax: worktree copy, else the index, else `HEAD`).
+//! `model.*` settings and where each came from. Precedence, highest first: the
+//! environment (`GIT_MODEL_URL`), git config (`model.url`, any scope), then the committed
+//! `.gitmodel` file (git-config syntax: worktree copy, else the index, else `HEAD`).
 
 use crate::{Git, Result};
 

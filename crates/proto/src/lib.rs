@@ -60,7 +60,7 @@ pub enum BodyError {
 
 /// Splits a query body into ids.
 pub fn decode_ids(body: &[u8]) -> Result<Vec<[u8; 32]>, BodyError> {
-    if body.len() % 32 != 0 {
+    if !body.len().is_multiple_of(32) {
         return Err(BodyError::Ragged(body.len()));
     }
     let n = body.len() / 32;

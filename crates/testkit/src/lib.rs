@@ -184,7 +184,7 @@ pub fn safetensors(seed: u64, tensor_bytes: usize, versions: &[u64]) -> Vec<u8> 
         );
     }
     let mut json = serde_json::Value::Object(header).to_string();
-    while (json.len() + 8) % 8 != 0 {
+    while !json.len().is_multiple_of(8) {
         json.push(' ');
     }
     let mut out = Vec::with_capacity(8 + json.len() + versions.len() * elems * 4);
