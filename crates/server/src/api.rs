@@ -5,12 +5,16 @@
 //! checks the method and the [`Authorizer`](crate::auth::Authorizer), runs the handler,
 //! and renders any [`ApiError`] as JSON. Formats and limits come from `gitmodel_proto`;
 //! the paths are specified in `docs/protocol.md`.
+//!
+//! Paths under `<namespace>/<repo>[.git]/info/lfs/` are the Git LFS API: they are routed to
+//! [`crate::lfs`] and their errors take the Git LFS shape (`docs/lfs.md`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use http_body_util::combinators::BoxBody;
 use gitmodel_format::pack::{verify_pack, MAX_PACK_BYTES};
 use gitmodel_format::{ChunkId, Oid, PackId};
 use gitmodel_proto::{
@@ -26,13 +30,24 @@ use tracing::Instrument;
 use crate::auth::Access;
 use crate::error::{error_chain, ApiError};
 use crate::keys;
+use crate::lfs::{self, LfsEndpoint};
 use crate::range::{parse_range, RangeError};
 use crate::register;
 use crate::state::AppState;
 use crate::storage::StorageError;
 
-/// Body of every response: the server answers with whole buffers (at most one pack).
-pub type ResponseBody = Full<Bytes>;
+/// Why a streamed response body could not be completed (the connection is then cut, so
+/// the client sees a short body, never a wrong one).
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Body of every response: a whole buffer (at most one pack) for most answers, a stream
+/// for Git LFS downloads ([`crate::download`]).
+pub type ResponseBody = BoxBody<Bytes, BodyError>;
+
+/// A response body holding `bytes`.
+pub fn full(bytes: Bytes) -> ResponseBody {
+    Full::new(bytes).map_err(|never| match never {}).boxed()
+}
 
 /// How many recipe lookups one `files/exists` query runs at once.
 const EXISTS_CONCURRENCY: usize = 32;
@@ -51,6 +66,7 @@ enum Endpoint {
 enum Route {
     Health,
     Repo { repo: RepoName, endpoint: Endpoint },
+    Lfs { repo: RepoName, endpoint: LfsEndpoint },
 }
 
 impl Endpoint {
@@ -83,6 +99,14 @@ fn parse_route(path: &str) -> Option<Result<Route, ApiError>> {
         return Some(Ok(Route::Health));
     }
     let segments: Vec<&str> = path.strip_prefix('/')?.split('/').collect();
+    if let [namespace, repo, "info", "lfs", tail @ ..] = segments.as_slice() {
+        let endpoint = LfsEndpoint::parse(tail)?;
+        return Some(
+            RepoName::new(namespace, repo)
+                .map(|repo| Route::Lfs { repo, endpoint })
+                .map_err(ApiError::from),
+        );
+    }
     let [namespace, repo, "model", "v1", tail @ ..] = segments.as_slice() else {
         return None;
     };
@@ -115,6 +139,7 @@ where
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    let lfs_flavour = lfs::is_lfs_path(&path);
     let span = tracing::info_span!("request", id = %request_id);
     let result = dispatch(&state, req).instrument(span.clone()).await;
     let mut response = match result {
@@ -126,7 +151,11 @@ where
             } else {
                 tracing::debug!(error = %error_chain(&e), "request refused");
             }
-            error_response(&e, &request_id)
+            if lfs_flavour {
+                lfs::error_response(&e, &request_id)
+            } else {
+                error_response(&e, &request_id)
+            }
         }
     };
     if let Ok(value) = HeaderValue::from_str(&request_id) {
@@ -176,6 +205,7 @@ where
             })
         }
         Route::Repo { repo, endpoint } => (repo, endpoint),
+        Route::Lfs { repo, endpoint } => return lfs::dispatch(state, req, repo, endpoint).await,
     };
     let Some(access) = endpoint.access(req.method()) else {
         return Err(ApiError::MethodNotAllowed {
@@ -222,10 +252,46 @@ where
     }
 }
 
+/// The next data of a request body (`None` at its end), failing when the client stalls
+/// for longer than `idle_timeout`. Trailers and other non-data frames are skipped.
+pub(crate) async fn next_data<B>(
+    body: &mut B,
+    idle_timeout: Duration,
+) -> Result<Option<Bytes>, ApiError>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    loop {
+        let frame = match tokio::time::timeout(idle_timeout, body.frame()).await {
+            Err(_) => {
+                return Err(ApiError::BodyTimeout {
+                    secs: idle_timeout.as_secs(),
+                })
+            }
+            Ok(None) => return Ok(None),
+            Ok(Some(frame)) => frame.map_err(|e| ApiError::BodyRead {
+                reason: e.to_string(),
+            })?,
+        };
+        if let Ok(data) = frame.into_data() {
+            return Ok(Some(data));
+        }
+    }
+}
+
+/// The request's declared `Content-Length`, if it has a valid one.
+pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
 /// Reads a whole request body of at most `limit` bytes. A declared `Content-Length` over
 /// the limit is refused before anything is read; an undeclared (chunked) body is refused
 /// as soon as it passes the limit.
-async fn read_body<B>(
+pub(crate) async fn read_body<B>(
     mut body: B,
     headers: &HeaderMap,
     limit: usize,
@@ -238,34 +304,18 @@ where
     let too_large = || ApiError::TooLarge {
         limit: limit as u64,
     };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = content_length(headers);
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(too_large());
     }
     // Sizing the buffer from the (already bounded) declared length avoids regrowth copies
     // of a 64 MiB pack.
     let mut buf = BytesMut::with_capacity(declared.map_or(0, |len| len as usize));
-    loop {
-        let frame = match tokio::time::timeout(idle_timeout, body.frame()).await {
-            Err(_) => {
-                return Err(ApiError::BodyTimeout {
-                    secs: idle_timeout.as_secs(),
-                })
-            }
-            Ok(None) => break,
-            Ok(Some(frame)) => frame.map_err(|e| ApiError::BodyRead {
-                reason: e.to_string(),
-            })?,
-        };
-        if let Ok(data) = frame.into_data() {
-            if buf.len() + data.len() > limit {
-                return Err(too_large());
-            }
-            buf.extend_from_slice(&data);
+    while let Some(data) = next_data(&mut body, idle_timeout).await? {
+        if buf.len() + data.len() > limit {
+            return Err(too_large());
         }
+        buf.extend_from_slice(&data);
     }
     Ok(buf.freeze())
 }
@@ -323,16 +373,7 @@ async fn put_pack(
     })
     .await?;
     let entries = verified.map_err(|source| ApiError::BadPack { pack, source })?;
-    let key = keys::pack_key(&pack);
-    // Content-addressed: an existing pack with this id has exactly these bytes.
-    let created = if state.storage().head(&key).await?.is_some() {
-        false
-    } else {
-        state.storage().put(&key, body).await?;
-        true
-    };
-    let added = state.index().add_pack(pack, &entries);
-    tracing::info!(%pack, chunks = entries.len(), new_chunks = added, created, "pack stored");
+    let created = state.store_pack(pack, body, &entries).await?;
     Ok(json(
         StatusCode::OK,
         &PackUploaded {
@@ -416,8 +457,12 @@ async fn get_file(
     }
 }
 
-fn binary(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<ResponseBody> {
-    let mut response = Response::new(Full::new(body));
+pub(crate) fn binary(
+    status: StatusCode,
+    content_type: &'static str,
+    body: Bytes,
+) -> Response<ResponseBody> {
+    let mut response = Response::new(full(body));
     *response.status_mut() = status;
     response
         .headers_mut()
@@ -447,11 +492,7 @@ pub fn error_response(error: &ApiError, request_id: &str) -> Response<ResponseBo
     // Serializing two strings cannot fail; the fallback keeps this path panic-free anyway.
     let bytes = serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec());
     let mut response = binary(error.status(), "application/json", bytes.into());
-    if let ApiError::MethodNotAllowed { allow, .. } = error {
-        response
-            .headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static(allow));
-    }
+    error.add_headers(response.headers_mut(), false);
     response
 }
 

@@ -1,14 +1,25 @@
 //! [`ApiError`]: every way a request can fail, and the one place that maps failures to an
-//! HTTP status and a stable error `code` (the JSON [`gitmodel_proto::ErrorBody`]).
+//! HTTP status, a stable error `code` (the JSON [`gitmodel_proto::ErrorBody`]) and the
+//! headers an error answer carries (`Allow`, `Retry-After`, `LFS-Authenticate`).
+//!
+//! The body is rendered by the caller in one of two shapes: the native one
+//! ([`crate::api::error_response`]) or the Git LFS one ([`crate::lfs::error_response`]);
+//! status and headers come from here either way.
 //!
 //! Per-file failures inside a registration batch are not `ApiError`s: they are answered in
-//! the batch's [`gitmodel_proto::RegisterResult`]s (see [`crate::register`]).
+//! the batch's [`gitmodel_proto::RegisterResult`]s (see [`crate::register`]); neither are
+//! per-object errors inside a Git LFS batch answer (see [`crate::lfs`]).
 
-use gitmodel_format::{IdError, PackError, PackId, RecipeError};
+use gitmodel_format::{IdError, Oid, PackError, PackId, RecipeError};
 use gitmodel_proto::{BodyError, NameError};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 
+use crate::locks::Lock;
 use crate::storage::StorageError;
+
+/// The realm announced in `LFS-Authenticate` on a 401 answer to a Git LFS client.
+pub const LFS_REALM: &str = "git-model";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -47,6 +58,29 @@ pub enum ApiError {
     },
     #[error("{what} not found")]
     NotFound { what: String },
+    #[error("bad request: {what}")]
+    BadRequest { what: String },
+    #[error("invalid JSON body: {reason}")]
+    BadJson { reason: String },
+    #[error("unsupported content type {content_type:?}: send {expected}")]
+    UnsupportedMediaType {
+        content_type: String,
+        expected: &'static str,
+    },
+    /// A well-formed request whose content cannot be accepted (Git LFS "validation error").
+    #[error("{what}")]
+    Invalid { what: String },
+    #[error("{count} objects in one batch, more than the limit of {limit}")]
+    TooManyObjects { count: usize, limit: usize },
+    #[error("hash algorithm {algo:?} is not supported; this server names objects by sha256")]
+    UnsupportedHashAlgo { algo: String },
+    /// An uploaded object whose bytes are not what its oid (or declared length) says.
+    #[error("the uploaded body does not match object {oid}: {what}")]
+    ContentMismatch { oid: Oid, what: String },
+    #[error("{} is already locked by {} (lock {})", .lock.path, .lock.owner.name, .lock.id)]
+    LockExists { lock: Box<Lock> },
+    #[error("too many requests; retry after {retry_after} s")]
+    RateLimited { retry_after: u64 },
     #[error("authentication required: {reason}")]
     Unauthorized { reason: String },
     #[error("access denied: {reason}")]
@@ -68,11 +102,19 @@ impl ApiError {
             | BadIdList(_)
             | BodyRead { .. }
             | BadRecipe { .. }
-            | BadRange { .. } => StatusCode::BAD_REQUEST,
+            | BadRange { .. }
+            | BadRequest { .. }
+            | BadJson { .. } => StatusCode::BAD_REQUEST,
             BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
-            BadPack { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            BadPack { .. } | Invalid { .. } | ContentMismatch { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            TooManyObjects { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            UnsupportedHashAlgo { .. } | LockExists { .. } => StatusCode::CONFLICT,
+            RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Forbidden { .. } => StatusCode::FORBIDDEN,
             Storage(_) | Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
@@ -95,6 +137,15 @@ impl ApiError {
             RangeNotSatisfiable { .. } => "range_not_satisfiable",
             BadPack { .. } => "bad_pack",
             NotFound { .. } => "not_found",
+            BadRequest { .. } => "bad_request",
+            BadJson { .. } => "bad_json",
+            UnsupportedMediaType { .. } => "unsupported_media_type",
+            Invalid { .. } => "invalid",
+            TooManyObjects { .. } => "too_large",
+            UnsupportedHashAlgo { .. } => "unsupported_hash_algo",
+            ContentMismatch { .. } => "hash_mismatch",
+            LockExists { .. } => "lock_exists",
+            RateLimited { .. } => "rate_limited",
             Unauthorized { .. } => "unauthorized",
             Forbidden { .. } => "forbidden",
             Storage(_) | Internal { .. } => "internal",
@@ -110,6 +161,27 @@ impl ApiError {
                     .to_string()
             }
             other => error_chain(other),
+        }
+    }
+
+    /// Adds the headers this error's answer must carry. `lfs` selects the Git LFS flavour:
+    /// a 401 then names its scheme in `LFS-Authenticate` (the Git LFS client reads that
+    /// header, not `WWW-Authenticate`, so browsers do not pop up password prompts).
+    pub fn add_headers(&self, headers: &mut HeaderMap, lfs: bool) {
+        match self {
+            ApiError::MethodNotAllowed { allow, .. } => {
+                headers.insert(http::header::ALLOW, HeaderValue::from_static(allow));
+            }
+            ApiError::RateLimited { retry_after } => {
+                headers.insert(http::header::RETRY_AFTER, HeaderValue::from(*retry_after));
+            }
+            ApiError::Unauthorized { .. } if lfs => {
+                let value = format!("Basic realm=\"{LFS_REALM}\"");
+                if let Ok(value) = HeaderValue::from_str(&value) {
+                    headers.insert(HeaderName::from_static("lfs-authenticate"), value);
+                }
+            }
+            _ => {}
         }
     }
 

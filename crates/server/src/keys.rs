@@ -1,11 +1,15 @@
-//! The storage key layout: where packs and recipes live in a [`crate::storage::Storage`].
+//! The storage key layout: where packs, recipes and locks live in a
+//! [`crate::storage::Storage`].
 //!
 //! ```text
 //! packs/<ab>/<pack hex>.pack                               global: chunks dedup across repos
 //! repos/<namespace>/<repo>/files/<ab>/<oid hex>.recipe     per repository
+//! repos/<namespace>/<repo>/locks/<path hash>.json          Git LFS locks, one per path
 //! ```
 //! `<ab>` is the first two hex digits of the id (one level of fan-out keeps directories
-//! small on a local disk; on object stores it is harmless). Only this module spells keys.
+//! small on a local disk; on object stores it is harmless). A lock is named by the SHA-256
+//! of the locked path, so "is this path locked?" is one read and a path cannot be locked
+//! twice under different keys. Only this module spells keys.
 
 use gitmodel_format::{Oid, PackId};
 use gitmodel_proto::RepoName;
@@ -39,6 +43,28 @@ pub fn recipe_key(repo: &RepoName, oid: &Oid) -> String {
     )
 }
 
+const LOCK_SUFFIX: &str = ".json";
+
+/// Prefix (directory) under which the Git LFS locks of `repo` live.
+pub fn locks_prefix(repo: &RepoName) -> String {
+    format!("repos/{}/{}/locks/", repo.namespace, repo.repo)
+}
+
+/// Where the lock of `path` in `repo` is stored (whoever holds it).
+pub fn lock_key(repo: &RepoName, path: &str) -> String {
+    // SHA-256 of the path: any path maps to a valid key, and equal paths to equal keys.
+    let digest = Oid::of(path.as_bytes()).to_hex();
+    format!("{}{digest}{LOCK_SUFFIX}", locks_prefix(repo))
+}
+
+/// The path-hash part of a key under [`locks_prefix`] (the lock listing's sort key and
+/// pagination cursor), if it is a well-formed lock key.
+pub fn parse_lock_key(key: &str) -> Option<&str> {
+    let file = key.rsplit('/').next()?;
+    let stem = file.strip_suffix(LOCK_SUFFIX)?;
+    Oid::from_hex(stem).ok().map(|_| stem)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,5 +85,14 @@ mod tests {
         );
         crate::storage::validate_key(&recipe_key(&repo, &oid)).unwrap();
         crate::storage::validate_key(&key).unwrap();
+        let lock = lock_key(&repo, "weights/../a b.bin");
+        assert!(lock.starts_with("repos/acme/vision/locks/"), "{lock}");
+        crate::storage::validate_key(&lock).unwrap();
+        assert_eq!(
+            parse_lock_key(&lock),
+            Some(&*Oid::of(b"weights/../a b.bin").to_hex())
+        );
+        assert_ne!(lock, lock_key(&repo, "weights/a b.bin"));
+        assert_eq!(parse_lock_key("repos/acme/vision/locks/x.json"), None);
     }
 }

@@ -114,11 +114,7 @@ async fn register_one(
         Ok(located) => match verify(state, &located).await? {
             Err(e) => Err(e),
             Ok(()) => {
-                let key = keys::recipe_key(repo, &oid);
-                state
-                    .storage()
-                    .put(&key, located.recipe.encode().into())
-                    .await?;
+                store_recipe(state, repo, &located.recipe).await?;
                 Ok(located.recipe.segments.len())
             }
         },
@@ -149,6 +145,19 @@ async fn register_one(
             })
         }
     }
+}
+
+/// Stores a located, verified recipe as `repo`'s copy of its file (replacing any earlier
+/// one, which describes the same bytes). The one place recipes are written: native
+/// registration and Git LFS uploads ([`crate::upload`]) both end here.
+pub async fn store_recipe(
+    state: &AppState,
+    repo: &RepoName,
+    recipe: &Recipe,
+) -> Result<(), ApiError> {
+    let key = keys::recipe_key(repo, &recipe.oid);
+    state.storage().put(&key, recipe.encode().into()).await?;
+    Ok(())
 }
 
 /// One range read of consecutive records, and the recipe chunks they must hold.

@@ -2,6 +2,8 @@
 //! [`ServerConfig`], the knobs it is built from.
 //!
 //! It owns no sockets: [`crate::server::serve`] runs the HTTP side over an `Arc<AppState>`.
+//! Every pack enters storage and the chunk index through [`AppState::store_pack`], whether
+//! a client uploaded it whole (native API) or the server built it from a Git LFS upload.
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -10,9 +12,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use gitmodel_format::PackId;
+use bytes::Bytes;
+use gitmodel_format::{PackEntry, PackId};
 use gitmodel_proto::RepoName;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Mutex, MutexGuard, OwnedSemaphorePermit, Semaphore};
 
 use crate::auth::{AllowAll, Authorizer};
 use crate::index::ChunkIndex;
@@ -76,6 +79,8 @@ pub struct AppState {
     index: ChunkIndex,
     authorizer: Arc<dyn Authorizer>,
     verify_permits: Arc<Semaphore>,
+    /// Serializes Git LFS lock mutations (check-then-write) within this process.
+    lock_mutations: Mutex<()>,
     config: ServerConfig,
     request_tag: u32,
     request_counter: AtomicU64,
@@ -112,6 +117,7 @@ impl AppState {
             index,
             authorizer,
             verify_permits: Arc::new(Semaphore::new(config.verify_concurrency.max(1))),
+            lock_mutations: Mutex::new(()),
             config,
             request_tag: boot_tag(),
             request_counter: AtomicU64::new(0),
@@ -146,6 +152,34 @@ impl AppState {
             .acquire_owned()
             .await
             .expect("the verification semaphore is never closed")
+    }
+
+    /// Held while a Git LFS lock is created or removed (see [`crate::locks`]).
+    pub(crate) async fn lock_mutations(&self) -> MutexGuard<'_, ()> {
+        self.lock_mutations.lock().await
+    }
+
+    /// Stores a pack whose content is already trusted (`entries` are its verified footer
+    /// index: either `verify_pack` checked an upload, or the server built the pack itself)
+    /// and makes its chunks visible in the index. Content-addressed: an existing pack with
+    /// this id has exactly these bytes, so it is not written again. Returns whether the
+    /// pack was new.
+    pub async fn store_pack(
+        &self,
+        pack: PackId,
+        bytes: Bytes,
+        entries: &[PackEntry],
+    ) -> Result<bool, StorageError> {
+        let key = crate::keys::pack_key(&pack);
+        let created = if self.storage.head(&key).await?.is_some() {
+            false
+        } else {
+            self.storage.put(&key, bytes).await?;
+            true
+        };
+        let added = self.index.add_pack(pack, entries);
+        tracing::info!(%pack, chunks = entries.len(), new_chunks = added, created, "pack stored");
+        Ok(created)
     }
 
     /// Whether `repo` may read `pack`. Every pack is readable by every repository today;

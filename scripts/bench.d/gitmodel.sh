@@ -1,0 +1,220 @@
+#!/usr/bin/env bash
+# scripts/bench.d/gitmodel.sh WORKLOAD_DIR
+#
+# The git-model side of ../shared/bench/peer_gitlfs.sh: the same flow, the same
+# measurement conventions and the same JSON line schema, so the three tools compare
+# line for line.  WORKLOAD_DIR is one workload written by gen_workloads.py (v1..vN
+# snapshot dirs + manifest.json).
+#
+# Flow: bare git remote + git-model-server (--listen 127.0.0.1:0, its default local
+# store in a scratch --data-dir); a hermetic global git config with `git model install`;
+# client repo with `git model track` (patterns from manifest.json "lfs_track") and
+# model.url in a committed .gitmodel.  For each version k:
+#   add_commit  rsync vk/ into client/data/ (untimed), `git add -A && git commit`
+#   push        `git push` (the pre-push hook uploads the chunks the server lacks)
+#   clone       (k = 1 only) a plain `git clone` that materialises files through the
+#               smudge filter; this clone is kept ("incremental clone")
+#   pull_next   (k >= 2) `git pull --ff-only` of version k into the incremental clone
+#               (fetches only the chunks it lacks, smudges the changed files)
+# and finally, like the peers, a fresh `GIT_MODEL_SKIP_SMUDGE=1 git clone` +
+# `git model pull` of the last version (clone_pull).  Every clone / pull is verified
+# (untimed) byte for byte against vk (diff -r) and against manifest.json's sha256s.
+#
+# One JSON line per phase on stdout (logs on stderr), the peer_gitlfs.sh fields:
+#   tool, tool_version, server, workload, run, phase, version, wall_s,
+#   server_bytes (= server_store_bytes + server_git_bytes, apparent, du -sb),
+#   server_store_bytes (git-model-server data dir), server_git_bytes (bare repo),
+#   server_disk_bytes (du -sk * 1024 of both), client_git_bytes (client .git incl. the
+#   local chunk store .git/model), peak_rss_kb (max RSS of any git-model process in the
+#   phase, via a /usr/bin/time shim on PATH), tree_peak_rss_kb (max RSS of any process in
+#   the phase's process tree), server_peak_rss_kb (git-model-server VmHWM so far),
+#   cpu_s (user+sys CPU of the phase's process tree), server_cpu_s (server CPU during the
+#   phase), other_cpu_s (CPU burnt by anything else on the machine: noise), load1,
+#   logical_bytes (this version);
+# plus client_store_bytes (.git/model), and per phase: clone/pull lines add verified,
+#   clone_git_bytes, clone_tree_bytes; clone_pull adds clone_s / pull_s.
+#
+# Installs nothing.  Prerequisites: git, rsync, python3, /usr/bin/time, and the release
+# binaries (GIT_MODEL_BIN, GIT_MODEL_SERVER_BIN; default target/release/ of this repo).
+# Env: RUN (label, default 1), SCRATCH (default /tmp/bench/scratch/gitmodel-WL-RUN),
+#      KEEP=1 keeps the scratch dir, BENCH_PIDFILE (the server's PID is appended there so
+#      the caller can stop it even if this script is killed).
+set -euo pipefail
+
+die() { echo "gitmodel.sh: $*" >&2; exit 1; }
+[ $# -eq 1 ] || die "usage: $0 WORKLOAD_DIR"
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO_ROOT=$(cd "$HERE/../.." && pwd)
+WL_DIR=$(realpath "$1")
+[ -f "$WL_DIR/manifest.json" ] || die "$WL_DIR/manifest.json missing (run gen_workloads.py)"
+WL=$(basename "$WL_DIR")
+RUN=${RUN:-1}
+SCRATCH=${SCRATCH:-/tmp/bench/scratch/gitmodel-$WL-$RUN}
+GM_BIN=$(realpath "${GIT_MODEL_BIN:-$REPO_ROOT/target/release/git-model}")
+SRV_BIN=$(realpath "${GIT_MODEL_SERVER_BIN:-$REPO_ROOT/target/release/git-model-server}")
+
+for c in git python3 rsync; do command -v $c >/dev/null || die "missing $c"; done
+[ -x /usr/bin/time ] || die "missing /usr/bin/time (apt-get install time)"
+[ -x "$GM_BIN" ] || die "missing $GM_BIN (cargo build --release --bins)"
+[ -x "$SRV_BIN" ] || die "missing $SRV_BIN (cargo build --release --bins)"
+
+MANIFEST="$WL_DIR/manifest.json"
+NV=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["n_versions"])' "$MANIFEST")
+TRACK=$(python3 -c 'import json,sys; print(" ".join(json.load(open(sys.argv[1])).get("lfs_track",["*"])))' "$MANIFEST")
+GIT_VERSION=$(git --version | awk '{print $3}')
+GM_VERSION=$("$GM_BIN" --version | awk '{print $2}')
+GM_COMMIT=$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [ -n "$(git -C "$REPO_ROOT" status --porcelain --untracked-files=no -- crates Cargo.toml Cargo.lock 2>/dev/null)" ]; then
+  GM_COMMIT="$GM_COMMIT+dirty"
+fi
+TOOL_VERSION="git-$GIT_VERSION git-model-$GM_VERSION ($GM_COMMIT)"
+
+rm -rf "$SCRATCH"; mkdir -p "$SCRATCH"/{server/data,shim}
+REMOTE="$SCRATCH/server/remote.git"
+STORE="$SCRATCH/server/data"
+CLIENT="$SCRATCH/client"
+CLONE="$SCRATCH/clone"        # fresh pointer-only clone + git model pull (clone_pull)
+INC="$SCRATCH/inc"            # clone of v1 that pulls every later version (pull_next)
+export GM_RSS_LOG="$SCRATCH/gm_rss.log"
+
+# --- isolated git config (never touches ~/.gitconfig or /etc/gitconfig)
+export HOME="$SCRATCH" GIT_CONFIG_GLOBAL="$SCRATCH/gitconfig" GIT_CONFIG_NOSYSTEM=1 GIT_TERMINAL_PROMPT=0
+unset GIT_MODEL_SKIP_SMUDGE GIT_DIR GIT_WORK_TREE
+: > "$GIT_CONFIG_GLOBAL"
+git config --global user.name bench
+git config --global user.email bench@example.invalid
+git config --global init.defaultBranch main
+git config --global advice.detachedHead false
+git config --global pull.rebase false
+
+# --- git-model shim: records max RSS of every git-model process (filter-process,
+# pre-push hook, `git model pull`); git finds `git-model` through PATH for all three.
+cat > "$SCRATCH/shim/git-model" <<EOF
+#!/bin/sh
+exec /usr/bin/time -a -o "\$GM_RSS_LOG" -f 'RSS %M' "$GM_BIN" "\$@"
+EOF
+chmod +x "$SCRATCH/shim/git-model"
+export PATH="$SCRATCH/shim:$PATH"
+(cd "$SCRATCH" && git model install --skip-repo >/dev/null)  # filter.model.* into the isolated global config
+
+# --- server: bare git repo + git-model-server on 127.0.0.1, port picked by the server
+git init -q --bare "$REMOTE"
+RUST_LOG=${RUST_LOG:-warn} "$SRV_BIN" --listen 127.0.0.1:0 --data-dir "$STORE" \
+  >"$SCRATCH/server.out" 2>"$SCRATCH/server.log" &
+SERVER_PID=$!
+[ -n "${BENCH_PIDFILE:-}" ] && echo "$SERVER_PID" >> "$BENCH_PIDFILE"
+cleanup() {
+  kill "$SERVER_PID" 2>/dev/null || true
+  wait "$SERVER_PID" 2>/dev/null || true
+  if [ -s "$SCRATCH/server.log" ]; then
+    echo "gitmodel.sh: server log (last lines):" >&2; tail -n 20 "$SCRATCH/server.log" >&2 || true
+  fi
+  if [ "${KEEP:-0}" != 1 ]; then rm -rf "$SCRATCH"; fi
+}
+trap cleanup EXIT
+trap 'exit 143' TERM
+trap 'exit 130' INT
+ADDR=""
+for _ in $(seq 1 200); do
+  ADDR=$(sed -n 's/^git-model-server listening on \(http:\/\/127\.0\.0\.1:[0-9]*\).*/\1/p' "$SCRATCH/server.out" | head -n1)
+  [ -n "$ADDR" ] && break
+  kill -0 "$SERVER_PID" 2>/dev/null || die "git-model-server exited: $(cat "$SCRATCH/server.log")"
+  sleep 0.05
+done
+[ -n "$ADDR" ] || die "git-model-server did not announce a 127.0.0.1 address: $(cat "$SCRATCH/server.out")"
+MODEL_URL="$ADDR/bench/$WL"
+echo "gitmodel.sh: $WL ($NV versions, track: $TRACK) server pid $SERVER_PID at $MODEL_URL, scratch $SCRATCH" >&2
+
+# --- helpers (same conventions as peer_gitlfs.sh)
+now() { date +%s.%N; }
+dub() { du -sb "$@" 2>/dev/null | awk '{s+=$1} END{printf "%.0f\n", s}'; }
+duk() { du -sk "$@" 2>/dev/null | awk '{s+=$1} END{printf "%.0f\n", s*1024}'; }
+gm_rss() { awk '/^RSS/{if($2>m)m=$2} END{print m+0}' "$GM_RSS_LOG"; }
+srv_rss() { awk '/VmHWM/{print $2}' "/proc/$SERVER_PID/status" 2>/dev/null || echo 0; }
+vbytes() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["versions"][int(sys.argv[2])-1]["logical_bytes"])' "$MANIFEST" "$1"; }
+cpu_busy() { awk '/^cpu /{printf "%.0f\n", $2+$3+$4+$7+$8+$9}' /proc/stat; }
+srv_cpu() { awk '{printf "%.0f\n", $14+$15}' "/proc/$SERVER_PID/stat" 2>/dev/null || echo 0; }
+TN=0
+tcmd() { TN=$((TN + 1)); /usr/bin/time -o "$SCRATCH/t.$TN" -f '%M %U %S' "$@" >&2; }  # stdout is for JSON only
+phase_begin() { : > "$GM_RSS_LOG"; rm -f "$SCRATCH"/t.*; TN=0; C0=$(cpu_busy); S0=$(srv_cpu); T0=$(now); }
+phase_end() {
+  local t1 c1 s1
+  t1=$(now); c1=$(cpu_busy); s1=$(srv_cpu)
+  WALL=$(awk -v a="$T0" -v b="$t1" 'BEGIN{printf "%.3f", b-a}')
+  read -r TRSS CPU_S < <(tail -qn1 "$SCRATCH"/t.* | awk '{if($1>m)m=$1; c+=$2+$3} END{printf "%d %.2f\n", m, c}')
+  SRV_CPU_S=$(awk -v a="$S0" -v b="$s1" 'BEGIN{printf "%.2f", (b-a)/100}')
+  OTHER_CPU_S=$(awk -v a="$C0" -v b="$c1" -v t="$CPU_S" -v s="$SRV_CPU_S" 'BEGIN{printf "%.2f", (b-a)/100-t-s}')
+  LOAD1=$(cut -d' ' -f1 /proc/loadavg)
+}
+emit() { # phase version [extra json fields]
+  local sg ss
+  sg=$(dub "$REMOTE"); ss=$(dub "$STORE")
+  printf '{"tool":"git-model","tool_version":"%s","server":"git-model-server","workload":"%s","run":"%s","phase":"%s","version":%s,"wall_s":%s,"server_bytes":%s,"server_store_bytes":%s,"server_git_bytes":%s,"server_disk_bytes":%s,"client_git_bytes":%s,"client_store_bytes":%s,"peak_rss_kb":%s,"tree_peak_rss_kb":%s,"server_peak_rss_kb":%s,"cpu_s":%s,"server_cpu_s":%s,"other_cpu_s":%s,"load1":%s,"logical_bytes":%s%s}\n' \
+    "$TOOL_VERSION" "$WL" "$RUN" "$1" "$2" "$WALL" $((sg + ss)) "$ss" "$sg" "$(duk "$REMOTE" "$STORE")" \
+    "$(dub "$CLIENT/.git")" "$(dub "$CLIENT/.git/model")" "$(gm_rss)" "$TRSS" "$(srv_rss)" "$CPU_S" "$SRV_CPU_S" "$OTHER_CPU_S" "$LOAD1" "$(vbytes "$2")" "${3:-}"
+}
+# verify DIR K -> true/false: byte for byte against vK (diff -r) and the manifest's sha256s
+verify() {
+  if diff -rq "$WL_DIR/v$2" "$1/data" >&2 \
+     && python3 "$HERE/verify_tree.py" "$MANIFEST" "$2" "$1/data" >&2; then
+    echo true
+  else
+    echo "gitmodel.sh: VERIFY FAILED: $1/data is not v$2" >&2
+    echo false
+  fi
+}
+
+# --- client repo
+git init -q "$CLIENT"
+cd "$CLIENT"
+git remote add origin "$REMOTE"
+for p in $TRACK; do git model track "$p" >/dev/null; done
+git config -f .gitmodel model.url "$MODEL_URL"
+git add .gitattributes .gitmodel
+git commit -q -m "git-model setup"
+mkdir -p data
+
+for k in $(seq 1 "$NV"); do
+  rsync -a --delete --checksum "$WL_DIR/v$k/" "$CLIENT/data/"
+  cd "$CLIENT"
+  phase_begin
+  tcmd git add -A
+  tcmd git commit -q -m "v$k"
+  phase_end
+  emit add_commit "$k"
+  phase_begin
+  tcmd git push -q origin main
+  phase_end
+  emit push "$k"
+  if [ "$k" -eq 1 ]; then
+    # a plain clone: git checks the files out through the smudge filter
+    rm -rf "$INC"
+    cd "$SCRATCH"
+    phase_begin
+    tcmd git clone -q "$REMOTE" "$INC"
+    phase_end
+    OK=$(verify "$INC" 1)
+    emit clone 1 ",\"verified\":$OK,\"clone_git_bytes\":$(dub "$INC/.git"),\"clone_tree_bytes\":$(dub "$INC/data")"
+  else
+    cd "$INC"
+    phase_begin
+    tcmd git pull -q --ff-only origin main
+    phase_end
+    OK=$(verify "$INC" "$k")
+    emit pull_next "$k" ",\"verified\":$OK,\"clone_git_bytes\":$(dub "$INC/.git"),\"clone_tree_bytes\":$(dub "$INC/data")"
+  fi
+done
+
+# --- fresh pointer-only clone + git model pull of the last version (the peers' clone_pull)
+rm -rf "$CLONE"
+cd "$SCRATCH"
+phase_begin
+tcmd env GIT_MODEL_SKIP_SMUDGE=1 git clone -q "$REMOTE" "$CLONE"
+T1=$(now)
+cd "$CLONE"
+tcmd git model pull
+phase_end
+CLONE_S=$(awk -v a="$T0" -v b="$T1" 'BEGIN{printf "%.3f", b-a}')
+PULL_S=$(awk -v a="$T1" -v w="$WALL" -v t0="$T0" 'BEGIN{printf "%.3f", w-(a-t0)}')
+OK=$(verify "$CLONE" "$NV")
+emit clone_pull "$NV" ",\"clone_s\":$CLONE_S,\"pull_s\":$PULL_S,\"verified\":$OK,\"clone_git_bytes\":$(dub "$CLONE/.git"),\"clone_tree_bytes\":$(dub "$CLONE/data")"
