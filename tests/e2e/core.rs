@@ -289,3 +289,95 @@ fn collect_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
         }
     }
 }
+
+#[test]
+fn install_uninstall_env_and_single_shot_filters() {
+    let w = World::new();
+    let repo = w.work_repo("work");
+    let global = fs::read_to_string(w.env.path(".gitconfig")).unwrap();
+    assert!(
+        global.contains("process = git-model filter-process"),
+        "{global}"
+    );
+    assert!(global.contains("required = true"), "{global}");
+    assert!(repo.join(".git/hooks/pre-push").exists());
+
+    // Precedence: GIT_MODEL_URL > git config > .gitmodel.
+    let env = w.env.git(&repo, &["model", "env"]);
+    assert!(
+        env.contains(&format!(
+            "model.url = {} (from .gitmodel (working tree))",
+            w.model_url
+        )),
+        "{env}"
+    );
+    w.env
+        .git(&repo, &["config", "model.url", "http://127.0.0.1:1/a/b"]);
+    let env = w.env.git(&repo, &["model", "env"]);
+    assert!(
+        env.contains("model.url = http://127.0.0.1:1/a/b (from git config)"),
+        "{env}"
+    );
+    let out = w.env.git_with(
+        &repo,
+        &[("GIT_MODEL_URL", "http://127.0.0.1:2/c/d")],
+        &["model", "env"],
+    );
+    let env = String::from_utf8_lossy(&out.stdout);
+    assert!(env.contains("(from environment GIT_MODEL_URL)"), "{env}");
+    w.env.git(&repo, &["config", "--unset", "model.url"]);
+
+    // The single-shot filters agree with the long-running process.
+    let data = model(1, &[]);
+    fs::write(repo.join("a.safetensors"), &data).unwrap();
+    let mut clean = w.env.cmd("git-model", &repo);
+    clean.args(["clean", "--", "a.safetensors"]);
+    clean.stdin(fs::File::open(repo.join("a.safetensors")).unwrap());
+    let out = clean.output().unwrap();
+    crate::check_ok("git-model clean", &out);
+    let pointer = Pointer::new(Oid::of(&data), data.len() as u64).to_bytes();
+    assert_eq!(out.stdout, pointer);
+    let ptr_file = repo.join("ptr");
+    fs::write(&ptr_file, &pointer).unwrap();
+    let mut smudge = w.env.cmd("git-model", &repo);
+    smudge.args(["smudge", "--", "a.safetensors"]);
+    smudge.stdin(fs::File::open(&ptr_file).unwrap());
+    let out = smudge.output().unwrap();
+    crate::check_ok("git-model smudge", &out);
+    assert!(out.stdout == data);
+    // Content that is not a pointer passes through smudge untouched.
+    let mut smudge = w.env.cmd("git-model", &repo);
+    smudge.args(["smudge", "--", "x"]);
+    smudge.stdin(fs::File::open(repo.join(".gitattributes")).unwrap());
+    let out = smudge.output().unwrap();
+    assert_eq!(out.stdout, fs::read(repo.join(".gitattributes")).unwrap());
+
+    // Uninstall removes the hook and the filter config.
+    w.env.git(&repo, &["model", "uninstall"]);
+    assert!(!repo.join(".git/hooks/pre-push").exists());
+    let global = fs::read_to_string(w.env.path(".gitconfig")).unwrap();
+    assert!(!global.contains("filter-process"), "{global}");
+}
+
+#[test]
+fn many_files_and_nested_paths_round_trip() {
+    let w = World::new();
+    let repo = w.work_repo("work");
+    let mut files = Vec::new();
+    for i in 0..40 {
+        let data = safetensors(i, 4096 + (i as usize) * 1000, &[0, 1]);
+        let rel = format!("models/run {i}/ckpt.safetensors");
+        let path = repo.join(&rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, &data).unwrap();
+        files.push((rel, data));
+    }
+    w.env.git(&repo, &["add", "."]);
+    w.env.git(&repo, &["commit", "-q", "-m", "many"]);
+    w.env.git(&repo, &["push", "-q", "origin", "main"]);
+    let other = w.clone("other");
+    for (rel, data) in &files {
+        assert_same(&other.join(rel), data);
+    }
+    assert_eq!(w.env.git(&other, &["status", "--porcelain"]), "");
+}
