@@ -94,34 +94,42 @@ impl Chunker {
     /// and it has not ended yet. At end of stream, whatever was fed since the last boundary
     /// is the final chunk.
     pub fn next_boundary(&mut self, data: &[u8]) -> Option<usize> {
+        let min_size = self.params.min_size;
         let mut i = 0;
-        let warm_start = self.params.min_size - 64;
+        // Bytes that cannot influence a cut: skipped without hashing.
+        let warm_start = min_size - 64;
         if self.len < warm_start {
             let skip = (warm_start - self.len).min(data.len());
             self.len += skip;
             i = skip;
         }
-        // Bytes left before a forced cut at max_size.
-        let room = self.params.max_size - self.len;
-        let end = data.len().min(i + room);
-        let min_size = self.params.min_size;
+        // Hash without testing until the byte that brings the chunk to min_size.
         let mut hash = self.hash;
-        let mut len = self.len;
-        while i < end {
-            hash = (hash << 1).wrapping_add(GEAR[data[i] as usize]);
-            i += 1;
-            len += 1;
-            if hash & self.mask == 0 && len >= min_size {
+        if self.len < min_size - 1 {
+            let n = (min_size - 1 - self.len).min(data.len() - i);
+            for &b in &data[i..i + n] {
+                hash = (hash << 1).wrapping_add(GEAR[b as usize]);
+            }
+            self.len += n;
+            i += n;
+        }
+        // Every further byte may end the chunk, up to the forced cut at max_size.
+        let n = (self.params.max_size - self.len).min(data.len() - i);
+        let mask = self.mask;
+        for (k, &b) in data[i..i + n].iter().enumerate() {
+            hash = (hash << 1).wrapping_add(GEAR[b as usize]);
+            if hash & mask == 0 {
                 self.reset();
-                return Some(i);
+                return Some(i + k + 1);
             }
         }
-        if len >= self.params.max_size {
+        self.len += n;
+        i += n;
+        if self.len >= self.params.max_size {
             self.reset();
             return Some(i);
         }
         self.hash = hash;
-        self.len = len;
         None
     }
 

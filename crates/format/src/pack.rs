@@ -99,12 +99,37 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
 }
 
+thread_local! {
+    // zstd contexts are costly to set up; one per thread is reused for every chunk.
+    static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 /// Compresses a chunk, keeping it raw when zstd does not make it smaller.
 pub fn encode_chunk(raw: &[u8]) -> (Codec, Vec<u8>) {
-    match zstd::bulk::compress(raw, ZSTD_LEVEL) {
-        Ok(z) if z.len() < raw.len() => (Codec::Zstd, z),
+    let compressed = COMPRESSOR.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.is_none() {
+            *c = zstd::bulk::Compressor::new(ZSTD_LEVEL).ok();
+        }
+        c.as_mut().and_then(|c| c.compress(raw).ok())
+    });
+    match compressed {
+        Some(z) if z.len() < raw.len() => (Codec::Zstd, z),
         _ => (Codec::Raw, raw.to_vec()),
     }
+}
+
+fn zstd_decompress(stored: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.is_none() {
+            *d = Some(zstd::bulk::Decompressor::new()?);
+        }
+        d.as_mut().expect("set above").decompress(stored, capacity)
+    })
 }
 
 /// Decodes a stored chunk and checks it against its id and declared length.
@@ -120,7 +145,7 @@ pub fn decode_chunk(
     }
     let raw = match codec {
         Codec::Raw => stored.to_vec(),
-        Codec::Zstd => zstd::bulk::decompress(stored, raw_len as usize)
+        Codec::Zstd => zstd_decompress(stored, raw_len as usize)
             .map_err(|e| corrupt(format!("zstd: {e}")))?,
     };
     if raw.len() != raw_len as usize {
