@@ -2,6 +2,7 @@
 //! the real `git-model-server` on a free loopback port.
 
 mod core;
+mod lfs;
 
 use std::path::{Path, PathBuf};
 

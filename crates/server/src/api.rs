@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use http_body_util::combinators::BoxBody;
 use gitmodel_format::pack::{verify_pack, MAX_PACK_BYTES};
 use gitmodel_format::{ChunkId, Oid, PackId};
 use gitmodel_proto::{
@@ -23,6 +22,7 @@ use gitmodel_proto::{
 };
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use tokio::task::JoinSet;
 use tracing::Instrument;
@@ -65,8 +65,14 @@ enum Endpoint {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Route {
     Health,
-    Repo { repo: RepoName, endpoint: Endpoint },
-    Lfs { repo: RepoName, endpoint: LfsEndpoint },
+    Repo {
+        repo: RepoName,
+        endpoint: Endpoint,
+    },
+    Lfs {
+        repo: RepoName,
+        endpoint: LfsEndpoint,
+    },
 }
 
 impl Endpoint {
@@ -403,7 +409,7 @@ async fn get_pack(
         StorageError::NotFound { .. } => not_found(),
         other => other.into(),
     };
-    let Some(value) = headers.get(header::RANGE) else {
+    let Some(range) = requested_range(headers, size)? else {
         let bytes = state.storage().get(&key).await.map_err(vanished)?;
         let mut response = binary(StatusCode::OK, BINARY, bytes);
         response
@@ -411,23 +417,6 @@ async fn get_pack(
             .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
         return Ok(response);
     };
-    let text = value.to_str().map_err(|_| ApiError::BadRange {
-        value: String::from_utf8_lossy(value.as_bytes())
-            .chars()
-            .take(100)
-            .collect(),
-        reason: "not ASCII",
-    })?;
-    let range = parse_range(text, size).map_err(|e| match e {
-        RangeError::Malformed(reason) => ApiError::BadRange {
-            value: text.chars().take(100).collect(),
-            reason,
-        },
-        RangeError::Unsatisfiable => ApiError::RangeNotSatisfiable {
-            value: text.chars().take(100).collect(),
-            size,
-        },
-    })?;
     let content_range = format!("bytes {}-{}/{size}", range.start, range.end - 1);
     let bytes = state
         .storage()
@@ -441,6 +430,34 @@ async fn get_pack(
         headers.insert(header::CONTENT_RANGE, value);
     }
     Ok(response)
+}
+
+/// The byte range a request's `Range` header asks for in an object of `size` bytes, or
+/// `None` without the header.
+pub(crate) fn requested_range(
+    headers: &HeaderMap,
+    size: u64,
+) -> Result<Option<std::ops::Range<u64>>, ApiError> {
+    let Some(value) = headers.get(header::RANGE) else {
+        return Ok(None);
+    };
+    let text = value.to_str().map_err(|_| ApiError::BadRange {
+        value: String::from_utf8_lossy(value.as_bytes())
+            .chars()
+            .take(100)
+            .collect(),
+        reason: "not ASCII",
+    })?;
+    parse_range(text, size).map(Some).map_err(|e| match e {
+        RangeError::Malformed(reason) => ApiError::BadRange {
+            value: text.chars().take(100).collect(),
+            reason,
+        },
+        RangeError::Unsatisfiable => ApiError::RangeNotSatisfiable {
+            value: text.chars().take(100).collect(),
+            size,
+        },
+    })
 }
 
 async fn get_file(
@@ -542,6 +559,43 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn lfs_routing() {
+        for (path, want) in [
+            (
+                "/acme/vision.git/info/lfs/objects/batch",
+                LfsEndpoint::Batch,
+            ),
+            ("/acme/vision/info/lfs/objects/batch", LfsEndpoint::Batch),
+            (
+                "/acme/vision.git/info/lfs/objects/abc",
+                LfsEndpoint::Object("abc".into()),
+            ),
+            ("/acme/vision.git/info/lfs/verify", LfsEndpoint::Verify),
+            ("/acme/vision.git/info/lfs/locks", LfsEndpoint::Locks),
+            (
+                "/acme/vision.git/info/lfs/locks/verify",
+                LfsEndpoint::LocksVerify,
+            ),
+            (
+                "/acme/vision.git/info/lfs/locks/7/unlock",
+                LfsEndpoint::Unlock("7".into()),
+            ),
+        ] {
+            let Some(Ok(Route::Lfs { repo, endpoint })) = route(path) else {
+                panic!("no LFS route for {path}");
+            };
+            assert_eq!(repo.to_string(), "acme/vision");
+            assert_eq!(endpoint, want, "{path}");
+        }
+        assert!(route("/acme/vision/info/lfs").is_none());
+        assert!(route("/acme/vision/info/lfs/objects").is_none());
+        assert!(matches!(
+            route("/../x/info/lfs/objects/batch"),
+            Some(Err(ApiError::BadName(_)))
+        ));
     }
 
     #[test]

@@ -172,6 +172,12 @@ impl ApiError {
             ApiError::MethodNotAllowed { allow, .. } => {
                 headers.insert(http::header::ALLOW, HeaderValue::from_static(allow));
             }
+            ApiError::RangeNotSatisfiable { size, .. } => {
+                // RFC 9110: a 416 names the representation's length.
+                if let Ok(value) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                    headers.insert(http::header::CONTENT_RANGE, value);
+                }
+            }
             ApiError::RateLimited { retry_after } => {
                 headers.insert(http::header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }
@@ -209,5 +215,66 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
 impl From<tokio::task::JoinError> for ApiError {
     fn from(e: tokio::task::JoinError) -> Self {
         ApiError::internal(format!("worker task failed: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_and_headers() {
+        let cases: Vec<(ApiError, StatusCode, &str)> = vec![
+            (
+                ApiError::RateLimited { retry_after: 7 },
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+            ),
+            (
+                ApiError::Invalid { what: "x".into() },
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+            ),
+            (
+                ApiError::UnsupportedHashAlgo { algo: "md5".into() },
+                StatusCode::CONFLICT,
+                "unsupported_hash_algo",
+            ),
+            (
+                ApiError::TooManyObjects { count: 2, limit: 1 },
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+            ),
+            (
+                ApiError::BadJson { reason: "x".into() },
+                StatusCode::BAD_REQUEST,
+                "bad_json",
+            ),
+        ];
+        for (error, status, code) in cases {
+            assert_eq!((error.status(), error.code()), (status, code), "{error}");
+        }
+
+        let mut h = HeaderMap::new();
+        ApiError::RateLimited { retry_after: 7 }.add_headers(&mut h, true);
+        assert_eq!(h["retry-after"], "7");
+        let unauthorized = ApiError::Unauthorized {
+            reason: "no token".into(),
+        };
+        let mut h = HeaderMap::new();
+        unauthorized.add_headers(&mut h, false);
+        assert!(
+            h.is_empty(),
+            "native answers do not ask for Basic credentials"
+        );
+        unauthorized.add_headers(&mut h, true);
+        assert_eq!(h["lfs-authenticate"], "Basic realm=\"git-model\"");
+        let mut h = HeaderMap::new();
+        ApiError::RangeNotSatisfiable {
+            value: "bytes=9-".into(),
+            size: 9,
+        }
+        .add_headers(&mut h, false);
+        assert_eq!(h["content-range"], "bytes */9");
     }
 }

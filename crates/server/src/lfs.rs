@@ -558,10 +558,7 @@ mod tests {
         );
         assert_eq!(LfsEndpoint::parse(&["objects"]), None);
         assert_eq!(LfsEndpoint::parse(&["locks", "a", "b"]), None);
-        assert_eq!(
-            LfsEndpoint::Batch.access(&Method::POST),
-            Some(Access::Read)
-        );
+        assert_eq!(LfsEndpoint::Batch.access(&Method::POST), Some(Access::Read));
         assert_eq!(
             LfsEndpoint::Object(String::new()).access(&Method::PUT),
             Some(Access::Write)

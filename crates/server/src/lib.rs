@@ -6,6 +6,9 @@
 //! - [`index`]: the in-memory [`ChunkIndex`], a rebuildable cache of the packs' indexes.
 //! - [`register`]: locating and verifying recipes on registration.
 //! - [`api`]: routing and handlers; [`error`]: [`ApiError`] and its status mapping.
+//! - [`lfs`]: the Git LFS API (batch, basic transfers) over the same stores, with
+//!   [`upload`] (server-side chunking of a raw object), [`download`] (streaming a file
+//!   from its recipe) and [`locks`] (the file locking API). See `docs/lfs.md`.
 //! - [`auth`]: the [`Authorizer`] hook ([`AllowAll`] for now).
 //! - [`state`]: [`AppState`] and [`ServerConfig`]; [`server`]: [`serve`] and shutdown.
 //!
@@ -15,14 +18,18 @@
 
 pub mod api;
 pub mod auth;
+pub mod download;
 pub mod error;
 pub mod index;
 pub mod keys;
+pub mod lfs;
+pub mod locks;
 pub mod range;
 pub mod register;
 pub mod server;
 pub mod state;
 pub mod storage;
+pub mod upload;
 
 pub use auth::{Access, AllowAll, Authorizer};
 pub use error::ApiError;

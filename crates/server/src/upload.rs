@@ -1,0 +1,402 @@
+//! Git LFS uploads: a raw object body in, new chunks packed, a recipe out.
+//!
+//! A Git LFS client sends whole files (`PUT objects/<oid>`), not chunks. [`put_object`]
+//! does on the server what `git model` does on the client: it streams the body through the
+//! content-defined chunker (the same [`ChunkParams::V1`], so the same cut points), hashes
+//! every chunk with BLAKE3 and the whole with SHA-256, compresses and packs only the chunks
+//! the server does not have yet (dedup against everything stored, whatever the repository
+//! or protocol), stores each pack through [`AppState::store_pack`] exactly like an
+//! uploaded pack, and finally writes the repository's recipe through
+//! [`register::store_recipe`] (the native registration's key and format).
+//!
+//! The async side only reads the body (with the idle timeout) and hands blocks of
+//! [`BLOCK_BYTES`] to one worker on the blocking pool through a channel of
+//! [`BLOCKS_IN_FLIGHT`]: a full channel stops reading, which is the backpressure. Each
+//! block carries a CPU permit ([`AppState`]'s verification semaphore), so uploads share
+//! the cores with pack verifications. Memory per upload: the blocks in flight, one chunk
+//! being cut, and the pack being filled (flushed at [`UPLOAD_PACK_BYTES`]).
+//!
+//! Not done here: the recipe is not rebuilt from storage as native registration does.
+//! The server computed it itself from the bytes it hashed, so there is no client claim to
+//! check. If the body's SHA-256 or length is not what the URL and `Content-Length` say,
+//! the answer is 422 and no recipe is written; packs already stored by then stay (valid,
+//! indexed chunks that no recipe uses: orphans until a future garbage collection).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use gitmodel_format::id::OidHasher;
+use gitmodel_format::pack::{encode_chunk, RECORD_HEADER_LEN};
+use gitmodel_format::recipe::RecipeChunk;
+use gitmodel_format::{ChunkId, ChunkParams, Chunker, Oid, PackBuilder, Recipe};
+use gitmodel_proto::RepoName;
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
+
+use crate::api;
+use crate::error::ApiError;
+use crate::register;
+use crate::state::AppState;
+
+/// Body bytes handed to the worker at once.
+pub const BLOCK_BYTES: usize = 4 * 1024 * 1024;
+/// Blocks queued for the worker before the body stops being read.
+pub const BLOCKS_IN_FLIGHT: usize = 2;
+/// A pack is stored once it reaches this size (well under `MAX_PACK_BYTES`, to keep the
+/// memory of many concurrent uploads down; packs this size still keep the index small).
+pub const UPLOAD_PACK_BYTES: u64 = 16 * 1024 * 1024;
+
+/// What a streamed upload produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ingested {
+    /// SHA-256 and length of the body.
+    pub oid: Oid,
+    pub size: u64,
+    /// The body's chunks, in order: an unlocated recipe's chunk list.
+    pub chunks: Vec<RecipeChunk>,
+    /// Chunks the server did not have before, their raw bytes and their bytes in packs.
+    pub new_chunks: usize,
+    pub new_bytes: u64,
+    pub stored_bytes: u64,
+    pub packs: usize,
+}
+
+/// `PUT objects/<oid>`: stores the body as object `oid` of `repo`. `declared` is the
+/// request's `Content-Length`, if any.
+pub async fn put_object<B>(
+    state: &Arc<AppState>,
+    repo: &RepoName,
+    oid: Oid,
+    declared: Option<u64>,
+    body: B,
+    idle_timeout: Duration,
+) -> Result<(), ApiError>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let started = Instant::now();
+    let got = ingest(state, body, idle_timeout).await?;
+    if let Some(declared) = declared.filter(|&d| d != got.size) {
+        return Err(ApiError::ContentMismatch {
+            oid,
+            what: format!("{} bytes arrived, Content-Length said {declared}", got.size),
+        });
+    }
+    if got.oid != oid {
+        return Err(ApiError::ContentMismatch {
+            oid,
+            what: format!("its {} bytes hash to {}", got.size, got.oid),
+        });
+    }
+    let recipe = Recipe {
+        chunker: ChunkParams::V1.version,
+        oid,
+        size: got.size,
+        chunks: got.chunks,
+        segments: Vec::new(),
+    };
+    let bug = |what: String| ApiError::internal(format!("recipe of upload {oid}: {what}"));
+    recipe.validate().map_err(|e| bug(e.to_string()))?;
+    // Every chunk is in the index now (found there, or in a pack stored above).
+    let located = register::locate(state.index(), &recipe).map_err(|e| bug(e.message))?;
+    register::store_recipe(state, repo, &located.recipe).await?;
+    tracing::info!(
+        %repo,
+        %oid,
+        size = got.size,
+        chunks = recipe.chunks.len(),
+        new_chunks = got.new_chunks,
+        new_bytes = got.new_bytes,
+        stored_bytes = got.stored_bytes,
+        packs = got.packs,
+        ms = started.elapsed().as_millis() as u64,
+        "LFS object stored"
+    );
+    Ok(())
+}
+
+enum Msg {
+    /// Body bytes, and the CPU permit their processing holds.
+    Data(Vec<Bytes>, OwnedSemaphorePermit),
+    /// The body is complete: finish the last chunk and pack.
+    End,
+}
+
+/// Streams `body` through the chunker into packs (see the module header).
+pub async fn ingest<B>(
+    state: &Arc<AppState>,
+    mut body: B,
+    idle_timeout: Duration,
+) -> Result<Ingested, ApiError>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let (tx, rx) = mpsc::channel(BLOCKS_IN_FLIGHT);
+    let worker = Worker::new(Arc::clone(state), Handle::current());
+    let worker = tokio::task::spawn_blocking(move || worker.run(rx));
+    let fed = feed(state, &mut body, idle_timeout, &tx).await;
+    drop(tx);
+    // A worker failure (storage) also stops the feeding: report the worker's error first.
+    match (worker.await?, fed) {
+        (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+        (Ok(Some(ingested)), Ok(())) => Ok(ingested),
+        (Ok(None), Ok(())) => Err(ApiError::internal("the upload worker stopped early")),
+    }
+}
+
+async fn feed<B>(
+    state: &AppState,
+    body: &mut B,
+    idle_timeout: Duration,
+    tx: &mpsc::Sender<Msg>,
+) -> Result<(), ApiError>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let mut parts = Vec::new();
+    let mut len = 0;
+    loop {
+        let data = api::next_data(body, idle_timeout).await?;
+        let done = data.is_none();
+        if let Some(data) = data {
+            len += data.len();
+            parts.push(data);
+        }
+        if len >= BLOCK_BYTES || (done && !parts.is_empty()) {
+            let permit = state.verify_permit().await;
+            if tx
+                .send(Msg::Data(std::mem::take(&mut parts), permit))
+                .await
+                .is_err()
+            {
+                // The worker stopped; its result says why.
+                return Ok(());
+            }
+            len = 0;
+        }
+        if done {
+            // If the worker is gone, its result says why.
+            let _ = tx.send(Msg::End).await;
+            return Ok(());
+        }
+    }
+}
+
+/// The blocking side of an upload: chunker, hashes, pack being filled.
+struct Worker {
+    chunker: Chunker,
+    /// Body bytes not yet cut into a chunk (the chunker has already scanned them).
+    pending: Vec<u8>,
+    hasher: OidHasher,
+    size: u64,
+    packer: Packer,
+}
+
+impl Worker {
+    fn new(state: Arc<AppState>, runtime: Handle) -> Worker {
+        let params = ChunkParams::V1;
+        Worker {
+            packer: Packer {
+                state,
+                runtime,
+                pack: PackBuilder::new(),
+                in_pack: HashSet::new(),
+                chunks: Vec::new(),
+                new_chunks: 0,
+                new_bytes: 0,
+                stored_bytes: 0,
+                packs: 0,
+            },
+            chunker: Chunker::new(params),
+            pending: Vec::with_capacity(BLOCK_BYTES + params.max_size),
+            hasher: OidHasher::new(),
+            size: 0,
+        }
+    }
+
+    /// Processes the body until [`Msg::End`] (`Some`), or until the channel closes
+    /// without it (`None`: the request failed; nothing more is stored).
+    fn run(mut self, mut rx: mpsc::Receiver<Msg>) -> Result<Option<Ingested>, ApiError> {
+        while let Some(msg) = rx.blocking_recv() {
+            match msg {
+                Msg::Data(parts, permit) => {
+                    self.feed(&parts)?;
+                    drop(permit);
+                }
+                Msg::End => return self.finish().map(Some),
+            }
+        }
+        Ok(None)
+    }
+
+    fn feed(&mut self, parts: &[Bytes]) -> Result<(), ApiError> {
+        // Bytes before `scanned` were already fed to the chunker.
+        let scanned = self.pending.len();
+        for part in parts {
+            self.hasher.update(part);
+            self.size += part.len() as u64;
+            self.pending.extend_from_slice(part);
+        }
+        let mut pos = scanned;
+        let mut start = 0;
+        while pos < self.pending.len() {
+            match self.chunker.next_boundary(&self.pending[pos..]) {
+                Some(n) => {
+                    pos += n;
+                    self.packer.add(&self.pending[start..pos])?;
+                    start = pos;
+                }
+                None => break,
+            }
+        }
+        self.pending.drain(..start);
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<Ingested, ApiError> {
+        if !self.pending.is_empty() {
+            let last = std::mem::take(&mut self.pending);
+            self.packer.add(&last)?;
+        }
+        self.packer.flush()?;
+        let p = self.packer;
+        Ok(Ingested {
+            oid: self.hasher.finish(),
+            size: self.size,
+            chunks: p.chunks,
+            new_chunks: p.new_chunks,
+            new_bytes: p.new_bytes,
+            stored_bytes: p.stored_bytes,
+            packs: p.packs,
+        })
+    }
+}
+
+/// Collects an upload's chunk list and packs its new chunks.
+struct Packer {
+    state: Arc<AppState>,
+    runtime: Handle,
+    pack: PackBuilder,
+    /// Chunks in `pack`, not yet in the index.
+    in_pack: HashSet<ChunkId>,
+    chunks: Vec<RecipeChunk>,
+    new_chunks: usize,
+    new_bytes: u64,
+    stored_bytes: u64,
+    packs: usize,
+}
+
+impl Packer {
+    fn add(&mut self, data: &[u8]) -> Result<(), ApiError> {
+        let id = ChunkId::of(data);
+        // The chunker never cuts more than `max_size` (128 KiB) bytes.
+        let raw_len = u32::try_from(data.len())
+            .map_err(|_| ApiError::internal("a chunk longer than 4 GiB"))?;
+        self.chunks.push(RecipeChunk { id, raw_len });
+        if self.in_pack.contains(&id) || self.state.index().contains(&id) {
+            return Ok(());
+        }
+        let (codec, stored) = encode_chunk(data);
+        if !self.pack.is_empty()
+            && (!self.pack.fits(stored.len()) || self.pack.finished_len() >= UPLOAD_PACK_BYTES)
+        {
+            self.flush()?;
+        }
+        self.pack.push(id, raw_len, codec, &stored);
+        self.in_pack.insert(id);
+        self.new_chunks += 1;
+        self.new_bytes += u64::from(raw_len);
+        self.stored_bytes += stored.len() as u64 + RECORD_HEADER_LEN;
+        Ok(())
+    }
+
+    /// Stores the pack being filled (if any) the way an uploaded pack is stored.
+    fn flush(&mut self) -> Result<(), ApiError> {
+        if self.pack.is_empty() {
+            return Ok(());
+        }
+        let builder = std::mem::replace(&mut self.pack, PackBuilder::new());
+        // Built here from chunks hashed here: nothing to verify, unlike a client's pack.
+        let (pack, bytes, entries) = builder.finish();
+        self.runtime
+            .block_on(self.state.store_pack(pack, bytes.into(), &entries))?;
+        self.in_pack.clear();
+        self.packs += 1;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::download::ChannelBody;
+    use crate::state::ServerConfig;
+    use gitmodel_format::chunk::boundaries;
+
+    fn noise(seed: u64, len: usize) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    async fn ingest_in_pieces(state: &Arc<AppState>, data: &[u8], piece: usize) -> Ingested {
+        let (tx, rx) = mpsc::channel(8);
+        let body = ChannelBody::new(rx, data.len() as u64);
+        let parts: Vec<Bytes> = data.chunks(piece).map(Bytes::copy_from_slice).collect();
+        let sender = tokio::spawn(async move {
+            for part in parts {
+                tx.send(Ok(part)).await.unwrap();
+            }
+        });
+        let got = ingest(state, body, Duration::from_secs(10)).await.unwrap();
+        sender.await.unwrap();
+        got
+    }
+
+    #[tokio::test]
+    async fn streamed_cuts_match_the_whole_buffer_and_dedup() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = ServerConfig::new(([127, 0, 0, 1], 0).into(), dir.path());
+        let state = AppState::open_local(config).await.unwrap();
+        let data = noise(3, 5 * 1024 * 1024 + 12_345);
+        // Odd piece sizes, so blocks and chunk boundaries never line up.
+        let got = ingest_in_pieces(&state, &data, 77_777).await;
+        assert_eq!(got.oid, Oid::of(&data));
+        assert_eq!(got.size, data.len() as u64);
+        let mut start = 0;
+        let want: Vec<(ChunkId, u32)> = boundaries(ChunkParams::V1, &data)
+            .into_iter()
+            .map(|end| {
+                let c = (ChunkId::of(&data[start..end]), (end - start) as u32);
+                start = end;
+                c
+            })
+            .collect();
+        let cuts: Vec<(ChunkId, u32)> = got.chunks.iter().map(|c| (c.id, c.raw_len)).collect();
+        assert_eq!(cuts, want);
+        assert_eq!(got.new_chunks, want.len());
+        assert_eq!(state.index().len(), want.len());
+
+        // The same bytes again, cut differently on the wire: nothing new.
+        let again = ingest_in_pieces(&state, &data, 1 << 20).await;
+        assert_eq!(again.chunks, got.chunks);
+        assert_eq!((again.new_chunks, again.packs), (0, 0));
+
+        let empty = ingest_in_pieces(&state, b"", 1).await;
+        assert_eq!(
+            (empty.oid, empty.size, empty.chunks.len()),
+            (Oid::empty(), 0, 0)
+        );
+    }
+}
