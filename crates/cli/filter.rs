@@ -21,6 +21,12 @@ struct ModelFilter {
     store: LocalStore,
     /// Created on first use: most sessions never need the server.
     remote: Option<Result<Remote, String>>,
+    /// Smudges git let us postpone: downloaded together, in parallel.
+    delayed: Vec<FileRef>,
+}
+
+fn skip_smudge() -> bool {
+    std::env::var_os("GIT_MODEL_SKIP_SMUDGE").is_some_and(|v| v == "1")
 }
 
 impl ModelFilter {
@@ -39,6 +45,7 @@ impl ModelFilter {
             repo,
             store,
             remote: None,
+            delayed: Vec::new(),
         })
     }
 
@@ -110,7 +117,7 @@ impl Filter for ModelFilter {
         if p.size == 0 {
             return Ok(());
         }
-        if std::env::var_os("GIT_MODEL_SKIP_SMUDGE").is_some_and(|v| v == "1") {
+        if skip_smudge() {
             out.write_all(stored).map_err(io_err)?;
             return Ok(());
         }
@@ -129,6 +136,37 @@ impl Filter for ModelFilter {
             .write_file(&p.oid, out)
             .map(|_| ())
             .map_err(|e| FilterError(format!("{path} ({}): {e}", p.oid)))
+    }
+
+    fn delay(&mut self, path: &str, stored: &[u8]) -> bool {
+        let Some(p) = Pointer::parse(stored) else {
+            return false;
+        };
+        if p.size == 0 || skip_smudge() || self.store.has_file(&p.oid) || self.remote().is_err() {
+            return false;
+        }
+        self.delayed.push(FileRef {
+            oid: p.oid,
+            size: p.size,
+            path: path.to_string(),
+        });
+        true
+    }
+
+    fn available(&mut self) -> Vec<String> {
+        let files = std::mem::take(&mut self.delayed);
+        if files.is_empty() {
+            return Vec::new();
+        }
+        // One download for the whole checkout: requests for all files in flight together.
+        // A failure here is not final: each file is retried (and reported) on its own when
+        // git asks for it again.
+        if let Ok(remote) = self.remote().cloned() {
+            if let Err(e) = gitmodel_client::download(&self.store, &remote, &files) {
+                tracing::warn!("batched download failed, retrying file by file: {e}");
+            }
+        }
+        files.into_iter().map(|f| f.path).collect()
     }
 }
 

@@ -5,6 +5,7 @@
 //! business. Only protocol bytes go to the output stream: anything else written to stdout
 //! would deadlock git, so implementations log to stderr.
 
+use std::collections::HashMap;
 use std::io::{self, BufRead, Read, Write};
 
 use crate::pktline::{self, PacketReader, PacketWriter};
@@ -35,6 +36,20 @@ pub trait Filter {
         rest: &mut (dyn Read + Send),
         out: &mut (dyn Write + Send),
     ) -> Result<(), FilterError>;
+
+    /// Offered a smudge git allows to postpone (`can-delay=1`): returning true answers
+    /// `status=delayed`, and the filter is expected to get the content ready in the
+    /// background (e.g. download many files at once). git later asks
+    /// [`Filter::available`] and re-requests those paths.
+    fn delay(&mut self, _path: &str, _stored: &[u8]) -> bool {
+        false
+    }
+
+    /// Paths of delayed smudges whose content is ready; blocks until at least one is, and
+    /// returns an empty list once none are left.
+    fn available(&mut self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 fn protocol_error(msg: impl Into<String>) -> io::Error {
@@ -51,19 +66,44 @@ where
     let mut input = input;
     let mut output = output;
     handshake(&mut input, &mut output)?;
+    // Stored content of delayed smudges: git re-requests them with empty content.
+    let mut delayed: HashMap<String, Vec<u8>> = HashMap::new();
     while let Some(headers) = pktline::read_text_list(&mut input)? {
         let mut command = None;
         let mut pathname = String::new();
+        let mut can_delay = false;
         for h in &headers {
             if let Some(v) = h.strip_prefix("command=") {
                 command = Some(v.to_string());
             } else if let Some(v) = h.strip_prefix("pathname=") {
                 pathname = v.to_string();
+            } else if h == "can-delay=1" {
+                can_delay = true;
             }
         }
         match command.as_deref() {
             Some("clean") => clean(&mut input, &mut output, filter, &pathname)?,
-            Some("smudge") => smudge(&mut input, &mut output, filter, &pathname)?,
+            Some("smudge") => smudge(
+                &mut input,
+                &mut output,
+                filter,
+                &pathname,
+                can_delay,
+                &mut delayed,
+            )?,
+            Some("list_available_blobs") => {
+                let ready = if delayed.is_empty() {
+                    Vec::new()
+                } else {
+                    filter.available()
+                };
+                for path in &ready {
+                    pktline::write_text(&mut output, &format!("pathname={path}"))?;
+                }
+                pktline::write_flush(&mut output)?;
+                pktline::write_text(&mut output, "status=success")?;
+                pktline::write_flush(&mut output)?;
+            }
             other => {
                 tracing::warn!("unsupported filter command {other:?} for {pathname}");
                 PacketReader::new(&mut input).drain()?;
@@ -92,7 +132,7 @@ fn handshake<R: BufRead, W: Write>(input: &mut R, output: &mut W) -> io::Result<
     // git waits for this answer before it sends its capabilities.
     output.flush()?;
     let caps = pktline::read_text_list(input)?.ok_or_else(|| protocol_error("no capabilities"))?;
-    for cap in ["capability=clean", "capability=smudge"] {
+    for cap in ["capability=clean", "capability=smudge", "capability=delay"] {
         if caps.iter().any(|c| c == cap) {
             pktline::write_text(output, cap)?;
         }
@@ -134,11 +174,24 @@ fn smudge<R: BufRead + Send, W: Write + Send, F: Filter>(
     output: &mut W,
     filter: &mut F,
     path: &str,
+    can_delay: bool,
+    delayed: &mut HashMap<String, Vec<u8>>,
 ) -> io::Result<()> {
     let mut content = PacketReader::new(input);
     // A pointer is under 1024 bytes; read a little more to tell pointers from big blobs.
     let mut head = Vec::with_capacity(1100);
     (&mut content).take(1100).read_to_end(&mut head)?;
+    if let Some(stored) = delayed.remove(path) {
+        // The second request of a delayed smudge comes with empty content.
+        if head.is_empty() {
+            head = stored;
+        }
+    } else if can_delay && head.len() < 1100 && filter.delay(path, &head) {
+        content.drain()?;
+        delayed.insert(path.to_string(), head);
+        pktline::write_text(output, "status=delayed")?;
+        return pktline::write_flush(output);
+    }
     pktline::write_text(output, "status=success")?;
     pktline::write_flush(output)?;
     let mut w = PacketWriter::new(&mut *output);
@@ -217,6 +270,7 @@ mod tests {
             "0000",
             "0015capability=clean\n",
             "0016capability=smudge\n",
+            "0015capability=delay\n",
             "0000",
             "0013status=success\n",
             "0000",
@@ -232,5 +286,77 @@ mod tests {
             "0000",
         );
         assert_eq!(String::from_utf8(out).unwrap(), expected);
+    }
+
+    struct Delaying {
+        pending: Vec<String>,
+    }
+    impl Filter for Delaying {
+        fn clean(&mut self, _: &str, _: &mut (dyn Read + Send)) -> Result<Vec<u8>, FilterError> {
+            unreachable!()
+        }
+        fn smudge(
+            &mut self,
+            path: &str,
+            stored: &[u8],
+            _: &mut (dyn Read + Send),
+            out: &mut (dyn Write + Send),
+        ) -> Result<(), FilterError> {
+            write!(out, "{path}:{}", String::from_utf8_lossy(stored)).unwrap();
+            Ok(())
+        }
+        fn delay(&mut self, path: &str, _: &[u8]) -> bool {
+            self.pending.push(path.to_string());
+            true
+        }
+        fn available(&mut self) -> Vec<String> {
+            std::mem::take(&mut self.pending)
+        }
+    }
+
+    #[test]
+    fn delayed_smudge() {
+        let mut i = Vec::new();
+        write_text(&mut i, "git-filter-client").unwrap();
+        write_text(&mut i, "version=2").unwrap();
+        write_flush(&mut i).unwrap();
+        write_text(&mut i, "capability=smudge").unwrap();
+        write_text(&mut i, "capability=delay").unwrap();
+        write_flush(&mut i).unwrap();
+        write_text(&mut i, "command=smudge").unwrap();
+        write_text(&mut i, "pathname=a").unwrap();
+        write_text(&mut i, "can-delay=1").unwrap();
+        write_flush(&mut i).unwrap();
+        write_data(&mut i, b"ptr").unwrap();
+        write_flush(&mut i).unwrap();
+        for _ in 0..2 {
+            write_text(&mut i, "command=list_available_blobs").unwrap();
+            write_flush(&mut i).unwrap();
+        }
+        // The re-request comes with empty content.
+        write_text(&mut i, "command=smudge").unwrap();
+        write_text(&mut i, "pathname=a").unwrap();
+        write_flush(&mut i).unwrap();
+        write_flush(&mut i).unwrap();
+        let mut out = Vec::new();
+        run(&i[..], &mut out, &mut Delaying { pending: vec![] }).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        let expected_tail = concat!(
+            "0013status=delayed\n",
+            "0000",
+            "000fpathname=a\n",
+            "0000",
+            "0013status=success\n",
+            "0000",
+            "0000",
+            "0013status=success\n",
+            "0000",
+            "0013status=success\n",
+            "0000",
+            "0009a:ptr",
+            "0000",
+            "0000",
+        );
+        assert!(out.ends_with(expected_tail), "{out}");
     }
 }
