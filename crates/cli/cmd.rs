@@ -12,6 +12,7 @@ use gitmodel_git::setup::{self, Scope};
 use gitmodel_git::Git;
 
 use crate::app::{usage, Repo};
+use crate::paths::PathFilter;
 use crate::units::{bytes, percent};
 
 pub fn install(local: bool, skip_repo: bool) -> Result<()> {
@@ -247,8 +248,9 @@ fn fetch_pointers(repo: &Repo, files: &[FileRef]) -> Result<DownloadReport> {
     Ok(report)
 }
 
-pub fn fetch(refs: &[String]) -> Result<()> {
+pub fn fetch(refs: &[String], include: &[String], exclude: &[String]) -> Result<()> {
     let repo = Repo::open()?;
+    let filter = PathFilter::from_flags_or_config(&repo.git, include, exclude)?;
     let refs: Vec<String> = if refs.is_empty() {
         vec!["HEAD".into()]
     } else {
@@ -261,7 +263,11 @@ pub fn fetch(refs: &[String]) -> Result<()> {
             .revparse_single(r)
             .map_err(|_| usage(format!("unknown ref {r:?}")))?;
         let tree = obj.peel_to_tree()?;
-        files.extend(to_refs(scan::pointers_in_tree(&repo.repo, &tree)?));
+        files.extend(
+            to_refs(scan::pointers_in_tree(&repo.repo, &tree)?)
+                .into_iter()
+                .filter(|f| filter.allows(&f.path)),
+        );
     }
     fetch_pointers(&repo, &files)?;
     Ok(())
@@ -278,13 +284,18 @@ fn is_pointer_file(path: &std::path::Path, p: &Pointer) -> bool {
     }
 }
 
-pub fn pull() -> Result<()> {
+pub fn pull(include: &[String], exclude: &[String]) -> Result<()> {
     let repo = Repo::open()?;
     let workdir = repo.workdir()?.clone();
+    let filter = PathFilter::from_flags_or_config(&repo.git, include, exclude)?;
     let staged = scan::pointers_in_index(&repo.repo)?;
     let todo: Vec<_> = staged
         .into_iter()
-        .filter(|s| s.pointer.size > 0 && is_pointer_file(&workdir.join(&s.path), &s.pointer))
+        .filter(|s| {
+            s.pointer.size > 0
+                && filter.allows(&s.path)
+                && is_pointer_file(&workdir.join(&s.path), &s.pointer)
+        })
         .collect();
     if todo.is_empty() {
         eprintln!("git-model: every tracked file is already in the working tree");

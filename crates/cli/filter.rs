@@ -15,6 +15,7 @@ use gitmodel_git::filter::{Filter, FilterError};
 use gitmodel_store::LocalStore;
 
 use crate::app::Repo;
+use crate::paths::PathFilter;
 
 struct ModelFilter {
     repo: Repo,
@@ -23,6 +24,8 @@ struct ModelFilter {
     remote: Option<Result<Remote, String>>,
     /// Smudges git let us postpone: downloaded together, in parallel.
     delayed: Vec<FileRef>,
+    /// `model.fetchinclude` / `fetchexclude`: other paths stay pointers on checkout.
+    paths: PathFilter,
 }
 
 fn skip_smudge() -> bool {
@@ -41,11 +44,13 @@ impl ModelFilter {
                 tracing::warn!("could not install the pre-push hook: {e}");
             }
         }
+        let paths = PathFilter::from_flags_or_config(&repo.git, &[], &[])?;
         Ok(ModelFilter {
             repo,
             store,
             remote: None,
             delayed: Vec::new(),
+            paths,
         })
     }
 
@@ -117,7 +122,7 @@ impl Filter for ModelFilter {
         if p.size == 0 {
             return Ok(());
         }
-        if skip_smudge() {
+        if skip_smudge() || !self.paths.allows(path) {
             out.write_all(stored).map_err(io_err)?;
             return Ok(());
         }
@@ -142,7 +147,12 @@ impl Filter for ModelFilter {
         let Some(p) = Pointer::parse(stored) else {
             return false;
         };
-        if p.size == 0 || skip_smudge() || self.store.has_file(&p.oid) || self.remote().is_err() {
+        if p.size == 0
+            || skip_smudge()
+            || !self.paths.allows(path)
+            || self.store.has_file(&p.oid)
+            || self.remote().is_err()
+        {
             return false;
         }
         self.delayed.push(FileRef {

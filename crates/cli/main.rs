@@ -5,6 +5,10 @@
 mod app;
 mod cmd;
 mod filter;
+mod maint;
+mod ml;
+mod paths;
+mod registry;
 mod units;
 
 use clap::{Parser, Subcommand};
@@ -57,9 +61,37 @@ enum Command {
         all: bool,
     },
     /// Download content of the pointers in these refs (default: HEAD) into the local store.
-    Fetch { refs: Vec<String> },
+    Fetch {
+        refs: Vec<String>,
+        #[command(flatten)]
+        paths: PathArgs,
+    },
     /// Fetch, then replace pointer files in the working tree with their content.
-    Pull,
+    Pull {
+        #[command(flatten)]
+        paths: PathArgs,
+    },
+    /// Check that the content of every pointer in these refs (default HEAD) is here and
+    /// intact, and with --remote that the server has it.
+    Fsck {
+        refs: Vec<String>,
+        /// Every branch and tag.
+        #[arg(long)]
+        all: bool,
+        /// Also ask the server.
+        #[arg(long)]
+        remote: bool,
+    },
+    /// Remove local chunks not needed by the checkout or refs newer than --age days,
+    /// never any the server does not have.
+    Prune {
+        /// Say what would go, remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Keep files of refs committed within this many days (default model.pruneage, 7).
+        #[arg(long)]
+        age: Option<u64>,
+    },
     /// Tracked files in the index: oid, whether the content is here, path.
     LsFiles {
         /// Print full oids and sizes.
@@ -88,6 +120,21 @@ enum Command {
     /// The pre-push hook's entry point.
     #[command(hide = true)]
     PrePush { remote: String, url: Option<String> },
+    #[command(flatten)]
+    Ml(ml::Command),
+    #[command(flatten)]
+    Registry(registry::Command),
+}
+
+/// Which paths to download (default: model.fetchinclude / model.fetchexclude).
+#[derive(clap::Args)]
+struct PathArgs {
+    /// Only paths matching these globs (comma-separated or repeated).
+    #[arg(long, short = 'I', value_delimiter = ',')]
+    include: Vec<String>,
+    /// Not paths matching these globs.
+    #[arg(long, short = 'X', value_delimiter = ',')]
+    exclude: Vec<String>,
 }
 
 fn main() {
@@ -107,8 +154,10 @@ fn main() {
         Command::Track { patterns } => cmd::track(&patterns),
         Command::Untrack { patterns } => cmd::untrack(&patterns),
         Command::Push { remote, refs, all } => cmd::push(remote, &refs, all),
-        Command::Fetch { refs } => cmd::fetch(&refs),
-        Command::Pull => cmd::pull(),
+        Command::Fetch { refs, paths } => cmd::fetch(&refs, &paths.include, &paths.exclude),
+        Command::Pull { paths } => cmd::pull(&paths.include, &paths.exclude),
+        Command::Fsck { refs, all, remote } => maint::fsck(&refs, all, remote),
+        Command::Prune { dry_run, age } => maint::prune(dry_run, age),
         Command::LsFiles { long } => cmd::ls_files(long),
         Command::Status => cmd::status(),
         Command::Env => cmd::env(),
@@ -116,6 +165,8 @@ fn main() {
         Command::Clean { path } => filter::clean_once(path.as_deref().unwrap_or("")),
         Command::Smudge { path } => filter::smudge_once(path.as_deref().unwrap_or("")),
         Command::PrePush { remote, url } => cmd::pre_push(&remote, url.as_deref()),
+        Command::Ml(c) => ml::run(c),
+        Command::Registry(c) => registry::run(c),
     };
     if let Err(err) = result {
         eprintln!("git-model: {err:#}");

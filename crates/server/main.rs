@@ -2,8 +2,11 @@
 //! binds, announces the address on stdout, and serves until SIGTERM or Ctrl-C. All the
 //! work is in the `gitmodel-server` library.
 //!
+//! `git-model-server token create|list|revoke` manages access tokens instead of serving.
+//!
 //! Exit codes: 0 after a clean shutdown, 2 for unusable configuration (bad flags, an
-//! unusable data directory, an address that cannot be bound), 1 for anything else.
+//! unusable data directory, an address that cannot be bound, a non-loopback address
+//! without tokens or `--allow-anonymous`), 1 for anything else.
 #![forbid(unsafe_code)]
 
 use std::io::Write;
@@ -24,9 +27,24 @@ struct Args {
     #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN)]
     listen: SocketAddr,
     /// Where packs and recipes are stored [default: $GIT_MODEL_SERVER_DATA, else
-    /// $XDG_DATA_HOME/git-model-server, else ~/.local/share/git-model-server].
-    #[arg(long, value_name = "DIR")]
+    /// $XDG_DATA_HOME/git-model-server, else ~/.local/share/git-model-server]. Also
+    /// holds tokens.json.
+    #[arg(long, value_name = "DIR", global = true)]
     data_dir: Option<PathBuf>,
+    /// Keep packs, recipes and locks in an S3-compatible bucket instead of --data-dir:
+    /// `s3://BUCKET[/PREFIX]`. Endpoint, region and credentials come from AWS_ENDPOINT_URL,
+    /// AWS_REGION, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY. Several servers may share
+    /// one bucket (docs/deploy.md).
+    #[arg(long, value_name = "URL", env = "GIT_MODEL_SERVER_STORE")]
+    store: Option<String>,
+    /// Seconds between re-listings of the packs other servers stored in the same store;
+    /// 0 never re-lists [default: 30 with --store, 0 with a data directory].
+    #[arg(long, value_name = "SECS")]
+    index_refresh: Option<u64>,
+    #[command(flatten)]
+    security: gitmodel_server::SecurityArgs,
+    #[command(subcommand)]
+    command: Option<gitmodel_server::security::Command>,
 }
 
 /// A failure, and whether it is a configuration problem (exit 2) or not (exit 1).
@@ -72,21 +90,70 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), Failure> {
-    let data_dir = match args.data_dir {
-        Some(dir) => dir,
-        None => {
-            gitmodel_server::default_data_dir(|name| std::env::var_os(name)).ok_or_else(|| {
-                config_error(anyhow::anyhow!(
-                    "no data directory: pass --data-dir or set {DATA_DIR_ENV} (HOME is unset)"
-                ))
-            })?
-        }
+    // Security first: a refused configuration opens no storage and binds nothing.
+    let tokens_dir = args
+        .data_dir
+        .clone()
+        .or_else(|| gitmodel_server::default_data_dir(|name| std::env::var_os(name)));
+    if let Some(gitmodel_server::security::Command::Token(command)) = &args.command {
+        let dir = tokens_dir.ok_or_else(|| {
+            config_error(anyhow::anyhow!(
+                "no data directory for tokens.json: pass --data-dir or set {DATA_DIR_ENV}"
+            ))
+        })?;
+        let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+        return gitmodel_server::security::run_token_command(
+            command,
+            &args.security,
+            &dir,
+            &mut out,
+            &mut err,
+        )
+        .map_err(|e| config_error(e.into()));
+    }
+    let security =
+        gitmodel_server::Security::prepare(&args.security, tokens_dir.as_deref(), args.listen)
+            .map_err(|e| config_error(e.into()))?;
+    let refresh = args
+        .index_refresh
+        .map(std::time::Duration::from_secs)
+        .filter(|d| !d.is_zero());
+    let (state, storage) = if let Some(store) = &args.store {
+        let location = gitmodel_server::S3Location::parse(store)
+            .context("bad --store")
+            .map_err(config_error)?;
+        let mut config = ServerConfig::new(args.listen, PathBuf::new());
+        security.apply(&mut config);
+        config.index_refresh = match args.index_refresh {
+            Some(_) => refresh,
+            None => Some(gitmodel_server::DEFAULT_SHARED_INDEX_REFRESH),
+        };
+        let authorizer = std::sync::Arc::clone(&security.authorizer);
+        let state = AppState::open_s3(config, location, authorizer)
+            .await
+            .with_context(|| format!("store {store} is unusable"))
+            .map_err(config_error)?;
+        (state, store.clone())
+    } else {
+        let data_dir = match args.data_dir {
+            Some(dir) => dir,
+            None => gitmodel_server::default_data_dir(|name| std::env::var_os(name)).ok_or_else(
+                || {
+                    config_error(anyhow::anyhow!(
+                        "no data directory: pass --data-dir or set {DATA_DIR_ENV} (HOME is unset)"
+                    ))
+                },
+            )?,
+        };
+        let mut config = ServerConfig::new(args.listen, &data_dir);
+        security.apply(&mut config);
+        config.index_refresh = refresh;
+        let state = AppState::open_local_with(config, std::sync::Arc::clone(&security.authorizer))
+            .await
+            .with_context(|| format!("data directory {} is unusable", data_dir.display()))
+            .map_err(config_error)?;
+        (state, data_dir.display().to_string())
     };
-    let config = ServerConfig::new(args.listen, &data_dir);
-    let state = AppState::open_local(config)
-        .await
-        .with_context(|| format!("data directory {} is unusable", data_dir.display()))
-        .map_err(config_error)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))
@@ -95,10 +162,15 @@ async fn run(args: Args) -> Result<(), Failure> {
         .local_addr()
         .context("reading the bound address")
         .map_err(config_error)?;
-    tracing::info!(%addr, data_dir = %data_dir.display(), "serving");
+    tracing::info!(%addr, storage, authentication = %security.summary, tls = security.tls.is_some(), "serving");
     // The one line on stdout: tests and scripts read it to learn the port.
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "git-model-server listening on http://{addr}")
+    let scheme = if security.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    writeln!(stdout, "git-model-server listening on {scheme}://{addr}")
         .and_then(|()| stdout.flush())
         .context("writing the address to stdout")
         .map_err(|error| Failure {
@@ -106,6 +178,10 @@ async fn run(args: Args) -> Result<(), Failure> {
             error,
         })?;
     drop(stdout);
-    gitmodel_server::serve(listener, state, gitmodel_server::shutdown_signal()).await;
+    let shutdown = gitmodel_server::shutdown_signal();
+    match security.tls {
+        Some(tls) => gitmodel_server::serve_tls(listener, state, tls, shutdown).await,
+        None => gitmodel_server::serve(listener, state, shutdown).await,
+    }
     Ok(())
 }

@@ -44,7 +44,7 @@ set -euo pipefail
 die() { echo "gitmodel.sh: $*" >&2; exit 1; }
 [ $# -eq 1 ] || die "usage: $0 WORKLOAD_DIR"
 HERE=$(cd "$(dirname "$0")" && pwd)
-REPO_ROOT=$(cd "$HERE/../.." && pwd)
+REPO_ROOT=${BENCH_REPO_ROOT:-$(cd "$HERE/../.." && pwd)}
 WL_DIR=$(realpath "$1")
 [ -f "$WL_DIR/manifest.json" ] || die "$WL_DIR/manifest.json missing (run gen_workloads.py)"
 WL=$(basename "$WL_DIR")
@@ -63,10 +63,8 @@ NV=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["n_versions
 TRACK=$(python3 -c 'import json,sys; print(" ".join(json.load(open(sys.argv[1])).get("lfs_track",["*"])))' "$MANIFEST")
 GIT_VERSION=$(git --version | awk '{print $3}')
 GM_VERSION=$("$GM_BIN" --version | awk '{print $2}')
-GM_COMMIT=$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [ -n "$(git -C "$REPO_ROOT" status --porcelain --untracked-files=no -- crates Cargo.toml Cargo.lock 2>/dev/null)" ]; then
-  GM_COMMIT="$GM_COMMIT+dirty"
-fi
+# GIT_MODEL_REV: set by scripts/bench when it snapshots the binaries (commit, build time)
+GM_COMMIT=${GIT_MODEL_REV:-$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)}
 TOOL_VERSION="git-$GIT_VERSION git-model-$GM_VERSION ($GM_COMMIT)"
 
 rm -rf "$SCRATCH"; mkdir -p "$SCRATCH"/{server/data,shim}

@@ -2,7 +2,11 @@
 //! the real `git-model-server` on a free loopback port.
 
 mod core;
+mod daily;
 mod lfs;
+mod ml;
+mod registry;
+mod s3;
 
 use std::path::{Path, PathBuf};
 
@@ -92,4 +96,16 @@ pub fn stored_blob(env: &GitEnv, repo: &Path, rev: &str, rel: &str) -> String {
 
 pub fn check_ok(what: &str, out: &std::process::Output) {
     gitmodel_testkit::check(what, Path::new("."), out);
+}
+
+/// Every file under `dir`, recursively.
+pub fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            collect(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
 }

@@ -28,13 +28,19 @@ impl Scope {
     }
 }
 
-/// The filter driver settings `install` writes.
+/// The filter and diff driver settings `install` writes (and `uninstall` removes).
 pub fn filter_config(exe: &str) -> Vec<(&'static str, String)> {
     vec![
         ("filter.model.process", format!("{exe} filter-process")),
         ("filter.model.clean", format!("{exe} clean -- %f")),
         ("filter.model.smudge", format!("{exe} smudge -- %f")),
         ("filter.model.required", "true".to_string()),
+        // `diff=model` (written by `track`): plain `git diff` prints git-model's
+        // per-tensor / per-row summary; `git log -p` (no external diffs) diffs a
+        // textual rendering instead, cached per blob in refs/notes/textconv/model.
+        ("diff.model.command", format!("{exe} diff-driver")),
+        ("diff.model.textconv", format!("{exe} textconv")),
+        ("diff.model.cachetextconv", "true".to_string()),
     ]
 }
 

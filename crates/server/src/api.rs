@@ -35,6 +35,7 @@ use crate::range::{parse_range, RangeError};
 use crate::register;
 use crate::state::AppState;
 use crate::storage::StorageError;
+use crate::tenancy;
 
 /// Why a streamed response body could not be completed (the connection is then cut, so
 /// the client sees a short body, never a wrong one).
@@ -96,6 +97,29 @@ impl Endpoint {
             _ => None,
         }
     }
+}
+
+/// Refuses paths that could smuggle a separator or a parent reference past routing or
+/// into a storage key: percent-encoding (`%2f`, `%2e%2e`; no valid name needs it),
+/// backslashes, and `.` / `..` segments. Checked before routing, so every endpoint
+/// answers them with the same `400 bad_path`.
+fn check_path(path: &str) -> Result<(), ApiError> {
+    let bad = |reason| {
+        Err(ApiError::BadPath {
+            path: path.chars().take(200).collect(),
+            reason,
+        })
+    };
+    if path.contains('%') {
+        return bad("percent-encoded characters (such as %2f or %2e) are not accepted");
+    }
+    if path.contains('\\') {
+        return bad("backslashes are not accepted");
+    }
+    if path.split('/').any(|s| s == "." || s == "..") {
+        return bad("'.' and '..' segments are not accepted");
+    }
+    Ok(())
 }
 
 /// Maps a path to a route: `None` for no route, `Err` for a route shape whose repository
@@ -187,6 +211,7 @@ where
     B: hyper::body::Body<Data = Bytes> + Send + Unpin,
     B::Error: std::fmt::Display,
 {
+    check_path(req.uri().path())?;
     let route = match parse_route(req.uri().path()) {
         Some(route) => route?,
         None => {
@@ -223,11 +248,9 @@ where
     let timeout = state.config().body_idle_timeout;
     match endpoint {
         Endpoint::ChunksExist => {
-            // Later: answer only for chunks in packs the caller may read
-            // (AppState::may_read_pack), or presence leaks content across repositories.
             let (parts, body) = req.into_parts();
             let body = read_body(body, &parts.headers, MAX_QUERY_IDS * 32, timeout).await?;
-            chunks_exist(state, &body)
+            chunks_exist(state, &repo, &body).await
         }
         Endpoint::FilesExist => {
             let (parts, body) = req.into_parts();
@@ -250,7 +273,7 @@ where
                 // MAX_PACK_BYTES is 64 MiB, far below usize::MAX on any supported target.
                 let limit = usize::try_from(MAX_PACK_BYTES).unwrap_or(usize::MAX);
                 let body = read_body(body, &parts.headers, limit, timeout).await?;
-                put_pack(state, pack, body).await
+                put_pack(state, &repo, pack, body).await
             } else {
                 get_pack(state, &repo, pack, req.headers()).await
             }
@@ -326,11 +349,20 @@ where
     Ok(buf.freeze())
 }
 
-fn chunks_exist(state: &AppState, body: &[u8]) -> Result<Response<ResponseBody>, ApiError> {
+/// `chunks/exists`: 1 for each chunk in a pack `repo` may read. Chunks only other
+/// repositories hold are answered 0, like absent ones: presence must not tell one
+/// repository what another stores ([`crate::tenancy`]).
+async fn chunks_exist(
+    state: &AppState,
+    repo: &RepoName,
+    body: &[u8],
+) -> Result<Response<ResponseBody>, ApiError> {
     let ids: Vec<ChunkId> = decode_ids(body)?.into_iter().map(ChunkId).collect();
+    let packs = state.index().packs_of(&ids);
+    let readable = tenancy::readable(state.storage(), repo, packs).await?;
     let answer: Vec<u8> = state
         .index()
-        .get_many(&ids)
+        .get_many_where(&ids, |p| readable.contains(p))
         .iter()
         .map(|loc| u8::from(loc.is_some()))
         .collect();
@@ -366,8 +398,11 @@ async fn files_exist(
     Ok(binary(StatusCode::OK, BINARY, answer.into()))
 }
 
+/// `PUT packs/<id>`: verifies the pack, stores it (once for the whole server) and
+/// records that `repo` may read it: the uploader has proven it holds every chunk in it.
 async fn put_pack(
     state: &AppState,
+    repo: &RepoName,
     pack: PackId,
     body: Bytes,
 ) -> Result<Response<ResponseBody>, ApiError> {
@@ -380,6 +415,7 @@ async fn put_pack(
     .await?;
     let entries = verified.map_err(|source| ApiError::BadPack { pack, source })?;
     let created = state.store_pack(pack, body, &entries).await?;
+    tenancy::grant(state.storage(), repo, [pack]).await?;
     Ok(json(
         StatusCode::OK,
         &PackUploaded {

@@ -1,14 +1,15 @@
 //! Authorization hook: who may read or write which repository.
 //!
-//! Every repository endpoint calls an [`Authorizer`] before doing anything else. Only
-//! [`AllowAll`] exists today; token-based authorization will be another implementation of
-//! the same trait, so no handler changes when it lands. Pack-level read restrictions go
-//! through [`crate::state::AppState::may_read_pack`].
+//! Every repository endpoint calls an [`Authorizer`] before doing anything else. Two
+//! implementations exist: [`AllowAll`] (everything allowed: tests, trusted setups) and
+//! [`crate::tokens::TokenAuthorizer`] (scoped tokens; what `git-model-server` runs).
+//! Pack-level read restrictions go through [`crate::state::AppState::may_read_pack`]
+//! (see [`crate::tenancy`]).
 //!
 //! [`Authorizer::identity`] names who a request acts for; only Git LFS locks use it (a
-//! lock's owner). With [`AllowAll`] nobody is authenticated, so the name is merely
-//! *claimed*: the [`USER_HEADER`] header if the client sends one, else [`ANONYMOUS`].
-//! Lock ownership is then advisory, like everything else on such a server.
+//! lock's owner). With a token it is the token's name. Without authentication the name
+//! is merely *claimed*: the [`USER_HEADER`] header if the client sends one, else
+//! [`ANONYMOUS`]. Lock ownership is then advisory, like everything else on such a server.
 
 use gitmodel_proto::RepoName;
 
@@ -21,6 +22,9 @@ pub enum Access {
     Read,
     /// Uploads and registrations: PUT pack, POST files.
     Write,
+    /// What only administrators of a repository may do: force-unlock another owner's
+    /// Git LFS lock.
+    Admin,
 }
 
 /// The identity of a request that names none.
@@ -33,7 +37,8 @@ const MAX_CLAIMED_NAME: usize = 100;
 
 /// Decides whether a request may access a repository. Answers `Ok(())` or
 /// [`ApiError::Unauthorized`] (no or bad credentials) / [`ApiError::Forbidden`] (valid
-/// credentials without the right).
+/// credentials without the right) / [`ApiError::NotFound`] (credentials that may not
+/// even read the repository: it is answered as if it did not exist).
 pub trait Authorizer: Send + Sync + 'static {
     fn authorize(
         &self,

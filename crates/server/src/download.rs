@@ -253,7 +253,7 @@ fn record_lengths(
     let mut offset = segment.offset;
     let mut lengths = Vec::with_capacity(chunks.len());
     for (loc, chunk) in index
-        .get_many(chunks.iter().map(|c| &c.id))
+        .get_many_where(chunks.iter().map(|c| &c.id), |p| *p == segment.pack)
         .into_iter()
         .zip(chunks)
     {
@@ -489,7 +489,9 @@ mod tests {
                 .collect(),
             segments: Vec::new(),
         };
-        let located = crate::register::locate(&index, &recipe).unwrap().recipe;
+        let located = crate::register::locate(&index, &recipe, |_| true)
+            .unwrap()
+            .recipe;
         (index, located, data)
     }
 

@@ -1,6 +1,7 @@
 //! [`ApiError`]: every way a request can fail, and the one place that maps failures to an
 //! HTTP status, a stable error `code` (the JSON [`gitmodel_proto::ErrorBody`]) and the
-//! headers an error answer carries (`Allow`, `Retry-After`, `LFS-Authenticate`).
+//! headers an error answer carries (`Allow`, `Retry-After`, `WWW-Authenticate`,
+//! `LFS-Authenticate`).
 //!
 //! The body is rendered by the caller in one of two shapes: the native one
 //! ([`crate::api::error_response`]) or the Git LFS one ([`crate::lfs::error_response`]);
@@ -48,6 +49,16 @@ pub enum ApiError {
     BadRange { value: String, reason: &'static str },
     #[error("request body is larger than the limit of {limit} bytes")]
     TooLarge { limit: u64 },
+    /// A Git LFS object over the server's size limit (`--max-lfs-object-size`).
+    #[error(
+        "object of {size} bytes is larger than this server's limit of {limit} bytes for Git \
+         LFS objects"
+    )]
+    ObjectTooLarge { size: u64, limit: u64 },
+    /// A path that could name something outside its route: encoded characters (`%2f`,
+    /// `%2e%2e`), backslashes, `.` or `..` segments.
+    #[error("bad request path {path:?}: {reason}")]
+    BadPath { path: String, reason: &'static str },
     #[error("range {value:?} cannot be satisfied for an object of {size} bytes")]
     RangeNotSatisfiable { value: String, size: u64 },
     #[error("pack {pack} was refused")]
@@ -104,9 +115,10 @@ impl ApiError {
             | BadRecipe { .. }
             | BadRange { .. }
             | BadRequest { .. }
+            | BadPath { .. }
             | BadJson { .. } => StatusCode::BAD_REQUEST,
             BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
-            TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            TooLarge { .. } | ObjectTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             BadPack { .. } | Invalid { .. } | ContentMismatch { .. } => {
                 StatusCode::UNPROCESSABLE_ENTITY
@@ -133,7 +145,8 @@ impl ApiError {
             BadRecipe { .. } => "bad_recipe",
             BadRange { .. } => "bad_range",
             BodyTimeout { .. } => "timeout",
-            TooLarge { .. } => "too_large",
+            TooLarge { .. } | ObjectTooLarge { .. } => "too_large",
+            BadPath { .. } => "bad_path",
             RangeNotSatisfiable { .. } => "range_not_satisfiable",
             BadPack { .. } => "bad_pack",
             NotFound { .. } => "not_found",
@@ -164,9 +177,10 @@ impl ApiError {
         }
     }
 
-    /// Adds the headers this error's answer must carry. `lfs` selects the Git LFS flavour:
-    /// a 401 then names its scheme in `LFS-Authenticate` (the Git LFS client reads that
-    /// header, not `WWW-Authenticate`, so browsers do not pop up password prompts).
+    /// Adds the headers this error's answer must carry. A 401 names its scheme in
+    /// `WWW-Authenticate` (so git and other HTTP clients ask their credential helpers);
+    /// `lfs` selects the Git LFS flavour, which adds `LFS-Authenticate` (the header the
+    /// Git LFS client reads).
     pub fn add_headers(&self, headers: &mut HeaderMap, lfs: bool) {
         match self {
             ApiError::MethodNotAllowed { allow, .. } => {
@@ -181,10 +195,13 @@ impl ApiError {
             ApiError::RateLimited { retry_after } => {
                 headers.insert(http::header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }
-            ApiError::Unauthorized { .. } if lfs => {
+            ApiError::Unauthorized { .. } => {
                 let value = format!("Basic realm=\"{LFS_REALM}\"");
                 if let Ok(value) = HeaderValue::from_str(&value) {
-                    headers.insert(HeaderName::from_static("lfs-authenticate"), value);
+                    if lfs {
+                        headers.insert(HeaderName::from_static("lfs-authenticate"), value.clone());
+                    }
+                    headers.insert(http::header::WWW_AUTHENTICATE, value);
                 }
             }
             _ => {}
@@ -263,12 +280,11 @@ mod tests {
         };
         let mut h = HeaderMap::new();
         unauthorized.add_headers(&mut h, false);
-        assert!(
-            h.is_empty(),
-            "native answers do not ask for Basic credentials"
-        );
+        assert_eq!(h["www-authenticate"], "Basic realm=\"git-model\"");
+        assert!(!h.contains_key("lfs-authenticate"));
         unauthorized.add_headers(&mut h, true);
         assert_eq!(h["lfs-authenticate"], "Basic realm=\"git-model\"");
+        assert_eq!(h["www-authenticate"], "Basic realm=\"git-model\"");
         let mut h = HeaderMap::new();
         ApiError::RangeNotSatisfiable {
             value: "bytes=9-".into(),

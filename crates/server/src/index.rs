@@ -1,15 +1,22 @@
 //! The in-memory chunk index: which pack holds each chunk, and where in it.
 //!
 //! [`ChunkIndex`] is only a cache of what the stored packs say about themselves (their
-//! footer indexes): it is rebuilt from storage at startup by [`ChunkIndex::load`] and
-//! extended when a verified pack is uploaded. Losing it loses nothing. It does not verify
-//! packs (uploads are verified before they are stored) and holds no chunk data.
+//! footer indexes): it is rebuilt from storage at startup by [`ChunkIndex::load`],
+//! extended when a verified pack is uploaded, and caught up with packs that other server
+//! processes stored in the same bucket by [`ChunkIndex::refresh`] (which reads only the
+//! footers of packs it has not loaded yet). Losing it loses nothing. A lookup that misses
+//! wakes whoever waits on [`ChunkIndex::miss_signal`] (the refresher of
+//! [`crate::state::AppState`]). It does not verify packs (uploads are verified before they
+//! are stored) and holds no chunk data. It knows
+//! every pack a chunk is in, but not who may read which pack: callers filter with
+//! [`ChunkIndex::get_many_where`] (see [`crate::tenancy`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use gitmodel_format::pack::{self, PackEntry, TRAILER_LEN};
 use gitmodel_format::{ChunkId, PackId};
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 use crate::keys;
@@ -28,10 +35,43 @@ pub struct Location {
 /// object store, few enough not to flood it.
 const LOAD_CONCURRENCY: usize = 16;
 
-/// Chunk id → location, shared by all requests.
+/// Every known location of one chunk. Almost always one: a chunk is stored a second time
+/// only when a repository that may not read its first pack uploads it too (see
+/// [`crate::tenancy`]), and then each repository must find the copy it may read.
+#[derive(Debug, Clone)]
+enum Locations {
+    One(Location),
+    Many(Vec<Location>),
+}
+
+impl Locations {
+    fn as_slice(&self) -> &[Location] {
+        match self {
+            Locations::One(one) => std::slice::from_ref(one),
+            Locations::Many(many) => many,
+        }
+    }
+
+    fn push(&mut self, location: Location) {
+        match self {
+            Locations::One(one) => *self = Locations::Many(vec![*one, location]),
+            Locations::Many(many) => many.push(location),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    chunks: HashMap<ChunkId, Locations>,
+    packs: HashSet<PackId>,
+}
+
+/// Chunk id → locations, shared by all requests.
 #[derive(Debug, Default)]
 pub struct ChunkIndex {
-    map: RwLock<HashMap<ChunkId, Location>>,
+    map: RwLock<Inner>,
+    /// Notified when a lookup finds a chunk missing (see [`ChunkIndex::miss_signal`]).
+    missed: Arc<Notify>,
 }
 
 /// What [`ChunkIndex::load`] found.
@@ -50,54 +90,136 @@ impl ChunkIndex {
 
     // A panic elsewhere while holding the lock cannot leave the map half-updated in a way
     // that matters (inserts are independent), so a poisoned lock is simply taken over.
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<ChunkId, Location>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
         self.map.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<ChunkId, Location>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
         self.map.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Records a pack's entries. A chunk already known keeps its first location, so the
-    /// locations of registered files stay stable. Returns how many chunks were new.
+    /// Records a pack's entries (a pack already recorded is ignored). A chunk already
+    /// known keeps its earlier locations first, so the locations of registered files stay
+    /// stable. Returns how many chunks were new to the index.
     pub fn add_pack(&self, pack: PackId, entries: &[PackEntry]) -> usize {
-        let mut map = self.write();
+        let mut inner = self.write();
+        if !inner.packs.insert(pack) {
+            return 0;
+        }
         let mut added = 0;
         for (i, entry) in entries.iter().enumerate() {
             let Ok(index_in_pack) = u32::try_from(i) else {
                 break;
             };
-            map.entry(entry.id).or_insert_with(|| {
-                added += 1;
-                Location {
-                    pack,
-                    index_in_pack,
-                    entry: *entry,
+            let location = Location {
+                pack,
+                index_in_pack,
+                entry: *entry,
+            };
+            match inner.chunks.get_mut(&entry.id) {
+                // A pack listing one chunk twice keeps its first record.
+                Some(known) if known.as_slice().iter().any(|l| l.pack == pack) => {}
+                Some(known) => known.push(location),
+                None => {
+                    inner.chunks.insert(entry.id, Locations::One(location));
+                    added += 1;
                 }
-            });
+            }
         }
         added
     }
 
+    /// Whether `pack` is recorded (it is stored and its chunks are visible).
+    pub fn has_pack(&self, pack: &PackId) -> bool {
+        self.read().packs.contains(pack)
+    }
+
+    /// The first location of a chunk, whatever the pack.
     pub fn get(&self, id: &ChunkId) -> Option<Location> {
-        self.read().get(id).copied()
+        let found = self.read().chunks.get(id).map(|l| l.as_slice()[0]);
+        self.note_miss(found.is_none());
+        found
     }
 
     pub fn contains(&self, id: &ChunkId) -> bool {
-        self.read().contains_key(id)
+        let found = self.read().chunks.contains_key(id);
+        self.note_miss(!found);
+        found
     }
 
-    /// Locations of many chunks under one lock acquisition.
+    fn note_miss(&self, missed: bool) {
+        if missed {
+            // Stores one permit when nobody waits: the next wait returns at once.
+            self.missed.notify_one();
+        }
+    }
+
+    /// Notified (at most one stored permit) whenever a lookup misses: on storage shared
+    /// by several servers, a miss may mean another server stored the chunk.
+    pub fn miss_signal(&self) -> Arc<Notify> {
+        Arc::clone(&self.missed)
+    }
+
+    /// How many packs the index has loaded.
+    pub fn pack_count(&self) -> usize {
+        self.read().packs.len()
+    }
+
+    /// Every location of a chunk.
+    pub fn locations(&self, id: &ChunkId) -> Vec<Location> {
+        self.read()
+            .chunks
+            .get(id)
+            .map(|l| l.as_slice().to_vec())
+            .unwrap_or_default()
+    }
+
+    /// First locations of many chunks under one lock acquisition, whatever the pack.
     pub fn get_many<'a>(
         &self,
         ids: impl IntoIterator<Item = &'a ChunkId>,
     ) -> Vec<Option<Location>> {
-        let map = self.read();
-        ids.into_iter().map(|id| map.get(id).copied()).collect()
+        self.get_many_where(ids, |_| true)
     }
 
+    /// For each chunk, its first location in a pack that `usable` accepts.
+    pub fn get_many_where<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a ChunkId>,
+        usable: impl Fn(&PackId) -> bool,
+    ) -> Vec<Option<Location>> {
+        let found: Vec<_> = {
+            let inner = self.read();
+            ids.into_iter()
+                .map(|id| {
+                    let locations = inner.chunks.get(id)?;
+                    locations
+                        .as_slice()
+                        .iter()
+                        .find(|l| usable(&l.pack))
+                        .copied()
+                })
+                .collect()
+        };
+        self.note_miss(found.iter().any(Option::is_none));
+        found
+    }
+
+    /// Every pack holding any of `ids`.
+    pub fn packs_of<'a>(&self, ids: impl IntoIterator<Item = &'a ChunkId>) -> HashSet<PackId> {
+        let inner = self.read();
+        let mut packs = HashSet::new();
+        for id in ids {
+            if let Some(locations) = inner.chunks.get(id) {
+                packs.extend(locations.as_slice().iter().map(|l| l.pack));
+            }
+        }
+        packs
+    }
+
+    /// Number of distinct chunks.
     pub fn len(&self) -> usize {
-        self.read().len()
+        self.read().chunks.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -110,6 +232,16 @@ impl ChunkIndex {
     /// clients upload them again. Storage errors on the listing itself are fatal.
     pub async fn load(storage: Arc<dyn Storage>) -> Result<(ChunkIndex, LoadStats), StorageError> {
         let index = ChunkIndex::new();
+        let stats = index.refresh(storage).await?;
+        Ok((index, stats))
+    }
+
+    /// Adds the packs in `storage` that the index has not loaded yet (stored by another
+    /// server process on the same storage, or skipped earlier): one listing, then two
+    /// range reads per new pack, as in [`ChunkIndex::load`]. `stats` counts only the new
+    /// packs.
+    pub async fn refresh(&self, storage: Arc<dyn Storage>) -> Result<LoadStats, StorageError> {
+        let index = self;
         let mut stats = LoadStats::default();
         let mut keys = storage.list(keys::PACKS_PREFIX).await?.into_iter();
         let mut tasks = JoinSet::new();
@@ -120,6 +252,9 @@ impl ChunkIndex {
                     tracing::warn!(key, "ignoring a file under packs/ that is not a pack key");
                     continue;
                 };
+                if index.has_pack(&pack) {
+                    continue;
+                }
                 let storage = Arc::clone(&storage);
                 tasks.spawn(async move {
                     let result = read_footer(&*storage, &key).await;
@@ -144,7 +279,7 @@ impl ChunkIndex {
                 }
             }
         }
-        Ok((index, stats))
+        Ok(stats)
     }
 }
 
@@ -224,6 +359,24 @@ mod tests {
         assert_eq!(three.index_in_pack, 1);
         assert!(index.contains(&ChunkId::of(b"one")));
         assert!(!index.contains(&ChunkId::of(b"four")));
+        // "two" is in both packs; each copy can be asked for.
+        let two = ChunkId::of(b"two");
+        let mut in_packs: Vec<PackId> = index.locations(&two).iter().map(|l| l.pack).collect();
+        in_packs.sort_by_key(|p| p.0);
+        let mut want = vec![p1, p2];
+        want.sort_by_key(|p| p.0);
+        assert_eq!(in_packs, want);
+        for pack in [p1, p2] {
+            let got = index.get_many_where([&two], |p| *p == pack);
+            assert_eq!(got[0].map(|l| l.pack), Some(pack));
+        }
+        assert_eq!(index.get_many_where([&two], |_| false), vec![None]);
+        assert_eq!(index.packs_of([&two, &ChunkId::of(b"four")]).len(), 2);
+        assert!(index.has_pack(&p1) && !index.has_pack(&junk));
+        // Recording a pack again changes nothing.
+        let (_, _, entries1) = pack_of(&[b"one", b"two"]);
+        assert_eq!(index.add_pack(p1, &entries1), 0);
+        assert_eq!(index.locations(&ChunkId::of(b"one")).len(), 1);
     }
 
     #[tokio::test]
@@ -233,5 +386,36 @@ mod tests {
         let (index, stats) = ChunkIndex::load(storage).await.unwrap();
         assert!(index.is_empty());
         assert_eq!(stats, LoadStats::default());
+    }
+
+    #[tokio::test]
+    async fn refresh_reads_only_new_packs_and_misses_are_signalled() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage: Arc<dyn Storage> = Arc::new(LocalDir::open(dir.path()).unwrap());
+        let (p1, bytes1, _) = pack_of(&[b"one", b"two"]);
+        storage
+            .put(&keys::pack_key(&p1), bytes1.into())
+            .await
+            .unwrap();
+        let (index, _) = ChunkIndex::load(Arc::clone(&storage)).await.unwrap();
+        let signal = index.miss_signal();
+        assert!(index.contains(&ChunkId::of(b"one")));
+        // Another process stores a pack: a lookup misses and says so.
+        let (p2, bytes2, _) = pack_of(&[b"two", b"three"]);
+        storage
+            .put(&keys::pack_key(&p2), bytes2.into())
+            .await
+            .unwrap();
+        assert_eq!(index.get_many([&ChunkId::of(b"three")]), vec![None]);
+        tokio::time::timeout(std::time::Duration::from_secs(1), signal.notified())
+            .await
+            .expect("a miss is signalled");
+        let stats = index.refresh(Arc::clone(&storage)).await.unwrap();
+        assert_eq!((stats.packs, stats.chunks), (1, 1));
+        assert_eq!(index.get(&ChunkId::of(b"three")).unwrap().pack, p2);
+        // Nothing new: nothing read.
+        let again = index.refresh(storage).await.unwrap();
+        assert_eq!(again, LoadStats::default());
+        assert_eq!(index.pack_count(), 2);
     }
 }

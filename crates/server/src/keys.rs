@@ -5,7 +5,10 @@
 //! packs/<ab>/<pack hex>.pack                               global: chunks dedup across repos
 //! repos/<namespace>/<repo>/files/<ab>/<oid hex>.recipe     per repository
 //! repos/<namespace>/<repo>/locks/<path hash>.json          Git LFS locks, one per path
+//! repos/<namespace>/<repo>/packs/<ab>/<pack hex>.ref       packs this repository may read
+//! meta/pack-refs-v1                                        marks the refs as complete
 //! ```
+//! A `.ref` is empty: its existence is the grant (see [`crate::tenancy`]).
 //! `<ab>` is the first two hex digits of the id (one level of fan-out keeps directories
 //! small on a local disk; on object stores it is harmless). A lock is named by the SHA-256
 //! of the locked path, so "is this path locked?" is one read and a path cannot be locked
@@ -41,6 +44,39 @@ pub fn recipe_key(repo: &RepoName, oid: &Oid) -> String {
         repo.repo,
         &hex[..2]
     )
+}
+
+/// Where the record that `repo` may read `pack` lives (an empty object).
+pub fn pack_ref_key(repo: &RepoName, pack: &PackId) -> String {
+    let hex = pack.to_hex();
+    format!(
+        "repos/{}/{}/packs/{}/{hex}{PACK_REF_SUFFIX}",
+        repo.namespace,
+        repo.repo,
+        &hex[..2]
+    )
+}
+
+const PACK_REF_SUFFIX: &str = ".ref";
+
+/// Prefix under which every repository's recipes and records live.
+pub const REPOS_PREFIX: &str = "repos/";
+
+/// Written once every recipe's packs have `.ref` records (after the one-time upgrade
+/// of a data directory from before per-repository pack records).
+pub const PACK_REFS_DONE_KEY: &str = "meta/pack-refs-v1";
+
+/// The repository and file a recipe key names, if `key` is a well-formed recipe key.
+pub fn parse_recipe_key(key: &str) -> Option<(RepoName, Oid)> {
+    let rest = key.strip_prefix(REPOS_PREFIX)?;
+    let parts: Vec<&str> = rest.split('/').collect();
+    let [namespace, repo, "files", fan, file] = parts.as_slice() else {
+        return None;
+    };
+    let hex = file.strip_suffix(RECIPE_SUFFIX)?;
+    let oid = Oid::from_hex(hex).ok()?;
+    let repo = RepoName::new(namespace, repo).ok()?;
+    (*fan == &hex[..2]).then_some((repo, oid))
 }
 
 const LOCK_SUFFIX: &str = ".json";
@@ -94,5 +130,19 @@ mod tests {
         );
         assert_ne!(lock, lock_key(&repo, "weights/a b.bin"));
         assert_eq!(parse_lock_key("repos/acme/vision/locks/x.json"), None);
+
+        let grant = pack_ref_key(&repo, &pack);
+        assert_eq!(
+            grant,
+            format!("repos/acme/vision/packs/ab/{}.ref", "ab".repeat(32))
+        );
+        crate::storage::validate_key(&grant).unwrap();
+        crate::storage::validate_key(PACK_REFS_DONE_KEY).unwrap();
+        assert_eq!(
+            parse_recipe_key(&recipe_key(&repo, &oid)),
+            Some((repo.clone(), oid))
+        );
+        assert_eq!(parse_recipe_key(&grant), None);
+        assert_eq!(parse_recipe_key(&lock), None);
     }
 }

@@ -364,7 +364,8 @@ async fn batch(
             limit: MAX_BATCH_OBJECTS,
         });
     }
-    let base = lfs_base_url(headers, repo)?;
+    let base = lfs_base_url(headers, repo, state.config().tls)?;
+    let max_object = state.config().max_lfs_object_bytes;
     // Credentials the client sent for the batch are handed back for the transfers, so that
     // they reach the object endpoints whatever the client's credential helper does.
     let mut pass_headers = BTreeMap::new();
@@ -405,6 +406,14 @@ async fn batch(
                 }
                 Checked::Valid { oid, size } => (oid, size),
             };
+            if upload && size > max_object {
+                let message = ApiError::ObjectTooLarge {
+                    size,
+                    limit: max_object,
+                }
+                .to_string();
+                return fail(StatusCode::UNPROCESSABLE_ENTITY, message);
+            }
             let href = format!("{base}/objects/{oid}");
             let actions = match stored {
                 Some(stored) if stored != size => {
@@ -506,9 +515,9 @@ async fn verify(
     }
 }
 
-/// `http://<host>/<namespace>/<repo>.git/info/lfs`, from the request's `Host` header: the
-/// address the client reached us at is the one it can reach the object endpoints at.
-fn lfs_base_url(headers: &HeaderMap, repo: &RepoName) -> Result<String, ApiError> {
+/// `http(s)://<host>/<namespace>/<repo>.git/info/lfs`, from the request's `Host` header:
+/// the address the client reached us at is the one it can reach the object endpoints at.
+fn lfs_base_url(headers: &HeaderMap, repo: &RepoName, tls: bool) -> Result<String, ApiError> {
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
@@ -516,8 +525,9 @@ fn lfs_base_url(headers: &HeaderMap, repo: &RepoName) -> Result<String, ApiError
         .ok_or_else(|| ApiError::BadRequest {
             what: "a Host header (host[:port]) is needed to build transfer URLs".to_string(),
         })?;
+    let scheme = if tls { "https" } else { "http" };
     Ok(format!(
-        "http://{host}/{}/{}.git/info/lfs",
+        "{scheme}://{host}/{}/{}.git/info/lfs",
         repo.namespace, repo.repo
     ))
 }

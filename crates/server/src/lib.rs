@@ -1,7 +1,8 @@
 //! git-model's HTTP server: stores packs of chunks (deduplicated across repositories) and
 //! per-repository recipes, and verifies everything it is given before storing it.
 //!
-//! - [`storage`]: the [`Storage`] trait (object-store shaped) and its [`LocalDir`] backend.
+//! - [`storage`]: the [`Storage`] trait (object-store shaped) and its [`LocalDir`] backend;
+//!   [`s3`]: the S3 backend ([`S3Store`], `--store s3://bucket/prefix`). See `docs/deploy.md`.
 //! - [`keys`]: where packs and recipes live in storage.
 //! - [`index`]: the in-memory [`ChunkIndex`], a rebuildable cache of the packs' indexes.
 //! - [`register`]: locating and verifying recipes on registration.
@@ -9,7 +10,10 @@
 //! - [`lfs`]: the Git LFS API (batch, basic transfers) over the same stores, with
 //!   [`upload`] (server-side chunking of a raw object), [`download`] (streaming a file
 //!   from its recipe) and [`locks`] (the file locking API). See `docs/lfs.md`.
-//! - [`auth`]: the [`Authorizer`] hook ([`AllowAll`] for now).
+//! - [`auth`]: the [`Authorizer`] hook; [`tokens`]: scoped, hashed access tokens and
+//!   [`TokenAuthorizer`]; [`tenancy`]: which packs each repository may read;
+//!   [`security`]: the binary's config file, security flags, `token` subcommand and
+//!   startup policy; [`tls`]: HTTPS. See `docs/security.md`.
 //! - [`state`]: [`AppState`] and [`ServerConfig`]; [`server`]: [`serve`] and shutdown.
 //!
 //! The binary (`crates/server/main.rs`) only parses flags, sets up logging and calls
@@ -26,14 +30,25 @@ pub mod lfs;
 pub mod locks;
 pub mod range;
 pub mod register;
+pub mod s3;
+pub mod security;
 pub mod server;
 pub mod state;
 pub mod storage;
+pub mod tenancy;
+pub mod tls;
+pub mod tokens;
 pub mod upload;
 
 pub use auth::{Access, AllowAll, Authorizer};
 pub use error::ApiError;
 pub use index::{ChunkIndex, Location};
-pub use server::{serve, shutdown_signal};
-pub use state::{default_data_dir, AppState, ServerConfig, DATA_DIR_ENV, DEFAULT_LISTEN};
+pub use security::{Security, SecurityArgs};
+pub use server::{serve, serve_tls, shutdown_signal};
+pub use state::{
+    default_data_dir, AppState, ServerConfig, DATA_DIR_ENV, DEFAULT_LISTEN,
+    DEFAULT_SHARED_INDEX_REFRESH,
+};
+pub use s3::{S3Location, S3Options, S3Store};
 pub use storage::{LocalDir, Storage, StorageError};
+pub use tokens::{TokenAuthorizer, TokenStore};

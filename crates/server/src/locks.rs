@@ -5,17 +5,21 @@
 //! locks survive restarts and live wherever the rest of the repository lives. Lists are
 //! sorted by that key (the SHA-256 of the path), which is also the pagination cursor.
 //!
-//! Owners are [`crate::auth::Authorizer::identity`]: the authenticated user once tokens
-//! exist; with `AllowAll`, the name claimed in `X-Git-Model-User`, else `anonymous`
-//! (so without that header every client is the same owner).
+//! Owners are [`crate::auth::Authorizer::identity`]: the token's name when the server
+//! has tokens; without authentication, the name claimed in `X-Git-Model-User`, else
+//! `anonymous` (so without that header every client is the same owner). Force-unlocking
+//! another owner's lock needs admin access to the repository.
 //!
-//! **Single writer.** Creating and removing a lock is check-then-write: read the path's
-//! key, then put or delete it. Those steps run under one in-process mutex
-//! (`AppState::lock_mutations`), which makes them atomic for *this* server process only.
-//! Two server processes sharing one storage could both lock the same path (the later
-//! write wins). The fix is a conditional write (create-if-absent, delete-if-unchanged)
-//! in the [`crate::storage::Storage`] trait, which comes with the S3 backend; until then,
-//! run one server process per data directory.
+//! **Several writers.** Creating a lock is a create-if-absent write
+//! ([`crate::storage::Storage::put_if_absent`]): of two server processes locking the same
+//! path at once, exactly one wins and the other answers 409 with the winner's lock. That
+//! holds where the store's create is atomic ([`crate::storage::Storage::atomic_create`]):
+//! a local directory, and S3 stores that honour `If-None-Match: *` (AWS S3; the server
+//! probes at startup and logs the result). On a store that ignores it, two nodes racing
+//! for one path can both succeed (the later write wins), so locks then need a single
+//! server process. Within one process, mutations also run under one mutex
+//! (`AppState::lock_mutations`). Removing a lock is an unconditional delete, so a forced
+//! unlock racing with a re-lock of the same path can remove the new lock.
 //!
 //! Locks are per repository, not per ref: `ref` in requests is accepted and ignored
 //! (the reference client's "single branch locking").
@@ -30,6 +34,7 @@ use http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
+use crate::auth::Access;
 use crate::error::ApiError;
 use crate::keys;
 use crate::lfs::parse_json;
@@ -126,7 +131,17 @@ pub async fn create(
         locked_at: rfc3339(SystemTime::now()),
         owner: Owner { name: owner },
     };
-    put_lock(state, &key, &lock).await?;
+    if !put_lock(state, &key, &lock).await? {
+        // Another server process locked the path since we looked.
+        let existing = read_lock(state, &key).await?.ok_or_else(|| {
+            ApiError::internal(format!(
+                "lock {key} was taken and released while being created"
+            ))
+        })?;
+        return Err(ApiError::LockExists {
+            lock: Box::new(existing),
+        });
+    }
     tracing::info!(%repo, id = lock.id, path = lock.path, owner = lock.owner.name, "locked");
     Ok(lock)
 }
@@ -198,7 +213,7 @@ pub async fn verify(
 }
 
 /// `POST locks/<id>/unlock`: removes a lock and returns it. Another owner's lock needs
-/// `force` (403 otherwise); an unknown id is 404.
+/// `force` and admin access (403 otherwise); an unknown id is 404.
 pub async fn unlock(
     state: &AppState,
     repo: &RepoName,
@@ -232,6 +247,10 @@ pub async fn unlock(
                 lock.path, lock.owner.name
             ),
         });
+    }
+    if lock.owner.name != me {
+        // Breaking someone else's lock is an administrator's call.
+        state.authorizer().authorize(headers, repo, Access::Admin)?;
     }
     state
         .storage()
@@ -310,11 +329,11 @@ async fn read_lock(state: &AppState, key: &str) -> Result<Option<Lock>, ApiError
     }
 }
 
-async fn put_lock(state: &AppState, key: &str, lock: &Lock) -> Result<(), ApiError> {
+/// Writes a new lock unless one exists at `key`; `false` when one did.
+async fn put_lock(state: &AppState, key: &str, lock: &Lock) -> Result<bool, ApiError> {
     let bytes = serde_json::to_vec(lock)
         .map_err(|e| ApiError::internal(format!("serializing a lock: {e}")))?;
-    state.storage().put(key, bytes.into()).await?;
-    Ok(())
+    Ok(state.storage().put_if_absent(key, bytes.into()).await?)
 }
 
 /// A fresh lock id: 24 hex digits, unique in practice (time, process, counter and path

@@ -109,12 +109,16 @@ async fn register_one(
     recipe: Recipe,
 ) -> Result<RegisterResult, ApiError> {
     let oid = recipe.oid;
-    let outcome = match locate(state.index(), &recipe) {
+    let outcome = match state.locate_fresh(repo, &recipe).await? {
         Err(e) => Err(e),
         Ok(located) => match verify(state, &located).await? {
             Err(e) => Err(e),
             Ok(()) => {
                 store_recipe(state, repo, &located.recipe).await?;
+                // The packs are readable already (`locate` used only those); this keeps
+                // "the packs its files use" true even for records lost or never written.
+                let packs = located.recipe.segments.iter().map(|s| s.pack);
+                crate::tenancy::grant(state.storage(), repo, packs).await?;
                 Ok(located.recipe.segments.len())
             }
         },
@@ -176,13 +180,17 @@ pub struct Located {
     pub windows: Vec<Window>,
 }
 
-/// Places every chunk of `recipe` (its own segments, if any, are ignored: the client's
-/// word on locations is not trusted). Consecutive chunks that are consecutive records of
-/// one pack share a segment.
-// When packs become restricted per repository, only packs the repository may read
-// (AppState::may_read_pack) may be used here.
-pub fn locate(index: &ChunkIndex, recipe: &Recipe) -> Result<Located, FileError> {
-    let locations = index.get_many(recipe.chunks.iter().map(|c| &c.id));
+/// Places every chunk of `recipe` in packs that `usable` accepts: the packs the
+/// repository may read ([`crate::tenancy`]), so that a client cannot register (and then
+/// download) chunks it never uploaded by naming their ids. The recipe's own segments, if
+/// any, are ignored: the client's word on locations is not trusted. Consecutive chunks
+/// that are consecutive records of one pack share a segment.
+pub fn locate(
+    index: &ChunkIndex,
+    recipe: &Recipe,
+    usable: impl Fn(&PackId) -> bool,
+) -> Result<Located, FileError> {
+    let locations = index.get_many_where(recipe.chunks.iter().map(|c| &c.id), usable);
     let missing: Vec<&ChunkId> = recipe
         .chunks
         .iter()
@@ -402,7 +410,7 @@ mod tests {
             chunks,
             segments: Vec::new(),
         };
-        let located = locate(&index, &recipe).unwrap();
+        let located = locate(&index, &recipe, |_| true).unwrap();
         let segs: Vec<(u32, u32)> = located
             .recipe
             .segments
@@ -422,7 +430,9 @@ mod tests {
 
         let mut missing = recipe.clone();
         missing.chunks[2].id = ChunkId::of(b"nope");
-        let err = locate(&index, &missing).unwrap_err();
+        let err = locate(&index, &missing, |_| true).unwrap_err();
+        let unreadable = locate(&index, &recipe, |p| *p != pack).unwrap_err();
+        assert_eq!(unreadable.code, "missing_chunks");
         assert_eq!(err.code, "missing_chunks");
         assert!(
             err.message.starts_with("1 of the file's 5 chunks"),

@@ -1,9 +1,16 @@
-//! The connection side: accepting TCP connections, running HTTP/1.1 on them with
-//! keep-alive and a header read timeout, and shutting down gracefully.
+//! The connection side: accepting TCP connections (optionally TLS), running HTTP/1.1 on
+//! them with keep-alive, a header read timeout and header count/size limits, and
+//! shutting down gracefully.
 //!
-//! [`serve`] takes an already bound listener (tests bind `127.0.0.1:0` and keep the
-//! listener, so there is no bind-drop-rebind race) and a shutdown future, typically
-//! [`shutdown_signal`]. Request handling itself is [`crate::api::handle`].
+//! [`serve`] (plain HTTP) and [`serve_tls`] take an already bound listener (tests bind
+//! `127.0.0.1:0` and keep the listener, so there is no bind-drop-rebind race) and a
+//! shutdown future, typically [`shutdown_signal`]. Request handling itself is
+//! [`crate::api::handle`].
+//!
+//! Slow clients: a request head (or a TLS handshake) not complete within
+//! `header_read_timeout` closes the connection; more than `max_headers` header lines or
+//! more than `max_header_bytes` is answered `431` by hyper and the connection closed;
+//! stalled bodies are the handlers' business (`body_idle_timeout`, `408`).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -18,6 +25,11 @@ use tokio::net::TcpListener;
 
 use crate::api;
 use crate::state::AppState;
+use crate::tls::TlsAcceptor;
+
+/// Read buffer floor: hyper refuses anything smaller, and bodies stream through this
+/// buffer too, so it should not be tiny.
+const MIN_BUF_BYTES: usize = 64 * 1024;
 
 /// Serves HTTP on `listener` until `shutdown` completes, then stops accepting, lets open
 /// requests finish (up to `shutdown_grace` of the config) and returns.
@@ -26,10 +38,34 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()>,
 ) {
+    serve_with(listener, state, None, shutdown).await;
+}
+
+/// [`serve`] over TLS: each connection's handshake must finish within the header read
+/// timeout.
+pub async fn serve_tls(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    tls: TlsAcceptor,
+    shutdown: impl Future<Output = ()>,
+) {
+    serve_with(listener, state, Some(tls), shutdown).await;
+}
+
+async fn serve_with(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    tls: Option<TlsAcceptor>,
+    shutdown: impl Future<Output = ()>,
+) {
     let graceful = GracefulShutdown::new();
     let mut http = http1::Builder::new();
+    let config = state.config();
     http.timer(TokioTimer::new())
-        .header_read_timeout(state.config().header_read_timeout)
+        .header_read_timeout(config.header_read_timeout)
+        .max_headers(config.max_headers)
+        .max_buf_size(config.max_header_bytes.max(MIN_BUF_BYTES))
+        .max_header_size(config.max_header_bytes)
         .keep_alive(true);
     tokio::pin!(shutdown);
     loop {
@@ -51,9 +87,29 @@ pub async fn serve(
                     let state = Arc::clone(&state);
                     async move { Ok::<_, Infallible>(api::handle(state, req, peer).await) }
                 });
-                let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+                let watcher = graceful.watcher();
+                let http = http.clone();
+                let tls = tls.clone();
+                let handshake_timeout = config.header_read_timeout;
                 tokio::spawn(async move {
-                    if let Err(e) = connection.await {
+                    let result = match tls {
+                        None => watcher.watch(http.serve_connection(TokioIo::new(stream), service)).await,
+                        Some(tls) => {
+                            let stream = match tokio::time::timeout(handshake_timeout, tls.accept(stream)).await {
+                                Ok(Ok(stream)) => stream,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                    return;
+                                }
+                                Err(_) => {
+                                    tracing::debug!(%peer, "TLS handshake timed out");
+                                    return;
+                                }
+                            };
+                            watcher.watch(http.serve_connection(TokioIo::new(stream), service)).await
+                        }
+                    };
+                    if let Err(e) = result {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
                 });

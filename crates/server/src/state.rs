@@ -4,27 +4,44 @@
 //! It owns no sockets: [`crate::server::serve`] runs the HTTP side over an `Arc<AppState>`.
 //! Every pack enters storage and the chunk index through [`AppState::store_pack`], whether
 //! a client uploaded it whole (native API) or the server built it from a Git LFS upload.
+//!
+//! **Stateless nodes.** Everything durable is in storage; the chunk index is a cache. When
+//! several server processes share one store (an S3 bucket behind a load balancer), each
+//! catches up with the packs the others stored ([`ServerConfig::index_refresh`]): every
+//! interval, soon after a lookup misses, and always before registration answers
+//! `missing_chunks` ([`AppState::locate_fresh`]). A `chunks/exists` answer may lag by up
+//! to that bound; a false "missing" only costs a re-upload.
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use gitmodel_format::{PackEntry, PackId};
+use gitmodel_format::{PackEntry, PackId, Recipe};
 use gitmodel_proto::RepoName;
 use tokio::sync::{Mutex, MutexGuard, OwnedSemaphorePermit, Semaphore};
 
 use crate::auth::{AllowAll, Authorizer};
-use crate::index::ChunkIndex;
+use crate::index::{ChunkIndex, LoadStats};
+use crate::register::{FileError, Located};
+use crate::s3::{S3Location, S3Options, S3Store};
 use crate::storage::{LocalDir, Storage, StorageError};
+use crate::tenancy::PackClaims;
 
 /// Address the server listens on when none is given.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Environment variable naming the data directory.
 pub const DATA_DIR_ENV: &str = "GIT_MODEL_SERVER_DATA";
+/// How often a node on shared (S3) storage re-lists packs when nothing else asks it to.
+pub const DEFAULT_SHARED_INDEX_REFRESH: Duration = Duration::from_secs(30);
+/// Least time between two index refreshes of one process: bounds the listing load that
+/// misses (every push of new content misses) can cause.
+pub const MIN_REFRESH_GAP: Duration = Duration::from_secs(1);
+/// Least time between two refreshes started by lookup misses in the background.
+const MISS_REFRESH_GAP: Duration = Duration::from_secs(5);
 
 /// Server settings. Build with [`ServerConfig::new`] and adjust the public fields.
 #[derive(Debug, Clone)]
@@ -42,6 +59,19 @@ pub struct ServerConfig {
     pub verify_concurrency: usize,
     /// How long shutdown waits for open requests before giving up on them.
     pub shutdown_grace: Duration,
+    /// When set, the chunk index is shared-storage aware: it re-lists packs at this
+    /// interval and after lookup misses, and registration refreshes it before answering
+    /// `missing_chunks`. `None` (the default, right for one process per store) never
+    /// re-lists after startup.
+    pub index_refresh: Option<Duration>,
+    /// Most header lines in one request (more: `431`).
+    pub max_headers: usize,
+    /// Largest request head, start line and headers together (more: `431`).
+    pub max_header_bytes: usize,
+    /// Largest Git LFS object accepted (batch: per-object `422`; `PUT`: `413`).
+    pub max_lfs_object_bytes: u64,
+    /// Whether connections are TLS (`https://` in Git LFS transfer URLs).
+    pub tls: bool,
 }
 
 impl ServerConfig {
@@ -54,6 +84,11 @@ impl ServerConfig {
             body_idle_timeout: Duration::from_secs(60),
             verify_concurrency: cores.max(2),
             shutdown_grace: Duration::from_secs(30),
+            index_refresh: None,
+            max_headers: 64,
+            max_header_bytes: 64 * 1024,
+            max_lfs_object_bytes: 100 * 1024 * 1024 * 1024,
+            tls: false,
         }
     }
 }
@@ -81,6 +116,11 @@ pub struct AppState {
     verify_permits: Arc<Semaphore>,
     /// Serializes Git LFS lock mutations (check-then-write) within this process.
     lock_mutations: Mutex<()>,
+    /// Packs being stored right now (see [`crate::tenancy`]).
+    claims: PackClaims,
+    /// When the last index refresh started; held while one runs, so refreshes never
+    /// overlap and a caller can tell whether one began after it missed.
+    last_refresh: Mutex<Option<Instant>>,
     config: ServerConfig,
     request_tag: u32,
     request_counter: AtomicU64,
@@ -104,6 +144,7 @@ impl AppState {
         config: ServerConfig,
     ) -> Result<Arc<AppState>, StorageError> {
         let started = std::time::Instant::now();
+        crate::tenancy::upgrade(&storage).await?;
         let (index, stats) = ChunkIndex::load(Arc::clone(&storage)).await?;
         tracing::info!(
             packs = stats.packs,
@@ -112,22 +153,61 @@ impl AppState {
             ms = started.elapsed().as_millis() as u64,
             "chunk index loaded"
         );
-        Ok(Arc::new(AppState {
+        let refresh = config.index_refresh;
+        let state = Arc::new(AppState {
             storage,
             index,
             authorizer,
             verify_permits: Arc::new(Semaphore::new(config.verify_concurrency.max(1))),
             lock_mutations: Mutex::new(()),
+            claims: PackClaims::default(),
+            last_refresh: Mutex::new(Some(started)),
             config,
             request_tag: boot_tag(),
             request_counter: AtomicU64::new(0),
-        }))
+        });
+        if let Some(interval) = refresh {
+            spawn_refresher(&state, interval);
+        }
+        Ok(state)
     }
 
-    /// The usual server: [`LocalDir`] storage at `config.data_dir`, every request allowed.
+    /// [`LocalDir`] storage at `config.data_dir`, every request allowed (tests).
     pub async fn open_local(config: ServerConfig) -> Result<Arc<AppState>, StorageError> {
+        AppState::open_local_with(config, Arc::new(AllowAll)).await
+    }
+
+    /// [`LocalDir`] storage at `config.data_dir`, requests checked by `authorizer`.
+    pub async fn open_local_with(
+        config: ServerConfig,
+        authorizer: Arc<dyn Authorizer>,
+    ) -> Result<Arc<AppState>, StorageError> {
         let storage = LocalDir::open(&config.data_dir)?;
-        AppState::open(Arc::new(storage), Arc::new(AllowAll), config).await
+        AppState::open(Arc::new(storage), authorizer, config).await
+    }
+
+    /// A server on an S3 bucket ([`S3Store::from_env`]: endpoint and credentials from
+    /// the `AWS_*` environment), requests checked by `authorizer`. Checks that the bucket answers
+    /// and whether it honours conditional writes (logged; see [`crate::locks`]). Turns
+    /// on [`ServerConfig::index_refresh`] ([`DEFAULT_SHARED_INDEX_REFRESH`]) unless it
+    /// is set, since a bucket is usually shared by several nodes.
+    pub async fn open_s3(
+        mut config: ServerConfig,
+        location: S3Location,
+        authorizer: Arc<dyn Authorizer>,
+    ) -> Result<Arc<AppState>, StorageError> {
+        let mut store = S3Store::from_env(location, S3Options::default())?;
+        store.check_access().await?;
+        let atomic = store.probe_conditional_put().await?;
+        if atomic {
+            tracing::info!(store = %store.location(), "conditional writes supported: Git LFS locks are safe across nodes");
+        } else {
+            tracing::warn!(store = %store.location(), "the store ignores conditional writes (If-None-Match): Git LFS locks are only safe with a single server process");
+        }
+        config
+            .index_refresh
+            .get_or_insert(DEFAULT_SHARED_INDEX_REFRESH);
+        AppState::open(Arc::new(store), authorizer, config).await
     }
 
     pub fn storage(&self) -> &Arc<dyn Storage> {
@@ -154,9 +234,71 @@ impl AppState {
             .expect("the verification semaphore is never closed")
     }
 
+    /// Packs being stored right now (see [`crate::tenancy`]).
+    pub(crate) fn claims(&self) -> &PackClaims {
+        &self.claims
+    }
+
     /// Held while a Git LFS lock is created or removed (see [`crate::locks`]).
     pub(crate) async fn lock_mutations(&self) -> MutexGuard<'_, ()> {
         self.lock_mutations.lock().await
+    }
+
+    /// Catches the chunk index up with storage ([`ChunkIndex::refresh`]) unless a
+    /// refresh started at or after `since` (the moment the caller saw a miss), which
+    /// already covers everything stored before the miss. Refreshes never overlap, and
+    /// start at least [`MIN_REFRESH_GAP`] apart.
+    pub async fn refresh_index(&self, since: Instant) -> Result<LoadStats, StorageError> {
+        let mut last = self.last_refresh.lock().await;
+        if last.is_some_and(|started| started >= since) {
+            return Ok(LoadStats::default());
+        }
+        if let Some(started) = *last {
+            tokio::time::sleep_until((started + MIN_REFRESH_GAP).into()).await;
+        }
+        let started = Instant::now();
+        *last = Some(started);
+        let stats = self.index.refresh(Arc::clone(&self.storage)).await?;
+        if stats.packs > 0 || stats.skipped > 0 {
+            tracing::info!(
+                packs = stats.packs,
+                chunks = stats.chunks,
+                skipped = stats.skipped,
+                ms = started.elapsed().as_millis() as u64,
+                "chunk index caught up with storage"
+            );
+        }
+        Ok(stats)
+    }
+
+    /// [`crate::register::locate`] in the packs `repo` may read ([`crate::tenancy`]);
+    /// on shared storage a `missing_chunks` answer is only given after the index caught
+    /// up with packs other nodes stored.
+    pub async fn locate_fresh(
+        &self,
+        repo: &RepoName,
+        recipe: &Recipe,
+    ) -> Result<Result<Located, FileError>, StorageError> {
+        let observed = Instant::now();
+        match self.locate_readable(repo, recipe).await? {
+            Err(e) if e.code == "missing_chunks" && self.config.index_refresh.is_some() => {
+                self.refresh_index(observed).await?;
+                self.locate_readable(repo, recipe).await
+            }
+            other => Ok(other),
+        }
+    }
+
+    async fn locate_readable(
+        &self,
+        repo: &RepoName,
+        recipe: &Recipe,
+    ) -> Result<Result<Located, FileError>, StorageError> {
+        let packs = self.index.packs_of(recipe.chunks.iter().map(|c| &c.id));
+        let readable = crate::tenancy::readable(&self.storage, repo, packs).await?;
+        Ok(crate::register::locate(&self.index, recipe, |p| {
+            readable.contains(p)
+        }))
     }
 
     /// Stores a pack whose content is already trusted (`entries` are its verified footer
@@ -171,28 +313,35 @@ impl AppState {
         entries: &[PackEntry],
     ) -> Result<bool, StorageError> {
         let key = crate::keys::pack_key(&pack);
-        let created = if self.storage.head(&key).await?.is_some() {
-            false
-        } else {
-            self.storage.put(&key, bytes).await?;
-            true
+        // Claimed, so that a failed Git LFS upload storing the same pack cannot delete it
+        // between our check and the index update.
+        self.claims.claim(pack).await;
+        let stored = async {
+            if self.storage.head(&key).await?.is_some() {
+                Ok(false)
+            } else {
+                self.storage.put(&key, bytes).await.map(|()| true)
+            }
+        }
+        .await;
+        let added = match &stored {
+            Ok(_) => self.index.add_pack(pack, entries),
+            Err(_) => 0,
         };
-        let added = self.index.add_pack(pack, entries);
+        self.claims.release(&pack).await;
+        let created = stored?;
         tracing::info!(%pack, chunks = entries.len(), new_chunks = added, created, "pack stored");
         Ok(created)
     }
 
-    /// Whether `repo` may read `pack`. Every pack is readable by every repository today;
-    /// when packs become restricted to the repositories that reference them, this is the
-    /// one place to change (GET pack and, later, `chunks/exists` and registration go
-    /// through it).
+    /// Whether `repo` may read `pack`: it uploaded the pack or its files use it (see
+    /// [`crate::tenancy`]). `GET packs` answers 404 otherwise.
     pub async fn may_read_pack(
         &self,
         repo: &RepoName,
         pack: &PackId,
     ) -> Result<bool, StorageError> {
-        let _ = (repo, pack);
-        Ok(true)
+        crate::tenancy::may_read(&*self.storage, repo, pack).await
     }
 
     /// A fresh id for a request: unique within this process, and unlikely to repeat
@@ -201,6 +350,30 @@ impl AppState {
         let n = self.request_counter.fetch_add(1, Ordering::Relaxed);
         format!("{:08x}-{n:x}", self.request_tag)
     }
+}
+
+/// Keeps the index of a node on shared storage current: refreshes every `interval`, and
+/// soon after a lookup misses (at most every [`MISS_REFRESH_GAP`]). Holds only a weak
+/// reference, so it ends with the state.
+fn spawn_refresher(state: &Arc<AppState>, interval: Duration) {
+    let weak = Arc::downgrade(state);
+    let missed = state.index.miss_signal();
+    tokio::spawn(async move {
+        loop {
+            let woken_by_miss = tokio::select! {
+                () = missed.notified() => true,
+                () = tokio::time::sleep(interval) => false,
+            };
+            let Some(state) = weak.upgrade() else { return };
+            if let Err(e) = state.refresh_index(Instant::now()).await {
+                tracing::warn!(error = %crate::error::error_chain(&e), "chunk index refresh failed; retrying later");
+            }
+            drop(state);
+            if woken_by_miss {
+                tokio::time::sleep(MISS_REFRESH_GAP).await;
+            }
+        }
+    });
 }
 
 fn boot_tag() -> u32 {

@@ -1,16 +1,17 @@
 //! Object storage behind the server: the [`Storage`] trait and its [`LocalDir`] backend.
 //!
 //! Keys are `/`-separated relative paths such as `packs/ab/<hex>.pack`. The trait is shaped
-//! like an object store (whole-object put, ranged get, list by prefix) so that an S3 backend
-//! can be added beside [`LocalDir`] without touching any caller. This module knows nothing
-//! about packs or recipes: the key layout lives in [`crate::keys`], and verification of
-//! content is the callers' job.
+//! like an object store (whole-object put, ranged get, list by prefix, create-if-absent), so
+//! the S3 backend ([`crate::s3::S3Store`]) sits beside [`LocalDir`] without any caller
+//! knowing which one it talks to. This module knows nothing about packs or recipes: the key
+//! layout lives in [`crate::keys`], and verification of content is the callers' job.
 
 use std::fmt;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -36,6 +37,12 @@ pub enum StorageError {
         #[source]
         source: io::Error,
     },
+    /// A `--store` location that cannot be used (for example a malformed `s3://` URL).
+    #[error("invalid storage location {location:?}: {reason}")]
+    InvalidLocation {
+        location: String,
+        reason: &'static str,
+    },
     /// A failure of a non-filesystem backend (kept open so new backends need no new
     /// variant, and callers no new match arm).
     #[error("storage backend error on {key:?}")]
@@ -55,6 +62,15 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     /// again is harmless.
     async fn put(&self, key: &str, data: Bytes) -> Result<(), StorageError>;
 
+    /// Stores `data` at `key` only if no object is there yet: `Ok(true)` when it was
+    /// created, `Ok(false)` (and nothing written) when an object already existed. Atomic
+    /// against other writers, even in other processes, when [`Storage::atomic_create`]
+    /// says so; otherwise a check followed by a write.
+    async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<bool, StorageError>;
+
+    /// Whether [`Storage::put_if_absent`] is atomic across processes sharing this store.
+    fn atomic_create(&self) -> bool;
+
     /// The whole object.
     async fn get(&self, key: &str) -> Result<Bytes, StorageError>;
 
@@ -70,6 +86,17 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
 
     /// Removes the object. Deleting a missing key succeeds, as on object stores.
     async fn delete(&self, key: &str) -> Result<(), StorageError>;
+
+    /// A URL from which a client may `GET` the object (with `Range`) directly for
+    /// `expires`, bypassing the server, or `None` when the backend has no such thing.
+    async fn presign_get(
+        &self,
+        key: &str,
+        expires: Duration,
+    ) -> Result<Option<String>, StorageError> {
+        let _ = (key, expires);
+        Ok(None)
+    }
 }
 
 /// Checks that `key` is a relative `/`-separated path that cannot leave the storage root
@@ -188,6 +215,35 @@ impl Storage for LocalDir {
                 .map_err(|source| StorageError::Io { key: owned, source })
         })
         .await
+    }
+
+    async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<bool, StorageError> {
+        let path = self.path_of(key)?;
+        let owned = key.to_string();
+        self.blocking(key, move || {
+            let io_err = |source| StorageError::Io {
+                key: owned.clone(),
+                source,
+            };
+            let mut tmp = fsutil::temp_beside(&path).map_err(io_err)?;
+            tmp.write_all(&data)
+                .and_then(|()| tmp.as_file().sync_all())
+                .map_err(io_err)?;
+            // A hard link never replaces an existing file: atomic create-if-absent.
+            match tmp.persist_noclobber(&path) {
+                Ok(_) => {}
+                Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
+                Err(e) => return Err(io_err(e.error)),
+            }
+            let dir = path.parent().unwrap_or(Path::new("."));
+            fsutil::sync_dir(dir).map_err(io_err)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    fn atomic_create(&self) -> bool {
+        true
     }
 
     async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
@@ -371,6 +427,17 @@ mod tests {
             s.put("../escape", Bytes::new()).await,
             Err(StorageError::InvalidKey { .. })
         ));
+        assert!(s.atomic_create());
+        assert!(s.put_if_absent("l/x.json", "one".into()).await.unwrap());
+        assert!(!s.put_if_absent("l/x.json", "two".into()).await.unwrap());
+        assert_eq!(&s.get("l/x.json").await.unwrap()[..], b"one");
+        assert_eq!(s.list("l").await.unwrap(), vec!["l/x.json"]);
+        assert_eq!(
+            s.presign_get("l/x.json", Duration::from_secs(1))
+                .await
+                .unwrap(),
+            None
+        );
     }
 
     #[test]

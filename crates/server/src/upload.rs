@@ -4,10 +4,9 @@
 //! does on the server what `git model` does on the client: it streams the body through the
 //! content-defined chunker (the same [`ChunkParams::V1`], so the same cut points), hashes
 //! every chunk with BLAKE3 and the whole with SHA-256, compresses and packs only the chunks
-//! the server does not have yet (dedup against everything stored, whatever the repository
-//! or protocol), stores each pack through [`AppState::store_pack`] exactly like an
-//! uploaded pack, and finally writes the repository's recipe through
-//! [`register::store_recipe`] (the native registration's key and format).
+//! the repository cannot read yet (whatever protocol brought them), and finally writes the
+//! repository's recipe through [`register::store_recipe`] (the native registration's key
+//! and format).
 //!
 //! The async side only reads the body (with the idle timeout) and hands blocks of
 //! [`BLOCK_BYTES`] to one worker on the blocking pool through a channel of
@@ -16,29 +15,42 @@
 //! the cores with pack verifications. Memory per upload: the blocks in flight, one chunk
 //! being cut, and the pack being filled (flushed at [`UPLOAD_PACK_BYTES`]).
 //!
-//! Not done here: the recipe is not rebuilt from storage as native registration does.
-//! The server computed it itself from the bytes it hashed, so there is no client claim to
-//! check. If the body's SHA-256 or length is not what the URL and `Content-Length` say,
-//! the answer is 422 and no recipe is written; packs already stored by then stay (valid,
-//! indexed chunks that no recipe uses: orphans until a future garbage collection).
+//! **Nothing is kept from a refused upload.** Packs must reach storage before the whole
+//! body has been hashed (an object can be far larger than memory), so they are *staged*:
+//! stored and claimed ([`crate::tenancy::PackClaims`]) but not indexed nor readable by
+//! any repository. Only when the body's SHA-256 and length match the URL and
+//! `Content-Length` are they committed (indexed, recorded as readable by the repository)
+//! and the recipe written. Otherwise the answer is 422 and [`StagedPacks`] deletes the
+//! packs this upload stored, unless another request claims or has indexed them; a
+//! request that is cut off midway is cleaned up the same way. (On shared storage, where
+//! another node may be using an identical pack, staged packs are left in place instead,
+//! readable by nobody.)
+//!
+//! The recipe is not rebuilt from storage as native registration does: the server
+//! computed it itself from the bytes it hashed, so there is no client claim to check.
+//! Deduplication is against the packs the repository may read ([`crate::tenancy`]):
+//! chunks only other repositories hold are packed again, so an upload reveals nothing
+//! about other repositories' content.
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use gitmodel_format::id::OidHasher;
-use gitmodel_format::pack::{encode_chunk, RECORD_HEADER_LEN};
+use gitmodel_format::pack::{encode_chunk, PackEntry, RECORD_HEADER_LEN};
 use gitmodel_format::recipe::RecipeChunk;
-use gitmodel_format::{ChunkId, ChunkParams, Chunker, Oid, PackBuilder, Recipe};
+use gitmodel_format::{ChunkId, ChunkParams, Chunker, Oid, PackBuilder, PackId, Recipe};
 use gitmodel_proto::RepoName;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use crate::api;
-use crate::error::ApiError;
+use crate::error::{error_chain, ApiError};
+use crate::keys;
 use crate::register;
 use crate::state::AppState;
+use crate::tenancy;
 
 /// Body bytes handed to the worker at once.
 pub const BLOCK_BYTES: usize = 4 * 1024 * 1024;
@@ -56,7 +68,8 @@ pub struct Ingested {
     pub size: u64,
     /// The body's chunks, in order: an unlocated recipe's chunk list.
     pub chunks: Vec<RecipeChunk>,
-    /// Chunks the server did not have before, their raw bytes and their bytes in packs.
+    /// Chunks the repository could not read before, their raw bytes and their bytes in
+    /// packs.
     pub new_chunks: usize,
     pub new_bytes: u64,
     pub stored_bytes: u64,
@@ -78,19 +91,26 @@ where
     B::Error: std::fmt::Display,
 {
     let started = Instant::now();
-    let got = ingest(state, body, idle_timeout).await?;
-    if let Some(declared) = declared.filter(|&d| d != got.size) {
-        return Err(ApiError::ContentMismatch {
-            oid,
-            what: format!("{} bytes arrived, Content-Length said {declared}", got.size),
-        });
+    let limit = state.config().max_lfs_object_bytes;
+    if let Some(size) = declared.filter(|&d| d > limit) {
+        return Err(ApiError::ObjectTooLarge { size, limit });
     }
-    if got.oid != oid {
-        return Err(ApiError::ContentMismatch {
-            oid,
-            what: format!("its {} bytes hash to {}", got.size, got.oid),
-        });
+    let (got, staged) = ingest(state, repo, body, idle_timeout, limit).await?;
+    let mismatch = if let Some(declared) = declared.filter(|&d| d != got.size) {
+        Some(format!(
+            "{} bytes arrived, Content-Length said {declared}",
+            got.size
+        ))
+    } else if got.oid != oid {
+        Some(format!("its {} bytes hash to {}", got.size, got.oid))
+    } else {
+        None
+    };
+    if let Some(what) = mismatch {
+        staged.discard().await;
+        return Err(ApiError::ContentMismatch { oid, what });
     }
+    staged.commit(repo).await?;
     let recipe = Recipe {
         chunker: ChunkParams::V1.version,
         oid,
@@ -100,8 +120,11 @@ where
     };
     let bug = |what: String| ApiError::internal(format!("recipe of upload {oid}: {what}"));
     recipe.validate().map_err(|e| bug(e.to_string()))?;
-    // Every chunk is in the index now (found there, or in a pack stored above).
-    let located = register::locate(state.index(), &recipe).map_err(|e| bug(e.message))?;
+    // Every chunk is readable by the repository now (found so, or in a pack just committed).
+    let located = state
+        .locate_fresh(repo, &recipe)
+        .await?
+        .map_err(|e| bug(e.message))?;
     register::store_recipe(state, repo, &located.recipe).await?;
     tracing::info!(
         %repo,
@@ -118,6 +141,102 @@ where
     Ok(())
 }
 
+/// A staged pack: stored and claimed, not yet indexed.
+type Staged = (PackId, Vec<PackEntry>);
+
+/// The packs an upload has staged (see the module header). Must end in
+/// [`StagedPacks::commit`] or [`StagedPacks::discard`]; dropped unsettled (the request
+/// was cut off), it discards them in a background task.
+pub struct StagedPacks {
+    state: Arc<AppState>,
+    packs: Arc<Mutex<Vec<Staged>>>,
+    settled: bool,
+}
+
+impl std::fmt::Debug for StagedPacks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StagedPacks")
+            .field("packs", &self.lock().len())
+            .field("settled", &self.settled)
+            .finish()
+    }
+}
+
+impl StagedPacks {
+    fn new(state: &Arc<AppState>) -> StagedPacks {
+        StagedPacks {
+            state: Arc::clone(state),
+            packs: Arc::new(Mutex::new(Vec::new())),
+            settled: false,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Staged>> {
+        self.packs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn take(&self) -> Vec<Staged> {
+        std::mem::take(&mut *self.lock())
+    }
+
+    /// Makes the packs visible: indexed, and readable by `repo`.
+    pub async fn commit(mut self, repo: &RepoName) -> Result<(), ApiError> {
+        self.settled = true;
+        let packs = self.take();
+        for (pack, entries) in &packs {
+            self.state.index().add_pack(*pack, entries);
+        }
+        let granted = tenancy::grant(self.state.storage(), repo, packs.iter().map(|p| p.0)).await;
+        for (pack, _) in &packs {
+            self.state.claims().release(pack).await;
+        }
+        Ok(granted?)
+    }
+
+    /// Deletes the packs unless someone else needs them.
+    pub async fn discard(mut self) {
+        self.settled = true;
+        discard(&self.state, self.take()).await;
+    }
+}
+
+impl Drop for StagedPacks {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        let packs = self.take();
+        if packs.is_empty() {
+            return;
+        }
+        let state = Arc::clone(&self.state);
+        if let Ok(runtime) = Handle::try_current() {
+            runtime.spawn(async move { discard(&state, packs).await });
+        }
+    }
+}
+
+async fn discard(state: &AppState, packs: Vec<Staged>) {
+    for (pack, _) in packs {
+        if state.config().index_refresh.is_some() {
+            // Shared storage: another node may have stored the identical pack for good.
+            state.claims().release(&pack).await;
+            continue;
+        }
+        match state
+            .claims()
+            .release_and_discard(&pack, state.index(), &**state.storage())
+            .await
+        {
+            Ok(true) => tracing::info!(%pack, "deleted a pack of a refused upload"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(%pack, error = %error_chain(&e), "cannot delete a pack of a refused upload")
+            }
+        }
+    }
+}
+
 enum Msg {
     /// Body bytes, and the CPU permit their processing holds.
     Data(Vec<Bytes>, OwnedSemaphorePermit),
@@ -125,26 +244,43 @@ enum Msg {
     End,
 }
 
-/// Streams `body` through the chunker into packs (see the module header).
+/// Streams `body` (at most `limit` bytes) through the chunker into staged packs (see the
+/// module header). On failure the staged packs are discarded before returning.
 pub async fn ingest<B>(
     state: &Arc<AppState>,
+    repo: &RepoName,
     mut body: B,
     idle_timeout: Duration,
-) -> Result<Ingested, ApiError>
+    limit: u64,
+) -> Result<(Ingested, StagedPacks), ApiError>
 where
     B: hyper::body::Body<Data = Bytes> + Send + Unpin,
     B::Error: std::fmt::Display,
 {
+    let staged = StagedPacks::new(state);
     let (tx, rx) = mpsc::channel(BLOCKS_IN_FLIGHT);
-    let worker = Worker::new(Arc::clone(state), Handle::current());
+    let worker = Worker::new(
+        Arc::clone(state),
+        repo.clone(),
+        Arc::clone(&staged.packs),
+        Handle::current(),
+    );
     let worker = tokio::task::spawn_blocking(move || worker.run(rx));
-    let fed = feed(state, &mut body, idle_timeout, &tx).await;
+    let fed = feed(state, &mut body, idle_timeout, limit, &tx).await;
     drop(tx);
     // A worker failure (storage) also stops the feeding: report the worker's error first.
-    match (worker.await?, fed) {
-        (Err(e), _) | (Ok(_), Err(e)) => Err(e),
-        (Ok(Some(ingested)), Ok(())) => Ok(ingested),
-        (Ok(None), Ok(())) => Err(ApiError::internal("the upload worker stopped early")),
+    let result = match (worker.await, fed) {
+        (Err(e), _) => Err(ApiError::from(e)),
+        (Ok(Err(e)), _) | (Ok(_), Err(e)) => Err(e),
+        (Ok(Ok(Some(ingested))), Ok(())) => Ok(ingested),
+        (Ok(Ok(None)), Ok(())) => Err(ApiError::internal("the upload worker stopped early")),
+    };
+    match result {
+        Ok(ingested) => Ok((ingested, staged)),
+        Err(e) => {
+            staged.discard().await;
+            Err(e)
+        }
     }
 }
 
@@ -152,6 +288,7 @@ async fn feed<B>(
     state: &AppState,
     body: &mut B,
     idle_timeout: Duration,
+    limit: u64,
     tx: &mpsc::Sender<Msg>,
 ) -> Result<(), ApiError>
 where
@@ -160,10 +297,15 @@ where
 {
     let mut parts = Vec::new();
     let mut len = 0;
+    let mut total = 0u64;
     loop {
         let data = api::next_data(body, idle_timeout).await?;
         let done = data.is_none();
         if let Some(data) = data {
+            total += data.len() as u64;
+            if total > limit {
+                return Err(ApiError::TooLarge { limit });
+            }
             len += data.len();
             parts.push(data);
         }
@@ -198,14 +340,22 @@ struct Worker {
 }
 
 impl Worker {
-    fn new(state: Arc<AppState>, runtime: Handle) -> Worker {
+    fn new(
+        state: Arc<AppState>,
+        repo: RepoName,
+        staged: Arc<Mutex<Vec<Staged>>>,
+        runtime: Handle,
+    ) -> Worker {
         let params = ChunkParams::V1;
         Worker {
             packer: Packer {
                 state,
+                repo,
                 runtime,
+                staged,
                 pack: PackBuilder::new(),
-                in_pack: HashSet::new(),
+                staged_chunks: HashSet::new(),
+                readable: HashMap::new(),
                 chunks: Vec::new(),
                 new_chunks: 0,
                 new_bytes: 0,
@@ -277,13 +427,18 @@ impl Worker {
     }
 }
 
-/// Collects an upload's chunk list and packs its new chunks.
+/// Collects an upload's chunk list and packs the chunks the repository cannot read yet.
 struct Packer {
     state: Arc<AppState>,
+    repo: RepoName,
     runtime: Handle,
+    /// Packs stored so far (shared with the request's [`StagedPacks`]).
+    staged: Arc<Mutex<Vec<Staged>>>,
     pack: PackBuilder,
-    /// Chunks in `pack`, not yet in the index.
-    in_pack: HashSet<ChunkId>,
+    /// Chunks in `pack` or in a staged pack.
+    staged_chunks: HashSet<ChunkId>,
+    /// Whether the repository may read a pack, as found so far.
+    readable: HashMap<PackId, bool>,
     chunks: Vec<RecipeChunk>,
     new_chunks: usize,
     new_bytes: u64,
@@ -298,7 +453,7 @@ impl Packer {
         let raw_len = u32::try_from(data.len())
             .map_err(|_| ApiError::internal("a chunk longer than 4 GiB"))?;
         self.chunks.push(RecipeChunk { id, raw_len });
-        if self.in_pack.contains(&id) || self.state.index().contains(&id) {
+        if self.staged_chunks.contains(&id) || self.readable_has(&id)? {
             return Ok(());
         }
         let (codec, stored) = encode_chunk(data);
@@ -308,14 +463,36 @@ impl Packer {
             self.flush()?;
         }
         self.pack.push(id, raw_len, codec, &stored);
-        self.in_pack.insert(id);
+        self.staged_chunks.insert(id);
         self.new_chunks += 1;
         self.new_bytes += u64::from(raw_len);
         self.stored_bytes += stored.len() as u64 + RECORD_HEADER_LEN;
         Ok(())
     }
 
-    /// Stores the pack being filled (if any) the way an uploaded pack is stored.
+    /// Whether the chunk is in a pack the repository may read.
+    fn readable_has(&mut self, id: &ChunkId) -> Result<bool, ApiError> {
+        for location in self.state.index().locations(id) {
+            let pack = location.pack;
+            let readable = match self.readable.get(&pack) {
+                Some(&known) => known,
+                None => {
+                    let storage = &**self.state.storage();
+                    let known = self
+                        .runtime
+                        .block_on(tenancy::may_read(storage, &self.repo, &pack))?;
+                    self.readable.insert(pack, known);
+                    known
+                }
+            };
+            if readable {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Stages the pack being filled (if any): stored and claimed, not yet indexed.
     fn flush(&mut self) -> Result<(), ApiError> {
         if self.pack.is_empty() {
             return Ok(());
@@ -323,9 +500,20 @@ impl Packer {
         let builder = std::mem::replace(&mut self.pack, PackBuilder::new());
         // Built here from chunks hashed here: nothing to verify, unlike a client's pack.
         let (pack, bytes, entries) = builder.finish();
-        self.runtime
-            .block_on(self.state.store_pack(pack, bytes.into(), &entries))?;
-        self.in_pack.clear();
+        let state = &self.state;
+        self.runtime.block_on(async {
+            state.claims().claim(pack).await;
+            // Recorded before the write, so that a failed write still releases the claim.
+            self.staged
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push((pack, entries));
+            let key = keys::pack_key(&pack);
+            if state.storage().head(&key).await?.is_none() {
+                state.storage().put(&key, bytes.into()).await?;
+            }
+            Ok::<_, ApiError>(())
+        })?;
         self.packs += 1;
         Ok(())
     }
@@ -359,7 +547,11 @@ mod tests {
                 tx.send(Ok(part)).await.unwrap();
             }
         });
-        let got = ingest(state, body, Duration::from_secs(10)).await.unwrap();
+        let repo = RepoName::new("acme", "up").unwrap();
+        let (got, staged) = ingest(state, &repo, body, Duration::from_secs(10), u64::MAX)
+            .await
+            .unwrap();
+        staged.commit(&repo).await.unwrap();
         sender.await.unwrap();
         got
     }

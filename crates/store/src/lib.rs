@@ -14,6 +14,7 @@
 
 pub mod fsutil;
 mod ingest;
+mod maintain;
 mod read;
 
 use std::collections::HashMap;
@@ -29,6 +30,7 @@ use gitmodel_format::{ChunkId, Oid, PackBuilder, PackId, Recipe};
 use rayon::prelude::*;
 
 pub use ingest::Ingested;
+pub use maintain::PrunePlan;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -47,6 +47,50 @@ impl Server {
         }
     }
 
+    /// Like [`Server::start`], with more arguments (after `--data-dir <data_dir>`) and
+    /// environment variables for the server process only: for example
+    /// `--store s3://bucket/prefix` with the `AWS_*` variables.
+    pub fn start_with(
+        exe: &Path,
+        data_dir: &Path,
+        args: &[&str],
+        envs: &[(String, String)],
+    ) -> Server {
+        let mut child = Command::new(exe)
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(args)
+            .envs(envs.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", exe.display()));
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .expect("reading the server's address");
+        let url = line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .filter(|u| u.starts_with("http://"))
+            .unwrap_or_else(|| {
+                let _ = child.kill();
+                let status = child.wait().ok();
+                panic!(
+                    "{} {args:?} printed {line:?} instead of its address (exit: {status:?}; \
+                     its stderr is above)",
+                    exe.display()
+                )
+            })
+            .to_string();
+        Server {
+            child,
+            url,
+            data_dir: data_dir.to_path_buf(),
+        }
+    }
+
     /// URL of repository `ns/repo` on this server.
     pub fn repo_url(&self, ns: &str, repo: &str) -> String {
         format!("{}/{ns}/{repo}", self.url)

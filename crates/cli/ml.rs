@@ -1,0 +1,598 @@
+//! The ML commands: `diff` (format-aware, also git's diff driver), `log`, `metrics`,
+//! `params`, `compare` and `lineage`. The logic lives in `gitmodel-ml`; this module reads
+//! what it needs from git, the working tree and the local store.
+//!
+//! Reading is lazy: [`Ctx::read_at`] serves byte ranges of a stored file from its chunks,
+//! fetching only the missing chunks it covers from the server ([`Ctx::prefetch`] batches
+//! them into exact range requests), so a diff of two model versions reads their headers
+//! and the tensors whose chunks differ, never the whole files.
+
+mod diff;
+mod history;
+mod tables;
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use anyhow::{anyhow, Context, Result};
+use clap::Subcommand;
+use gitmodel_client::Remote;
+use gitmodel_format::pack::{self, PackEntry, TRAILER_LEN};
+use gitmodel_format::{ChunkId, Oid, PackId, Pointer, Recipe};
+use gitmodel_ml::manifest::{self, Manifest, MANIFEST};
+use gitmodel_ml::ranges::ChunkLayout;
+use gitmodel_store::{LocalStore, StoredChunk};
+
+use crate::app::{usage, Repo};
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// What changed between two versions: per tensor for safetensors/GGUF, per row for
+    /// CSV/TSV/JSON Lines, shared chunks for anything else. No revs: HEAD against the
+    /// working tree; one rev: it against the working tree.
+    Diff {
+        /// Up to two revisions.
+        #[arg(num_args = 0..=2)]
+        revs: Vec<String>,
+        /// Limit to these paths.
+        #[arg(last = true)]
+        paths: Vec<String>,
+        /// Match table rows on this column.
+        #[arg(long)]
+        key: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// Example rows shown per kind of change.
+        #[arg(long, default_value_t = 5)]
+        examples: usize,
+    },
+    /// git's external diff driver (`diff.model.command`, set by `install`).
+    #[command(hide = true)]
+    DiffDriver { args: Vec<String> },
+    /// git's textconv for `diff=model` files (`git log -p`): one line per tensor with a
+    /// content hash, tables as they are, other files as size and hash.
+    #[command(hide = true)]
+    Textconv { file: String },
+    /// Every version of a tracked file: commit, date, author, size, new bytes, metrics.
+    Log {
+        path: String,
+        /// Start from this revision instead of HEAD.
+        #[arg(long, default_value = "HEAD")]
+        rev: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Metrics files named in models.toml.
+    Metrics {
+        #[command(subcommand)]
+        command: tables::KvCommand,
+    },
+    /// Params files named in models.toml.
+    Params {
+        #[command(subcommand)]
+        command: tables::KvCommand,
+    },
+    /// One table of params and metrics across branches or commits; the first is the
+    /// baseline. Patterns like 'exp/*' match branches.
+    Compare {
+        #[arg(required = true)]
+        refs: Vec<String>,
+        /// Order the rows after the baseline by this metric (descending).
+        #[arg(long)]
+        sort: Option<String>,
+        /// Ascending instead.
+        #[arg(long)]
+        asc: bool,
+        #[arg(long, conflicts_with = "csv")]
+        json: bool,
+        #[arg(long)]
+        csv: bool,
+    },
+    /// What a model version was made from: dataset versions, params, code commit.
+    Lineage {
+        /// `<model>[@<rev>]`.
+        #[arg(required_unless_present = "reverse")]
+        model: Option<String>,
+        /// `<dataset path>[@<rev>]`: which model versions were trained on that version.
+        #[arg(long, conflicts_with = "model")]
+        reverse: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(cmd: Command) -> Result<()> {
+    match cmd {
+        Command::Diff {
+            revs,
+            paths,
+            key,
+            json,
+            examples,
+        } => diff::diff(&revs, &paths, key.as_deref(), json, examples),
+        Command::DiffDriver { args } => diff::driver(&args),
+        Command::Textconv { file } => diff::textconv(&file),
+        Command::Log { path, rev, json } => history::log(&path, &rev, json),
+        Command::Metrics { command } => tables::run(tables::Kind::Metrics, command),
+        Command::Params { command } => tables::run(tables::Kind::Params, command),
+        Command::Compare {
+            refs,
+            sort,
+            asc,
+            json,
+            csv,
+        } => tables::compare(&refs, sort.as_deref(), asc, json, csv),
+        Command::Lineage {
+            model,
+            reverse,
+            json,
+        } => match reverse {
+            Some(r) => history::lineage_reverse(&r, json),
+            None => history::lineage(model.as_deref().unwrap_or_default(), json),
+        },
+    }
+}
+
+/// Content of one version of a file, not read yet.
+pub enum Content {
+    /// A pointer: bytes come from the local store's chunks (fetched when missing).
+    Stored {
+        pointer: Pointer,
+        layout: ChunkLayout,
+    },
+    /// A small blob or file held in memory.
+    Bytes(Vec<u8>),
+    /// A working-tree file with real content.
+    File { path: PathBuf, size: u64 },
+}
+
+impl Content {
+    pub fn size(&self) -> u64 {
+        match self {
+            Content::Stored { pointer, .. } => pointer.size,
+            Content::Bytes(b) => b.len() as u64,
+            Content::File { size, .. } => *size,
+        }
+    }
+
+    pub fn layout(&self) -> Option<&ChunkLayout> {
+        match self {
+            Content::Stored { layout, .. } => Some(layout),
+            _ => None,
+        }
+    }
+
+    pub fn pointer(&self) -> Option<&Pointer> {
+        match self {
+            Content::Stored { pointer, .. } => Some(pointer),
+            _ => None,
+        }
+    }
+}
+
+/// Where files are read from: a commit or the working tree.
+#[derive(Clone, Copy)]
+pub enum Side {
+    Rev(git2::Oid),
+    Worktree,
+}
+
+/// Decoded chunks kept for reads that straddle piece boundaries.
+const CHUNK_CACHE: usize = 32;
+
+/// The repository, its store and the server, with counters of what was read.
+pub struct Ctx {
+    pub repo: Repo,
+    pub store: LocalStore,
+    remote: RefCell<Option<Result<Remote, String>>>,
+    located: RefCell<HashMap<Oid, Rc<Recipe>>>,
+    cache: RefCell<Vec<(ChunkId, Rc<Vec<u8>>)>>,
+    touched: RefCell<HashSet<ChunkId>>,
+    /// Raw bytes of distinct chunks (and plain files) read.
+    pub bytes_read: Cell<u64>,
+    /// Raw bytes of chunks fetched from the server.
+    pub bytes_fetched: Cell<u64>,
+}
+
+impl Ctx {
+    pub fn open() -> Result<Ctx> {
+        let repo = Repo::open()?;
+        let store = repo.store()?;
+        Ok(Ctx {
+            repo,
+            store,
+            remote: RefCell::new(None),
+            located: RefCell::new(HashMap::new()),
+            cache: RefCell::new(Vec::new()),
+            touched: RefCell::new(HashSet::new()),
+            bytes_read: Cell::new(0),
+            bytes_fetched: Cell::new(0),
+        })
+    }
+
+    pub fn git(&self) -> &git2::Repository {
+        &self.repo.repo
+    }
+
+    pub fn remote(&self) -> Result<Remote> {
+        let mut slot = self.remote.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(self.repo.remote().map_err(|e| format!("{e:#}")));
+        }
+        slot.as_ref()
+            .expect("set above")
+            .clone()
+            .map_err(|e| anyhow!(e))
+    }
+
+    /// The server's located recipe of `oid` (where its chunks are in the server's packs).
+    fn located_recipe(&self, oid: &Oid) -> Result<Rc<Recipe>> {
+        if let Some(r) = self.located.borrow().get(oid) {
+            return Ok(r.clone());
+        }
+        let remote = self.remote()?;
+        let r = remote
+            .get_recipe(oid)
+            .with_context(|| format!("asking {} for {oid}", remote.url()))?
+            .ok_or_else(|| anyhow!("{oid} is neither in the local store nor on the server"))?;
+        let r = Rc::new(r);
+        self.located.borrow_mut().insert(*oid, r.clone());
+        Ok(r)
+    }
+
+    /// The chunk list of a stored file: from the local store, else the server's recipe
+    /// (kept locally for next time; its chunks are fetched only when read).
+    pub fn chunk_list(&self, p: &Pointer) -> Result<ChunkLayout> {
+        if let Some(r) = self.store.recipe(&p.oid)? {
+            return Ok(ChunkLayout::new(&r.chunks));
+        }
+        let r = self.located_recipe(&p.oid)?;
+        if r.size != p.size {
+            anyhow::bail!(
+                "{}: the server's recipe has {} bytes, the pointer says {}",
+                p.oid,
+                r.size,
+                p.size
+            );
+        }
+        self.store.put_recipe(&r)?;
+        Ok(ChunkLayout::new(&r.chunks))
+    }
+
+    pub fn stored(&self, pointer: Pointer) -> Result<Content> {
+        let layout = if pointer.size == 0 {
+            ChunkLayout::default()
+        } else {
+            self.chunk_list(&pointer)?
+        };
+        Ok(Content::Stored { pointer, layout })
+    }
+
+    /// A git blob's content: a pointer's file, or the blob itself.
+    pub fn blob_content(&self, bytes: Vec<u8>) -> Result<Content> {
+        match Pointer::parse(&bytes) {
+            Some(p) => self.stored(p),
+            None => Ok(Content::Bytes(bytes)),
+        }
+    }
+
+    /// A working-tree file: a pointer left in place, or real content.
+    pub fn file_content(&self, path: &Path) -> Result<Option<Content>> {
+        let meta = match std::fs::metadata(path) {
+            Ok(m) if m.is_file() => m,
+            Ok(_) => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| path.display().to_string()),
+        };
+        if meta.len() < pack_pointer_limit() {
+            let bytes = std::fs::read(path).with_context(|| path.display().to_string())?;
+            if let Some(p) = Pointer::parse(&bytes) {
+                return self.stored(p).map(Some);
+            }
+        }
+        Ok(Some(Content::File {
+            path: path.to_path_buf(),
+            size: meta.len(),
+        }))
+    }
+
+    /// Makes sure the chunks covering `ranges` of `content` are in the local store,
+    /// fetching the missing ones from the server in as few range requests as possible.
+    pub fn prefetch(&self, content: &Content, ranges: &[Range<u64>]) -> Result<()> {
+        let Content::Stored { pointer, layout } = content else {
+            return Ok(());
+        };
+        let mut missing = HashSet::new();
+        for r in ranges {
+            let c = layout.cover(r.clone());
+            for i in c.first..c.last {
+                let id = layout.id(i);
+                if !self.store.has_chunk(&id) {
+                    missing.insert(id);
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        self.fetch_chunks(&pointer.oid, &missing)
+    }
+
+    fn fetch_chunks(&self, oid: &Oid, wanted: &HashSet<ChunkId>) -> Result<()> {
+        let recipe = self.located_recipe(oid)?;
+        let remote = self.remote()?;
+        let mut per_pack: HashMap<PackId, Vec<u32>> = HashMap::new();
+        let mut seen = HashSet::new();
+        for (seg, chunks) in recipe.segment_chunks() {
+            for (k, c) in chunks.iter().enumerate() {
+                if wanted.contains(&c.id) && seen.insert(c.id) {
+                    per_pack
+                        .entry(seg.pack)
+                        .or_default()
+                        .push(seg.first + k as u32);
+                }
+            }
+        }
+        let mut got = Vec::new();
+        for (pack_id, mut records) in per_pack {
+            records.sort_unstable();
+            let index = pack_index(&remote, &pack_id)?;
+            let mut runs: Vec<Vec<PackEntry>> = Vec::new();
+            for i in records {
+                let e = *index
+                    .get(i as usize)
+                    .ok_or_else(|| anyhow!("pack {pack_id} has no record {i}"))?;
+                match runs.last_mut() {
+                    Some(run)
+                        if run
+                            .last()
+                            .is_some_and(|l| l.offset + l.record_len() == e.offset)
+                            && run.iter().map(PackEntry::record_len).sum::<u64>() < 8 << 20 =>
+                    {
+                        run.push(e)
+                    }
+                    _ => runs.push(vec![e]),
+                }
+            }
+            for run in runs {
+                let start = run[0].offset;
+                let len: u64 = run.iter().map(PackEntry::record_len).sum();
+                let bytes = remote.get_range(&pack_id, start, len)?;
+                let records = pack::parse_records(&bytes)
+                    .map_err(|e| anyhow!("pack {pack_id} at {start}: {e}"))?;
+                if records.len() != run.len() {
+                    anyhow::bail!("pack {pack_id} at {start}: record count differs from its index");
+                }
+                for (rec, entry) in records.iter().zip(&run) {
+                    if rec.id != entry.id {
+                        anyhow::bail!("pack {pack_id} at {start}: unexpected chunk {}", rec.id);
+                    }
+                    rec.decode().map_err(|e| anyhow!("pack {pack_id}: {e}"))?;
+                    self.bytes_fetched
+                        .set(self.bytes_fetched.get() + entry.raw_len as u64);
+                    got.push(StoredChunk {
+                        entry: *entry,
+                        stored: rec.stored.to_vec(),
+                    });
+                }
+            }
+        }
+        self.store.import(got)?;
+        for id in wanted {
+            if !self.store.has_chunk(id) {
+                anyhow::bail!("{oid}: chunk {id} is not on the server");
+            }
+        }
+        Ok(())
+    }
+
+    /// One chunk's bytes, verified.
+    fn chunk(&self, oid: &Oid, id: ChunkId) -> Result<Rc<Vec<u8>>> {
+        if let Some((_, data)) = self.cache.borrow().iter().find(|(c, _)| *c == id) {
+            return Ok(data.clone());
+        }
+        if !self.store.has_chunk(&id) {
+            self.fetch_chunks(oid, &HashSet::from([id]))?;
+        }
+        let stored = self
+            .store
+            .read_stored(&id)?
+            .ok_or_else(|| anyhow!("{oid}: chunk {id} is not in the local store"))?;
+        let raw = pack::decode_chunk(
+            &id,
+            stored.entry.codec,
+            stored.entry.raw_len,
+            &stored.stored,
+        )
+        .map_err(|e| anyhow!("{oid}: {e}"))?;
+        if self.touched.borrow_mut().insert(id) {
+            self.bytes_read
+                .set(self.bytes_read.get() + raw.len() as u64);
+        }
+        let data = Rc::new(raw);
+        let mut cache = self.cache.borrow_mut();
+        if cache.len() >= CHUNK_CACHE {
+            cache.remove(0);
+        }
+        cache.push((id, data.clone()));
+        Ok(data)
+    }
+
+    /// Bytes `offset .. offset + len` of `content` (clamped to its end).
+    pub fn read_at(&self, content: &Content, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let end = (offset + len).min(content.size());
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        match content {
+            Content::Bytes(b) => Ok(b[offset as usize..end as usize].to_vec()),
+            Content::File { path, .. } => {
+                let f = std::fs::File::open(path).with_context(|| path.display().to_string())?;
+                let mut buf = vec![0u8; (end - offset) as usize];
+                f.read_exact_at(&mut buf, offset)
+                    .with_context(|| path.display().to_string())?;
+                self.bytes_read
+                    .set(self.bytes_read.get() + buf.len() as u64);
+                Ok(buf)
+            }
+            Content::Stored { pointer, layout } => {
+                let mut out = Vec::with_capacity((end - offset) as usize);
+                let c = layout.cover(offset..end);
+                for i in c.first..c.last {
+                    let data = self.chunk(&pointer.oid, layout.id(i))?;
+                    let r = layout.chunk_range(i);
+                    let from = offset.max(r.start) - r.start;
+                    let to = end.min(r.end) - r.start;
+                    out.extend_from_slice(&data[from as usize..to as usize]);
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// The whole content (tables, metrics files: things that are read whole anyway).
+    pub fn read_all(&self, content: &Content) -> Result<Vec<u8>> {
+        if let Content::Bytes(b) = content {
+            return Ok(b.clone());
+        }
+        self.prefetch(content, &[0..content.size()])?;
+        self.read_at(content, 0, content.size())
+    }
+
+    /// Commit named by `rev`.
+    pub fn commit(&self, rev: &str) -> Result<git2::Commit<'_>> {
+        self.git()
+            .revparse_single(rev)
+            .and_then(|o| o.peel_to_commit())
+            .map_err(|_| usage(format!("unknown revision {rev:?}")))
+    }
+
+    /// The blob at `path` in `commit`: (blob id, bytes), `None` when absent.
+    pub fn blob_at(&self, commit: git2::Oid, path: &str) -> Result<Option<(git2::Oid, Vec<u8>)>> {
+        let tree = self.git().find_commit(commit)?.tree()?;
+        let Ok(entry) = tree.get_path(Path::new(path)) else {
+            return Ok(None);
+        };
+        if entry.kind() != Some(git2::ObjectType::Blob) {
+            return Ok(None);
+        }
+        let blob = self.git().find_blob(entry.id())?;
+        Ok(Some((entry.id(), blob.content().to_vec())))
+    }
+
+    /// Blob id at `path` in `commit` without reading it.
+    pub fn blob_id_at(&self, commit: &git2::Commit<'_>, path: &str) -> Option<git2::Oid> {
+        let tree = commit.tree().ok()?;
+        let entry = tree.get_path(Path::new(path)).ok()?;
+        (entry.kind() == Some(git2::ObjectType::Blob)).then(|| entry.id())
+    }
+
+    /// A file's content on `side`.
+    pub fn content_at(&self, side: Side, path: &str) -> Result<Option<Content>> {
+        match side {
+            Side::Rev(c) => match self.blob_at(c, path)? {
+                Some((_, bytes)) => self.blob_content(bytes).map(Some),
+                None => Ok(None),
+            },
+            Side::Worktree => {
+                let full = self.repo.workdir()?.join(path);
+                self.file_content(&full)
+            }
+        }
+    }
+
+    /// A small file's bytes on `side` (pointers resolved).
+    pub fn read_file(&self, side: Side, path: &str) -> Result<Option<Vec<u8>>> {
+        match self.content_at(side, path)? {
+            Some(c) => self
+                .read_all(&c)
+                .with_context(|| format!("reading {path}"))
+                .map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// `models.toml` on `side`, if there is one.
+    pub fn manifest(&self, side: Side) -> Result<Option<Manifest>> {
+        let Some(bytes) = self.read_file(side, MANIFEST)? else {
+            return Ok(None);
+        };
+        let label = match side {
+            Side::Rev(c) => format!("{}:{MANIFEST}", short(&c.to_string())),
+            Side::Worktree => MANIFEST.to_string(),
+        };
+        let text = String::from_utf8(bytes).map_err(|_| usage(format!("{label}: not UTF-8")))?;
+        manifest::parse(&text, &label)
+            .map(Some)
+            .map_err(|e| usage(e.to_string()))
+    }
+
+    /// `models.toml` on `side`, which must exist.
+    pub fn require_manifest(&self, side: Side) -> Result<Manifest> {
+        self.manifest(side)?.ok_or_else(|| {
+            usage(format!(
+                "no {MANIFEST} {}: describe models there, e.g.\n\n[models.vision]\npath = \"model.safetensors\"\nmetrics = [\"metrics.json\"]",
+                match side {
+                    Side::Rev(c) => format!("at {}", short(&c.to_string())),
+                    Side::Worktree => "in the working tree".to_string(),
+                }
+            ))
+        })
+    }
+}
+
+/// Files under this size may be pointers.
+fn pack_pointer_limit() -> u64 {
+    gitmodel_format::pointer::MAX_POINTER_SIZE as u64
+}
+
+/// A server pack's footer index.
+fn pack_index(remote: &Remote, pack_id: &PackId) -> Result<Vec<PackEntry>> {
+    let len = remote.pack_len(pack_id)?;
+    if !(TRAILER_LEN..=pack::MAX_PACK_BYTES).contains(&len) {
+        anyhow::bail!("pack {pack_id}: implausible length {len}");
+    }
+    let trailer = remote.get_range(pack_id, len - TRAILER_LEN, TRAILER_LEN)?;
+    let (index_offset, _) =
+        pack::parse_trailer(&trailer, len).map_err(|e| anyhow!("pack {pack_id}: {e}"))?;
+    let index = remote.get_range(pack_id, index_offset, len - TRAILER_LEN - index_offset)?;
+    pack::parse_index(&index, index_offset).map_err(|e| anyhow!("pack {pack_id}: {e}"))
+}
+
+/// Sequential reads over a [`Content`] (for parsers that take `impl Read`).
+pub struct ContentReader<'a> {
+    pub ctx: &'a Ctx,
+    pub content: &'a Content,
+    pub pos: u64,
+}
+
+impl Read for ContentReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let want = (buf.len() as u64).min(1 << 20);
+        let data = self
+            .ctx
+            .read_at(self.content, self.pos, want)
+            .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+        buf[..data.len()].copy_from_slice(&data);
+        self.pos += data.len() as u64;
+        Ok(data.len())
+    }
+}
+
+/// The first 10 hex digits of an id.
+pub fn short(hex: &str) -> &str {
+    &hex[..hex.len().min(10)]
+}
+
+/// Metrics or params files on `side`, flattened and merged (for the registry's gates).
+pub fn load_metric_files(ctx: &Ctx, side: Side, files: &[String]) -> Result<metrics_flat::Flat> {
+    tables::load_files(ctx, side, files)
+}
+
+use gitmodel_ml::metrics as metrics_flat;

@@ -1,0 +1,190 @@
+//! `git model metrics show|diff`, `git model params show|diff` and `git model compare`:
+//! the metrics and params files named in `models.toml`, read at commits or from the
+//! working tree, flattened and compared.
+
+use anyhow::Result;
+use clap::Subcommand;
+use gitmodel_ml::manifest::Manifest;
+use gitmodel_ml::metrics::{self, CompareRow, Flat};
+
+use super::{short, Ctx, Side};
+use crate::app::usage;
+
+#[derive(Subcommand)]
+pub enum KvCommand {
+    /// Values at a revision (default: the working tree).
+    Show {
+        rev: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Values that differ between two revisions (default: HEAD and the working tree).
+    Diff {
+        a: Option<String>,
+        b: Option<String>,
+        /// Every key, changed or not.
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Metrics,
+    Params,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Metrics => "metrics",
+            Kind::Params => "params",
+        }
+    }
+
+    /// Files used when there is no manifest.
+    fn default_files(self) -> Vec<String> {
+        match self {
+            Kind::Metrics => vec!["metrics.json".into()],
+            Kind::Params => vec!["params.yaml".into()],
+        }
+    }
+
+    pub fn files(self, manifest: Option<&Manifest>) -> Vec<String> {
+        let files = match (manifest, self) {
+            (Some(m), Kind::Metrics) => m.all_metrics(),
+            (Some(m), Kind::Params) => m.all_params(),
+            (None, _) => Vec::new(),
+        };
+        if files.is_empty() {
+            self.default_files()
+        } else {
+            files
+        }
+    }
+}
+
+/// Values of `files` on `side`, merged (a later file's key wins); missing files skipped.
+pub fn load_files(ctx: &Ctx, side: Side, files: &[String]) -> Result<Flat> {
+    let mut out = Flat::new();
+    for f in files {
+        if let Some(bytes) = ctx.read_file(side, f)? {
+            out.extend(metrics::parse(f, &bytes).map_err(|e| usage(e.to_string()))?);
+        }
+    }
+    Ok(out)
+}
+
+/// All metrics (or params) on `side`, as the manifest there names them.
+pub fn load(ctx: &Ctx, side: Side, kind: Kind) -> Result<Flat> {
+    let manifest = ctx.manifest(side)?;
+    load_files(ctx, side, &kind.files(manifest.as_ref()))
+}
+
+fn side_of(ctx: &Ctx, rev: Option<&str>) -> Result<(Side, String)> {
+    match rev {
+        None => {
+            ctx.repo.workdir()?;
+            Ok((Side::Worktree, "workspace".into()))
+        }
+        Some(r) => Ok((Side::Rev(ctx.commit(r)?.id()), r.to_string())),
+    }
+}
+
+pub fn run(kind: Kind, cmd: KvCommand) -> Result<()> {
+    let ctx = Ctx::open()?;
+    match cmd {
+        KvCommand::Show { rev, json } => {
+            let (side, label) = side_of(&ctx, rev.as_deref())?;
+            let values = load(&ctx, side, kind)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&values)?);
+            } else if values.is_empty() {
+                println!("no {} at {label}", kind.name());
+            } else {
+                let rows: Vec<Vec<String>> = values
+                    .iter()
+                    .map(|(k, v)| vec![k.clone(), v.to_string()])
+                    .collect();
+                print!("{}", metrics::markdown(&["key".into(), label], &rows));
+            }
+        }
+        KvCommand::Diff { a, b, all, json } => {
+            let (sa, la) = side_of(&ctx, Some(a.as_deref().unwrap_or("HEAD")))?;
+            let (sb, lb) = side_of(&ctx, b.as_deref())?;
+            let (va, vb) = (load(&ctx, sa, kind)?, load(&ctx, sb, kind)?);
+            let deltas = metrics::diff(&va, &vb, all);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&deltas)?);
+            } else if deltas.is_empty() {
+                println!("no {} changed between {la} and {lb}", kind.name());
+            } else {
+                print!("{}", metrics::render_diff(&deltas, &la, &lb));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Branches (or other refs) named by `pattern`: a glob over branches, remote-tracking
+/// branches and tags, or one revision.
+fn expand(ctx: &Ctx, pattern: &str) -> Result<Vec<(String, git2::Oid)>> {
+    if !pattern.contains(['*', '?', '[']) {
+        return Ok(vec![(pattern.to_string(), ctx.commit(pattern)?.id())]);
+    }
+    for ns in ["refs/heads/", "refs/remotes/", "refs/tags/"] {
+        let mut out = Vec::new();
+        for r in ctx.git().references_glob(&format!("{ns}{pattern}"))? {
+            let r = r?;
+            let name = r.name().unwrap_or_default();
+            let short = name.strip_prefix(ns).unwrap_or(name).to_string();
+            if let Ok(c) = r.peel_to_commit() {
+                out.push((short, c.id()));
+            }
+        }
+        if !out.is_empty() {
+            out.sort();
+            return Ok(out);
+        }
+    }
+    Err(usage(format!("no branch or tag matches {pattern:?}")))
+}
+
+/// `git model compare <baseline> <ref or pattern>…`.
+pub fn compare(
+    refs: &[String],
+    sort: Option<&str>,
+    ascending: bool,
+    json: bool,
+    csv: bool,
+) -> Result<()> {
+    let ctx = Ctx::open()?;
+    let mut rows = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for pattern in refs {
+        for (name, commit) in expand(&ctx, pattern)? {
+            if !seen.insert(name.clone()) {
+                continue;
+            }
+            let side = Side::Rev(commit);
+            rows.push(CompareRow {
+                name,
+                commit: short(&commit.to_string()).to_string(),
+                params: load(&ctx, side, Kind::Params)?,
+                metrics: load(&ctx, side, Kind::Metrics)?,
+                deltas: Default::default(),
+            });
+        }
+    }
+    let table = metrics::compare(rows, sort, ascending).map_err(usage)?;
+    if json {
+        println!("{}", table.to_json());
+    } else if csv {
+        print!("{}", table.to_csv());
+    } else {
+        print!("{}", table.to_markdown());
+    }
+    Ok(())
+}

@@ -1,0 +1,881 @@
+//! Access tokens: [`Scope`]s, the hashed [`TokenStore`], and [`TokenAuthorizer`], the
+//! [`Authorizer`] over them.
+//!
+//! A token is `gmt_` followed by 64 hex digits (32 random bytes from the OS). The server
+//! keeps only its SHA-256 ([`TokenRecord::sha256`]): a stolen `tokens.json` grants
+//! nothing, and since the secret has 256 bits of entropy a fast hash is enough (no
+//! password-stretching needed). A presented token is hashed and compared in constant time
+//! against every record.
+//!
+//! Records come from two places, merged: the token file (`<data-dir>/tokens.json`, written
+//! atomically by `git-model-server token create|revoke`, re-read by a running server
+//! within a second of a change, so revocation needs no restart) and `[[tokens]]` tables
+//! of the TOML config file ([`crate::config`]). A token carries scopes such as
+//! `write:acme/*`; its name is its identity (Git LFS lock owner).
+//!
+//! Not here: where credentials come from on the wire ([`credentials`] reads `Basic` and
+//! `Bearer`), and what an unreadable repository looks like (a 404, decided in
+//! [`TokenAuthorizer::authorize`]).
+
+use std::path::{Path, PathBuf};
+use std::sync::{PoisonError, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use gitmodel_proto::RepoName;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::auth::{claimed_name, Access, Authorizer, ANONYMOUS};
+use crate::error::ApiError;
+
+/// Prefix of every token (lets secret scanners recognise a leaked one).
+pub const TOKEN_PREFIX: &str = "gmt_";
+/// Name of the token file in the data directory.
+pub const TOKENS_FILE: &str = "tokens.json";
+/// How often a running server looks at the token file for changes.
+const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
+/// Longest token name.
+const MAX_NAME: usize = 100;
+
+/// Why tokens or scopes could not be read, written or parsed.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error(
+        "invalid scope {scope:?}: expected <read|write|admin>:<pattern> with pattern `*`, \
+         `<namespace>/*` or `<namespace>/<repo>`"
+    )]
+    BadScope { scope: String },
+    #[error(
+        "invalid duration {value:?}: expected a number followed by s, m, h, d or w (e.g. 30d)"
+    )]
+    BadDuration { value: String },
+    #[error("invalid token name {name:?}: 1 to {MAX_NAME} printable characters")]
+    BadName { name: String },
+    #[error("a token needs at least one --scope")]
+    NoScope,
+    #[error("no token with id {id:?}")]
+    UnknownId { id: String },
+    #[error("token {id:?} is defined in the config file; remove it there")]
+    InConfig { id: String },
+    #[error("token record {id:?} is invalid: {what}")]
+    BadRecord { id: String, what: String },
+    #[error("cannot read token file {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("token file {} is not valid JSON", path.display())]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("cannot write token file {}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How much a scope allows, in increasing order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Read,
+    Write,
+    /// Write, plus what only administrators may do (force-unlocking others' locks).
+    Admin,
+}
+
+impl Level {
+    fn needed_for(access: Access) -> Level {
+        match access {
+            Access::Read => Level::Read,
+            Access::Write => Level::Write,
+            Access::Admin => Level::Admin,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Level::Read => "read",
+            Level::Write => "write",
+            Level::Admin => "admin",
+        }
+    }
+}
+
+/// Which repositories a scope covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pattern {
+    /// `*`: every repository.
+    All,
+    /// `acme/*`: every repository of a namespace.
+    Namespace(String),
+    /// `acme/vision`: one repository.
+    Repo(RepoName),
+}
+
+impl Pattern {
+    fn covers(&self, repo: &RepoName) -> bool {
+        match self {
+            Pattern::All => true,
+            Pattern::Namespace(ns) => *ns == repo.namespace,
+            Pattern::Repo(r) => r == repo,
+        }
+    }
+}
+
+/// A grant such as `write:acme/*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    pub level: Level,
+    pub pattern: Pattern,
+}
+
+impl Scope {
+    pub fn parse(text: &str) -> Result<Scope, TokenError> {
+        let bad = || TokenError::BadScope {
+            scope: text.chars().take(100).collect(),
+        };
+        let (level, pattern) = text.trim().split_once(':').ok_or_else(bad)?;
+        let level = match level {
+            "read" => Level::Read,
+            "write" => Level::Write,
+            "admin" => Level::Admin,
+            _ => return Err(bad()),
+        };
+        let pattern = match pattern.split_once('/') {
+            None if pattern == "*" => Pattern::All,
+            Some((ns, "*")) => {
+                // Validated like a repository name's namespace part.
+                RepoName::new(ns, "x").map_err(|_| bad())?;
+                Pattern::Namespace(ns.to_string())
+            }
+            Some((ns, repo)) => Pattern::Repo(RepoName::new(ns, repo).map_err(|_| bad())?),
+            None => return Err(bad()),
+        };
+        Ok(Scope { level, pattern })
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let level = self.level.as_str();
+        match &self.pattern {
+            Pattern::All => write!(f, "{level}:*"),
+            Pattern::Namespace(ns) => write!(f, "{level}:{ns}/*"),
+            Pattern::Repo(repo) => write!(f, "{level}:{repo}"),
+        }
+    }
+}
+
+/// A token as stored: never the secret, only its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRecord {
+    /// Short public id (`token list`, `token revoke <id>`, logs).
+    pub id: String,
+    /// Who or what uses it; the request's identity (Git LFS lock owner).
+    pub name: String,
+    /// Scopes such as `write:acme/*`.
+    pub scopes: Vec<String>,
+    /// SHA-256 of the whole token, lowercase hex.
+    pub sha256: String,
+    /// Creation time, Unix seconds.
+    #[serde(default)]
+    pub created: u64,
+    /// Expiry, Unix seconds; `None` never expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<u64>,
+}
+
+/// A record checked and parsed for lookups.
+#[derive(Debug, Clone)]
+struct Entry {
+    record: TokenRecord,
+    digest: [u8; 32],
+    scopes: Vec<Scope>,
+}
+
+impl Entry {
+    fn new(record: TokenRecord) -> Result<Entry, TokenError> {
+        let bad = |what: String| TokenError::BadRecord {
+            id: record.id.clone(),
+            what,
+        };
+        let digest: [u8; 32] = hex_decode(&record.sha256)
+            .ok_or_else(|| bad("sha256 is not 64 hex digits".to_string()))?;
+        check_name(&record.name).map_err(|e| bad(e.to_string()))?;
+        let scopes = record
+            .scopes
+            .iter()
+            .map(|s| Scope::parse(s))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(e.to_string()))?;
+        if scopes.is_empty() {
+            return Err(bad("no scopes".to_string()));
+        }
+        Ok(Entry {
+            record,
+            digest,
+            scopes,
+        })
+    }
+
+    /// The highest level any of the token's scopes grants on `repo`.
+    fn level_on(&self, repo: &RepoName) -> Option<Level> {
+        self.scopes
+            .iter()
+            .filter(|s| s.pattern.covers(repo))
+            .map(|s| s.level)
+            .max()
+    }
+
+    fn expired(&self, now: u64) -> bool {
+        self.record.expires.is_some_and(|at| at <= now)
+    }
+}
+
+/// The JSON token file.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenFile {
+    pub tokens: Vec<TokenRecord>,
+}
+
+impl TokenFile {
+    /// Reads `path`; a missing file is an empty one.
+    pub fn read(path: &Path) -> Result<TokenFile, TokenError> {
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(TokenFile::default()),
+            Err(source) => {
+                return Err(TokenError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        };
+        serde_json::from_slice(&bytes).map_err(|source| TokenError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Writes `path` atomically (temp file, fsync, rename), readable by the owner only.
+    pub fn write(&self, path: &Path) -> Result<(), TokenError> {
+        let fail = |source| TokenError::Write {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(fail)?;
+        }
+        let mut json =
+            serde_json::to_vec_pretty(self).map_err(|e| fail(std::io::Error::other(e)))?;
+        json.push(b'\n');
+        // The temp file is created 0600 and the rename keeps that mode.
+        gitmodel_store::fsutil::write_atomic(path, &json).map_err(fail)
+    }
+}
+
+/// A freshly created token: the secret (shown once) and its record.
+#[derive(Clone)]
+pub struct NewToken {
+    pub secret: String,
+    pub record: TokenRecord,
+}
+
+impl std::fmt::Debug for NewToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewToken")
+            .field("secret", &"<redacted>")
+            .field("record", &self.record)
+            .finish()
+    }
+}
+
+/// Makes a new token with `scopes`, named `name` (default: its id), expiring after
+/// `ttl`. `taken` says whether an id is already used.
+pub fn generate(
+    scopes: &[String],
+    name: Option<&str>,
+    ttl: Option<Duration>,
+    taken: impl Fn(&str) -> bool,
+) -> Result<NewToken, TokenError> {
+    if scopes.is_empty() {
+        return Err(TokenError::NoScope);
+    }
+    let parsed = scopes
+        .iter()
+        .map(|s| Scope::parse(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(name) = name {
+        check_name(name)?;
+    }
+    let mut rng = rand::rngs::OsRng;
+    let id = loop {
+        let mut raw = [0u8; 4];
+        rng.fill_bytes(&mut raw);
+        let id = hex_encode(&raw);
+        if !taken(&id) {
+            break id;
+        }
+    };
+    let mut raw = [0u8; 32];
+    rng.fill_bytes(&mut raw);
+    let secret = format!("{TOKEN_PREFIX}{}", hex_encode(&raw));
+    let now = unix_now();
+    let record = TokenRecord {
+        name: name.map_or_else(|| id.clone(), str::to_string),
+        id,
+        scopes: parsed.iter().map(Scope::to_string).collect(),
+        sha256: hex_encode(&Sha256::digest(secret.as_bytes())),
+        created: now,
+        expires: ttl.map(|d| now.saturating_add(d.as_secs())),
+    };
+    Ok(NewToken { secret, record })
+}
+
+fn check_name(name: &str) -> Result<(), TokenError> {
+    let ok = !name.trim().is_empty()
+        && name.chars().count() <= MAX_NAME
+        && !name.chars().any(char::is_control);
+    if ok {
+        Ok(())
+    } else {
+        Err(TokenError::BadName {
+            name: name.chars().take(MAX_NAME).collect(),
+        })
+    }
+}
+
+/// Parses a lifetime such as `90m`, `12h`, `30d` or `2w` (a bare number is seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, TokenError> {
+    let bad = || TokenError::BadDuration {
+        value: text.chars().take(40).collect(),
+    };
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    let unit = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => return Err(bad()),
+    };
+    let secs = number
+        .checked_mul(unit)
+        .filter(|&s| s > 0)
+        .ok_or_else(bad)?;
+    Ok(Duration::from_secs(secs))
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A Unix time as `YYYY-MM-DDTHH:MM:SSZ` (UTC).
+pub fn format_time(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+fn hex_encode(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn hex_decode(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Equality of two digests in time independent of where they differ.
+fn digests_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+/// What the store knows at one moment.
+#[derive(Debug, Default)]
+struct Snapshot {
+    entries: Vec<Entry>,
+    /// The token file's (modification time, length) when it was read.
+    stamp: Option<(SystemTime, u64)>,
+}
+
+/// The tokens a server accepts: the token file's (re-read when it changes) plus the
+/// config file's.
+#[derive(Debug)]
+pub struct TokenStore {
+    file: Option<PathBuf>,
+    fixed: Vec<Entry>,
+    snapshot: RwLock<Snapshot>,
+    checked: RwLock<Instant>,
+}
+
+/// The outcome of looking a presented token up.
+#[derive(Debug, Clone)]
+enum Found {
+    Valid(Entry),
+    Expired { id: String, at: u64 },
+    Unknown,
+}
+
+impl TokenStore {
+    /// Loads the token file (if any; a missing file has no tokens) and the config's
+    /// records. Invalid records are errors here, at startup.
+    pub fn open(file: Option<PathBuf>, fixed: Vec<TokenRecord>) -> Result<TokenStore, TokenError> {
+        let fixed = fixed
+            .into_iter()
+            .map(Entry::new)
+            .collect::<Result<Vec<_>, _>>()?;
+        let snapshot = match &file {
+            Some(path) => read_snapshot(path)?,
+            None => Snapshot::default(),
+        };
+        Ok(TokenStore {
+            file,
+            fixed,
+            snapshot: RwLock::new(snapshot),
+            checked: RwLock::new(Instant::now()),
+        })
+    }
+
+    /// Whether any token exists (expired ones count: their holders must still
+    /// authenticate, and get a clear "expired" answer).
+    pub fn has_tokens(&self) -> bool {
+        self.refresh();
+        !self.fixed.is_empty()
+            || !self
+                .snapshot
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entries
+                .is_empty()
+    }
+
+    /// Re-reads the token file if it changed, at most once per [`RELOAD_INTERVAL`].
+    /// A file that became unreadable or invalid keeps the previous tokens (logged).
+    fn refresh(&self) {
+        let Some(path) = &self.file else { return };
+        {
+            let checked = self.checked.read().unwrap_or_else(PoisonError::into_inner);
+            if checked.elapsed() < RELOAD_INTERVAL {
+                return;
+            }
+        }
+        *self.checked.write().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+        let current = file_stamp(path);
+        let known = self
+            .snapshot
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .stamp;
+        if current == known {
+            return;
+        }
+        match read_snapshot(path) {
+            Ok(fresh) => {
+                tracing::info!(tokens = fresh.entries.len(), file = %path.display(), "token file reloaded");
+                *self
+                    .snapshot
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner) = fresh;
+            }
+            Err(e) => tracing::error!(
+                error = %crate::error::error_chain(&e),
+                "token file changed but cannot be used; keeping the previous tokens"
+            ),
+        }
+    }
+
+    fn find(&self, secret: &str) -> Found {
+        self.refresh();
+        let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+        let snapshot = self.snapshot.read().unwrap_or_else(PoisonError::into_inner);
+        // Every record is compared, so the time taken does not say which one matched.
+        let mut found = None;
+        for entry in self.fixed.iter().chain(&snapshot.entries) {
+            if digests_equal(&entry.digest, &digest) && found.is_none() {
+                found = Some(entry);
+            }
+        }
+        match found {
+            None => Found::Unknown,
+            Some(entry) if entry.expired(unix_now()) => Found::Expired {
+                id: entry.record.id.clone(),
+                at: entry.record.expires.unwrap_or(0),
+            },
+            Some(entry) => Found::Valid(entry.clone()),
+        }
+    }
+}
+
+fn file_stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+fn read_snapshot(path: &Path) -> Result<Snapshot, TokenError> {
+    let stamp = file_stamp(path);
+    let file = TokenFile::read(path)?;
+    let entries = file
+        .tokens
+        .into_iter()
+        .map(Entry::new)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Snapshot { entries, stamp })
+}
+
+/// The secret a request presents: `Authorization: Bearer <token>`, or HTTP Basic with
+/// the token as password (any user name, as git credential helpers and Git LFS send
+/// it; a token as the user name with an empty password is accepted too). `Some("")`
+/// for a header that is present but unusable, so it is refused rather than ignored.
+pub fn credentials(headers: &http::HeaderMap) -> Option<String> {
+    let value = headers.get(http::header::AUTHORIZATION)?;
+    let text = value.to_str().ok().unwrap_or("").trim();
+    let (scheme, rest) = text.split_once(' ').unwrap_or((text, ""));
+    let rest = rest.trim();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Some(rest.to_string());
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(rest)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .unwrap_or_default();
+        let (user, password) = decoded.split_once(':').unwrap_or((&decoded, ""));
+        let secret = if password.is_empty() { user } else { password };
+        return Some(secret.to_string());
+    }
+    Some(String::new())
+}
+
+/// Authorizes requests with tokens from a [`TokenStore`].
+///
+/// - No credentials: allowed only while the store has no token *and* anonymous serving
+///   is permitted (loopback bind or `--allow-anonymous`); else `401`.
+/// - Unknown, revoked or expired token: `401`.
+/// - A token with no scope covering the repository: `404`, the answer for a repository
+///   that does not exist, so it learns nothing about the repositories it cannot read.
+/// - A scope that reads but may not write (or write but not administer): `403`.
+#[derive(Debug)]
+pub struct TokenAuthorizer {
+    store: std::sync::Arc<TokenStore>,
+    anonymous: bool,
+}
+
+impl TokenAuthorizer {
+    /// `anonymous`: whether requests without credentials are served while no token
+    /// exists.
+    pub fn new(store: std::sync::Arc<TokenStore>, anonymous: bool) -> TokenAuthorizer {
+        TokenAuthorizer { store, anonymous }
+    }
+
+    fn open(&self) -> bool {
+        self.anonymous && !self.store.has_tokens()
+    }
+}
+
+impl Authorizer for TokenAuthorizer {
+    fn authorize(
+        &self,
+        headers: &http::HeaderMap,
+        repo: &RepoName,
+        access: Access,
+    ) -> Result<(), ApiError> {
+        if self.open() {
+            return Ok(());
+        }
+        let Some(secret) = credentials(headers) else {
+            return Err(ApiError::Unauthorized {
+                reason: "this server needs a token (HTTP Basic password or Bearer)".to_string(),
+            });
+        };
+        let entry = match self.store.find(&secret) {
+            Found::Valid(entry) => entry,
+            Found::Expired { id, at } => {
+                return Err(ApiError::Unauthorized {
+                    reason: format!("token {id} expired at {}", format_time(at)),
+                })
+            }
+            Found::Unknown => {
+                return Err(ApiError::Unauthorized {
+                    reason: "the token is not valid (unknown or revoked)".to_string(),
+                })
+            }
+        };
+        let needed = Level::needed_for(access);
+        match entry.level_on(repo) {
+            None => Err(ApiError::not_found(format!(
+                "repository {repo} (it does not exist, or this token cannot read it)"
+            ))),
+            Some(level) if level < needed => Err(ApiError::Forbidden {
+                reason: format!(
+                    "token {} ({}) has {} access to {repo}; this needs {}",
+                    entry.record.id,
+                    entry.record.name,
+                    level.as_str(),
+                    needed.as_str()
+                ),
+            }),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// The token's name; without tokens, whatever the client claims (as [`AllowAll`]).
+    ///
+    /// [`AllowAll`]: crate::auth::AllowAll
+    fn identity(&self, headers: &http::HeaderMap) -> String {
+        if self.open() {
+            return claimed_name(headers).unwrap_or_else(|| ANONYMOUS.to_string());
+        }
+        match credentials(headers).map(|secret| self.store.find(&secret)) {
+            Some(Found::Valid(entry)) => entry.record.name,
+            _ => ANONYMOUS.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn repo(ns: &str, r: &str) -> RepoName {
+        RepoName::new(ns, r).unwrap()
+    }
+
+    fn basic(user: &str, password: &str) -> http::HeaderMap {
+        let raw = format!("{user}:{password}");
+        let value = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        );
+        let mut h = http::HeaderMap::new();
+        h.insert(http::header::AUTHORIZATION, value.parse().unwrap());
+        h
+    }
+
+    fn bearer(token: &str) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            http::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
+        h
+    }
+
+    #[test]
+    fn scopes_parse_and_print() {
+        for (text, level) in [
+            ("read:*", Level::Read),
+            ("write:acme/*", Level::Write),
+            ("admin:acme/vision", Level::Admin),
+        ] {
+            let scope = Scope::parse(text).unwrap();
+            assert_eq!(scope.level, level);
+            assert_eq!(scope.to_string(), text);
+        }
+        assert_eq!(
+            Scope::parse("read:acme/vision.git").unwrap().to_string(),
+            "read:acme/vision"
+        );
+        for bad in [
+            "",
+            "read",
+            "read:",
+            "owner:acme/*",
+            "read:acme",
+            "read:../x",
+            "read:acme/..",
+            "read:*/x",
+            "read:a/b/c",
+            "read:a%2fb/c",
+            "read:a\\b/c",
+        ] {
+            assert!(Scope::parse(bad).is_err(), "{bad:?}");
+        }
+        let ns = Scope::parse("write:acme/*").unwrap();
+        assert!(ns.pattern.covers(&repo("acme", "x")));
+        assert!(!ns.pattern.covers(&repo("acmex", "x")));
+    }
+
+    #[test]
+    fn durations_and_times() {
+        assert_eq!(parse_duration("30d").unwrap().as_secs(), 30 * 86_400);
+        assert_eq!(parse_duration("90m").unwrap().as_secs(), 5400);
+        assert_eq!(parse_duration("15").unwrap().as_secs(), 15);
+        for bad in ["", "d", "0d", "3y", "-1d", "1.5h"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(format_time(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_time(1_767_225_599), "2025-12-31T23:59:59Z");
+        assert_eq!(format_time(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn credentials_from_headers() {
+        assert_eq!(credentials(&http::HeaderMap::new()), None);
+        assert_eq!(credentials(&bearer("gmt_x")).as_deref(), Some("gmt_x"));
+        assert_eq!(
+            credentials(&basic("anyone", "gmt_y")).as_deref(),
+            Some("gmt_y")
+        );
+        assert_eq!(credentials(&basic("gmt_z", "")).as_deref(), Some("gmt_z"));
+        let mut h = http::HeaderMap::new();
+        h.insert(http::header::AUTHORIZATION, "Digest abc".parse().unwrap());
+        assert_eq!(credentials(&h).as_deref(), Some(""));
+        h.insert(http::header::AUTHORIZATION, "Basic !!!".parse().unwrap());
+        assert_eq!(credentials(&h).as_deref(), Some(""));
+    }
+
+    fn store_with(tokens: &[(&[&str], Option<u64>)]) -> (Arc<TokenStore>, Vec<String>) {
+        let mut records = Vec::new();
+        let mut secrets = Vec::new();
+        for (i, (scopes, expires)) in tokens.iter().enumerate() {
+            let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
+            let mut t = generate(&scopes, Some(&format!("t{i}")), None, |_| false).unwrap();
+            t.record.expires = *expires;
+            records.push(t.record);
+            secrets.push(t.secret);
+        }
+        (Arc::new(TokenStore::open(None, records).unwrap()), secrets)
+    }
+
+    #[test]
+    fn authorization_by_scope() {
+        let (store, s) = store_with(&[
+            (&["read:acme/*"], None),
+            (&["write:acme/vision", "read:other/*"], None),
+            (&["admin:*"], Some(1)),
+        ]);
+        let auth = TokenAuthorizer::new(store, true);
+        let vision = repo("acme", "vision");
+        let status = |h: &http::HeaderMap, r: &RepoName, a: Access| {
+            auth.authorize(h, r, a).err().map(|e| e.status().as_u16())
+        };
+        // Tokens exist, so anonymous requests are refused even with `anonymous`.
+        assert_eq!(
+            status(&http::HeaderMap::new(), &vision, Access::Read),
+            Some(401)
+        );
+        assert_eq!(
+            status(&bearer("gmt_nope"), &vision, Access::Read),
+            Some(401)
+        );
+        assert_eq!(status(&bearer(&s[0]), &vision, Access::Read), None);
+        assert_eq!(status(&basic("git", &s[0]), &vision, Access::Read), None);
+        assert_eq!(status(&bearer(&s[0]), &vision, Access::Write), Some(403));
+        assert_eq!(
+            status(&bearer(&s[0]), &repo("other", "x"), Access::Read),
+            Some(404)
+        );
+        assert_eq!(
+            status(&bearer(&s[0]), &repo("other", "x"), Access::Write),
+            Some(404)
+        );
+        assert_eq!(status(&bearer(&s[1]), &vision, Access::Write), None);
+        assert_eq!(status(&bearer(&s[1]), &vision, Access::Admin), Some(403));
+        assert_eq!(
+            status(&bearer(&s[1]), &repo("acme", "other"), Access::Read),
+            Some(404)
+        );
+        assert_eq!(
+            status(&bearer(&s[1]), &repo("other", "y"), Access::Read),
+            None
+        );
+        // Expired.
+        let err = auth
+            .authorize(&bearer(&s[2]), &vision, Access::Read)
+            .unwrap_err();
+        assert_eq!(err.status().as_u16(), 401);
+        assert!(err.to_string().contains("expired"), "{err}");
+        assert_eq!(auth.identity(&bearer(&s[1])), "t1");
+        assert_eq!(auth.identity(&http::HeaderMap::new()), ANONYMOUS);
+    }
+
+    #[test]
+    fn anonymous_only_without_tokens() {
+        let (empty, _) = store_with(&[]);
+        let mut claimed = http::HeaderMap::new();
+        claimed.insert(crate::auth::USER_HEADER, "bob".parse().unwrap());
+        let open = TokenAuthorizer::new(Arc::clone(&empty), true);
+        open.authorize(&claimed, &repo("a", "b"), Access::Admin)
+            .unwrap();
+        assert_eq!(open.identity(&claimed), "bob");
+        let closed = TokenAuthorizer::new(empty, false);
+        let err = closed
+            .authorize(&http::HeaderMap::new(), &repo("a", "b"), Access::Read)
+            .unwrap_err();
+        assert_eq!(err.status().as_u16(), 401);
+    }
+
+    #[test]
+    fn token_file_round_trip_and_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(TOKENS_FILE);
+        let store = TokenStore::open(Some(path.clone()), Vec::new()).unwrap();
+        assert!(!store.has_tokens());
+        let t = generate(&["write:acme/*".to_string()], None, None, |_| false).unwrap();
+        assert!(t.secret.starts_with(TOKEN_PREFIX) && t.secret.len() == 68);
+        assert_eq!(t.record.name, t.record.id);
+        assert!(!format!("{t:?}").contains(&t.secret));
+        TokenFile {
+            tokens: vec![t.record.clone()],
+        }
+        .write(&path)
+        .unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains(&t.secret), "the secret is never stored");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "token file mode {mode:o}");
+        }
+        // A running store notices the change (after the reload interval).
+        *store.checked.write().unwrap() = Instant::now() - RELOAD_INTERVAL * 2;
+        assert!(matches!(store.find(&t.secret), Found::Valid(_)));
+        assert!(TokenStore::open(Some(path.clone()), Vec::new())
+            .unwrap()
+            .has_tokens());
+        std::fs::write(&path, b"{not json").unwrap();
+        assert!(TokenStore::open(Some(path), Vec::new()).is_err());
+    }
+}

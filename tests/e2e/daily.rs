@@ -1,0 +1,225 @@
+//! Daily-use robustness: partial fetch, fsck, prune, interrupted transfers.
+
+use std::fs;
+
+use gitmodel_format::{Oid, Pointer};
+use gitmodel_testkit::{dir_size, safetensors};
+
+use crate::{check_ok, World};
+
+fn model(seed: u64, mib: usize) -> Vec<u8> {
+    safetensors(seed, 1 << 20, &vec![0; mib])
+}
+
+fn pointer_bytes(data: &[u8]) -> Vec<u8> {
+    Pointer::new(Oid::of(data), data.len() as u64).to_bytes()
+}
+
+#[test]
+fn partial_fetch_with_include_exclude_and_config() {
+    let w = World::new();
+    let repo = w.work_repo("work");
+    let a = model(1, 1);
+    let b = model(2, 1);
+    let c = model(3, 1);
+    fs::create_dir_all(repo.join("models/big")).unwrap();
+    fs::create_dir_all(repo.join("models/small")).unwrap();
+    fs::write(repo.join("models/big/a.safetensors"), &a).unwrap();
+    fs::write(repo.join("models/small/b.safetensors"), &b).unwrap();
+    fs::write(repo.join("c.safetensors"), &c).unwrap();
+    w.env.git(&repo, &["add", "."]);
+    w.env.git(&repo, &["commit", "-q", "-m", "three"]);
+    w.env.git(&repo, &["push", "-q", "origin", "main"]);
+
+    let home = w.env.home.path();
+    let out = w.env.git_with(
+        home,
+        &[("GIT_MODEL_SKIP_SMUDGE", "1")],
+        &["clone", "-q", w.origin.to_str().unwrap(), "lazy"],
+    );
+    check_ok("clone", &out);
+    let lazy = w.env.path("lazy");
+    w.env.git(
+        &lazy,
+        &[
+            "model",
+            "pull",
+            "--include",
+            "models/small",
+            "--exclude",
+            "c.*",
+        ],
+    );
+    assert_eq!(
+        fs::read(lazy.join("models/small/b.safetensors")).unwrap(),
+        b
+    );
+    assert_eq!(
+        fs::read(lazy.join("models/big/a.safetensors")).unwrap(),
+        pointer_bytes(&a)
+    );
+    assert_eq!(
+        fs::read(lazy.join("c.safetensors")).unwrap(),
+        pointer_bytes(&c)
+    );
+
+    // Config applies to pull and to checkout (smudge) alike.
+    w.env
+        .git(&lazy, &["config", "model.fetchexclude", "models/big"]);
+    w.env.git(&lazy, &["model", "pull"]);
+    assert_eq!(fs::read(lazy.join("c.safetensors")).unwrap(), c);
+    assert_eq!(
+        fs::read(lazy.join("models/big/a.safetensors")).unwrap(),
+        pointer_bytes(&a)
+    );
+    assert_eq!(w.env.git(&lazy, &["status", "--porcelain"]), "");
+}
+
+#[test]
+fn fsck_finds_missing_and_corrupt_content() {
+    let w = World::new();
+    let repo = w.work_repo("work");
+    let a = model(4, 2);
+    w.commit_file(&repo, "a.safetensors", &a, "a");
+    let out = w.env.git(&repo, &["model", "fsck"]);
+    assert!(out.contains("1 file(s) checked"), "{out}");
+    // Not pushed yet: the server lacks it.
+    let out = w.env.git_output(&repo, &["model", "fsck", "--remote"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not on the server"));
+    w.env.git(&repo, &["push", "-q", "origin", "main"]);
+    w.env.git(&repo, &["model", "fsck", "--remote"]);
+
+    // Corrupt the local pack: fsck names the file and the oid.
+    let mut packs = Vec::new();
+    crate::collect(&repo.join(".git/model/packs"), &mut packs);
+    for p in &packs {
+        let mut bytes = fs::read(p).unwrap();
+        let at = bytes.len() / 3;
+        bytes[at] ^= 1;
+        fs::write(p, bytes).unwrap();
+    }
+    let out = w.env.git_output(&repo, &["model", "fsck"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("a.safetensors") && stderr.contains(&Oid::of(&a).to_hex()),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn prune_frees_old_versions_but_never_unpushed_content() {
+    let w = World::new();
+    let repo = w.work_repo("work");
+    let v1 = model(5, 4);
+    let v2 = model(6, 4);
+    w.commit_file(&repo, "m.safetensors", &v1, "v1");
+    w.commit_file(&repo, "m.safetensors", &v2, "v2");
+    // Nothing pushed: prune must keep everything (the server lacks it).
+    let before = dir_size(&repo.join(".git/model"));
+    w.env.git(&repo, &["model", "prune", "--age", "0"]);
+    assert_eq!(dir_size(&repo.join(".git/model")), before);
+
+    w.env.git(&repo, &["push", "-q", "origin", "main"]);
+    let dry = w
+        .env
+        .git(&repo, &["model", "prune", "--age", "0", "--dry-run"]);
+    assert!(dry.contains("would remove"), "{dry}");
+    assert_eq!(dir_size(&repo.join(".git/model")), before);
+    w.env.git(&repo, &["model", "prune", "--age", "0"]);
+    let after = dir_size(&repo.join(".git/model"));
+    assert!(after < before * 2 / 3, "before {before}, after {after}");
+    // The checkout's version is intact; the old one comes back from the server on demand.
+    w.env.git(&repo, &["model", "fsck"]);
+    w.env
+        .git(&repo, &["checkout", "-q", "HEAD~1", "--", "m.safetensors"]);
+    assert!(fs::read(repo.join("m.safetensors")).unwrap() == v1);
+}
+
+#[test]
+fn killed_pull_leaves_no_half_written_file_and_rerun_completes() {
+    let w = World::new();
+    let repo = w.work_repo("work");
+    let big = model(7, 48);
+    w.commit_file(&repo, "big.safetensors", &big, "big");
+    w.env.git(&repo, &["push", "-q", "origin", "main"]);
+    let home = w.env.home.path();
+    let out = w.env.git_with(
+        home,
+        &[("GIT_MODEL_SKIP_SMUDGE", "1")],
+        &["clone", "-q", w.origin.to_str().unwrap(), "lazy"],
+    );
+    check_ok("clone", &out);
+    let lazy = w.env.path("lazy");
+    let target = lazy.join("big.safetensors");
+    let pointer = pointer_bytes(&big);
+    // Kill the pull at several points; the file is always the pointer or the full content.
+    for delay_ms in [5u64, 40, 120] {
+        // The git-model process itself is killed (not a `git` wrapper that would orphan it).
+        let mut child = w.env.cmd("git-model", &lazy).arg("pull").spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        // A `git add` it had started finishes on its own; wait for its index lock to go.
+        for _ in 0..200 {
+            if !lazy.join(".git/index.lock").exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let now = fs::read(&target).unwrap();
+        assert!(
+            now == pointer || now == big,
+            "half-written file after kill at {delay_ms} ms"
+        );
+        let stray: Vec<_> = fs::read_dir(&lazy)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-gitmodel"))
+            .collect();
+        // A killed process may leave its temp file, but never in place of the target.
+        for s in stray {
+            fs::remove_file(s.path()).unwrap();
+        }
+    }
+    w.env.git(&lazy, &["model", "pull"]);
+    assert!(fs::read(&target).unwrap() == big);
+    w.env.git(&lazy, &["model", "fsck"]);
+}
+
+#[test]
+fn server_killed_during_push_then_push_completes() {
+    let mut w = World::new();
+    let repo = w.work_repo("work");
+    let big = model(8, 96);
+    w.commit_file(&repo, "big.safetensors", &big, "big");
+    let mut push = w
+        .env
+        .cmd("git", &repo)
+        .args(["push", "-q", "origin", "main"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    w.server.kill();
+    let status = push.wait().unwrap();
+    // Either the push finished before the kill, or it failed; never a pointer without content.
+    let restarted =
+        gitmodel_testkit::Server::start(&crate::server_exe(), &w.server.data_dir.clone());
+    let url = restarted.repo_url("acme", "vision");
+    w.env.git(&repo, &["config", "model.url", &url]);
+    if !status.success() {
+        let refs = w.env.git(&w.origin, &["for-each-ref"]);
+        assert!(
+            !refs.contains("refs/heads/main"),
+            "failed push published the branch"
+        );
+        w.env.git(&repo, &["push", "-q", "origin", "main"]);
+    }
+    w.env.git(&repo, &["model", "fsck", "--remote"]);
+    w.server = restarted;
+    let other = w.clone("other");
+    w.env.git(&other, &["config", "model.url", &url]);
+    w.env.git(&other, &["model", "pull"]);
+    assert!(fs::read(other.join("big.safetensors")).unwrap() == big);
+}

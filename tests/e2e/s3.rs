@@ -1,0 +1,559 @@
+//! S3 storage and stateless server nodes, against a real Garage (`scripts/garage`).
+//!
+//! Gate: `GIT_MODEL_TEST_S3=1` (`.ci/run` always sets it and starts Garage). Without the
+//! gate these tests print why and pass, so `cargo test` works without Garage; with it,
+//! a missing or unreachable Garage is a failure that says to run `scripts/garage`. The
+//! connection settings come from the env file `scripts/garage` writes
+//! (`$GIT_MODEL_TEST_S3_ENV`, else `${TMPDIR:-/tmp}/git-model-garage/env`).
+//!
+//! Every test works under its own random prefix of the bucket, so tests run in parallel
+//! and reruns never see each other's objects. The test process's own environment is never
+//! changed: the `AWS_*` variables are passed to the server processes only.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::TryStreamExt;
+use gitmodel_format::pack::encode_chunk;
+use gitmodel_format::{ChunkId, Oid, PackBuilder, Pointer, Recipe, RecipeChunk};
+use gitmodel_server::{S3Location, S3Options, S3Store, Storage, StorageError};
+use gitmodel_testkit::{safetensors, GitEnv, Server};
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+use crate::{git_model_exe, server_exe};
+
+const MIB: usize = 1 << 20;
+
+/// Connection settings for the test bucket.
+struct S3Env {
+    vars: Vec<(String, String)>,
+    bucket: String,
+}
+
+impl S3Env {
+    /// The settings, or `None` (after saying so) when the S3 tests are not enabled.
+    fn load() -> Option<S3Env> {
+        let gate = std::env::var("GIT_MODEL_TEST_S3").unwrap_or_default();
+        if gate.is_empty() || gate == "0" {
+            eprintln!(
+                "S3 tests not run: they need Garage. Run `scripts/garage`, then \
+                 `GIT_MODEL_TEST_S3=1 cargo test --test e2e s3` (.ci/run does both)."
+            );
+            return None;
+        }
+        let path = std::env::var_os("GIT_MODEL_TEST_S3_ENV")
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| std::env::temp_dir().join("git-model-garage").join("env"));
+        let text = fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "GIT_MODEL_TEST_S3 is set but the Garage env file {} cannot be read ({e}): \
+                 run scripts/garage to start Garage and write it",
+                path.display()
+            )
+        });
+        let vars: Vec<(String, String)> = text
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("export "))
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
+            .collect();
+        let get = |name: &str| {
+            vars.iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_else(|| {
+                    panic!(
+                        "{} has no {name}: run scripts/garage to rewrite it",
+                        path.display()
+                    )
+                })
+        };
+        let endpoint = get("AWS_ENDPOINT_URL");
+        for name in ["AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
+            get(name);
+        }
+        let bucket = get("GIT_MODEL_TEST_S3_BUCKET");
+        let addr = endpoint.trim_start_matches("http://").trim_end_matches('/');
+        let reachable = addr.parse().ok().is_some_and(|addr| {
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok()
+        });
+        assert!(
+            reachable,
+            "Garage does not answer at {endpoint} (from {}): run scripts/garage",
+            path.display()
+        );
+        Some(S3Env { vars, bucket })
+    }
+
+    fn var(&self, name: &str) -> &str {
+        self.vars
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
+    }
+
+    /// `s3://<bucket>/<prefix>` for a fresh random prefix.
+    fn fresh_store(&self, what: &str) -> (String, String) {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let prefix = format!("e2e/{what}-{nanos:x}-{:x}", std::process::id());
+        (format!("s3://{}/{prefix}", self.bucket), prefix)
+    }
+
+    /// A server process on `store` (its data directory is unused but must exist).
+    fn server(&self, dir: &Path, store: &str, extra: &[&str]) -> Server {
+        let mut args = vec!["--store", store];
+        args.extend_from_slice(extra);
+        Server::start_with(&server_exe(), dir, &args, &self.vars)
+    }
+
+    fn builder(&self) -> AmazonS3Builder {
+        AmazonS3Builder::new()
+            .with_endpoint(self.var("AWS_ENDPOINT_URL"))
+            .with_region(self.var("AWS_REGION"))
+            .with_access_key_id(self.var("AWS_ACCESS_KEY_ID"))
+            .with_secret_access_key(self.var("AWS_SECRET_ACCESS_KEY"))
+    }
+
+    /// A raw client of the bucket, to look behind the server's back.
+    fn bucket(&self) -> Arc<AmazonS3> {
+        Arc::new(
+            self.builder()
+                .with_bucket_name(&self.bucket)
+                .with_allow_http(true)
+                .with_virtual_hosted_style_request(false)
+                .build()
+                .expect("an S3 client for the test bucket"),
+        )
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Every object below `prefix` with its size.
+fn objects(s3: &S3Env, prefix: &str) -> Vec<(String, u64)> {
+    let bucket = s3.bucket();
+    let prefix = ObjectPath::from(prefix);
+    runtime().block_on(async {
+        let metas: Vec<_> = bucket.list(Some(&prefix)).try_collect().await.unwrap();
+        metas
+            .into_iter()
+            .map(|m| (m.location.to_string(), m.size))
+            .collect()
+    })
+}
+
+fn stored_bytes(s3: &S3Env, prefix: &str) -> u64 {
+    objects(s3, prefix).iter().map(|(_, size)| size).sum()
+}
+
+fn model(mib: usize, edited: &[usize]) -> Vec<u8> {
+    let mut versions = vec![0u64; mib];
+    for &i in edited {
+        versions[i] += 1;
+    }
+    safetensors(7, MIB, &versions)
+}
+
+fn assert_same(path: &Path, want: &[u8]) {
+    let got = fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(
+        got == want,
+        "{}: {} bytes differ from the expected {} bytes",
+        path.display(),
+        got.len(),
+        want.len()
+    );
+}
+
+/// A hermetic git environment with git-model installed, a bare origin, and a working
+/// repository tracking `*.safetensors` whose committed `.gitmodel` names `model_url`.
+struct Repos {
+    env: GitEnv,
+    origin: PathBuf,
+    work: PathBuf,
+}
+
+impl Repos {
+    fn new(model_url: &str) -> Repos {
+        let env = GitEnv::new(&git_model_exe());
+        let home = env.home.path().to_path_buf();
+        env.git(&home, &["init", "-q", "--bare", "-b", "main", "origin.git"]);
+        env.git(&home, &["model", "install"]);
+        env.git(&home, &["init", "-q", "-b", "main", "work"]);
+        let origin = env.path("origin.git");
+        let work = env.path("work");
+        env.git(
+            &work,
+            &["remote", "add", "origin", origin.to_str().unwrap()],
+        );
+        env.git(&work, &["model", "track", "*.safetensors"]);
+        env.git(
+            &work,
+            &["config", "-f", ".gitmodel", "model.url", model_url],
+        );
+        env.git(&work, &["add", ".gitattributes", ".gitmodel"]);
+        env.git(&work, &["commit", "-q", "-m", "set up git-model"]);
+        Repos { env, origin, work }
+    }
+
+    fn commit_and_push(&self, data: &[u8], msg: &str, via: &str) {
+        fs::write(self.work.join("model.safetensors"), data).unwrap();
+        self.env.git(&self.work, &["add", "model.safetensors"]);
+        self.env.git(&self.work, &["commit", "-q", "-m", msg]);
+        let out = self.env.git_with(
+            &self.work,
+            &[("GIT_MODEL_URL", via)],
+            &["push", "-q", "origin", "main"],
+        );
+        crate::check_ok(&format!("git push ({msg}) via {via}"), &out);
+    }
+
+    /// A clone whose smudge filter downloads through `via`.
+    fn clone_via(&self, name: &str, via: &str, skip_smudge: bool) -> PathBuf {
+        let mut env = vec![("GIT_MODEL_URL", via)];
+        if skip_smudge {
+            env.push(("GIT_MODEL_SKIP_SMUDGE", "1"));
+        }
+        let out = self.env.git_with(
+            self.env.home.path(),
+            &env,
+            &["clone", "-q", self.origin.to_str().unwrap(), name],
+        );
+        crate::check_ok(&format!("git clone via {via}"), &out);
+        self.env.path(name)
+    }
+}
+
+#[test]
+fn s3_two_nodes_share_one_bucket_restart_and_dedup() {
+    let Some(s3) = S3Env::load() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (store, prefix) = s3.fresh_store("share");
+    let mut a = s3.server(dir.path(), &store, &[]);
+    // B re-lists packs every second, so it learns of A's pushes on its own.
+    let b = s3.server(dir.path(), &store, &["--index-refresh", "1"]);
+    let (a_url, b_url) = (a.repo_url("acme", "vision"), b.repo_url("acme", "vision"));
+    let repos = Repos::new(&a_url);
+
+    let started = Instant::now();
+    let v1 = model(24, &[]);
+    repos.commit_and_push(&v1, "v1", &a_url);
+    let after_v1 = stored_bytes(&s3, &prefix);
+    assert!(after_v1 > 12 * MIB as u64, "v1 stored {after_v1} bytes");
+    eprintln!(
+        "s3: pushed {} MiB through A in {:?}; bucket holds {after_v1} bytes",
+        v1.len() / MIB,
+        started.elapsed()
+    );
+
+    // Node B serves it at once: nothing but the bucket is shared.
+    let cloned = repos.clone_via("via-b", &b_url, false);
+    assert_same(&cloned.join("model.safetensors"), &v1);
+
+    // A restarted node needs nothing but the bucket.
+    a.kill();
+    let a2 = s3.server(dir.path(), &store, &[]);
+    let a2_url = a2.repo_url("acme", "vision");
+    let lazy = repos.clone_via("lazy", &a2_url, true);
+    let out = repos
+        .env
+        .git_with(&lazy, &[("GIT_MODEL_URL", &a2_url)], &["model", "pull"]);
+    crate::check_ok("git model pull via the restarted node", &out);
+    assert_same(&lazy.join("model.safetensors"), &v1);
+
+    // Its index was rebuilt from the bucket: a one-tensor edit stores little.
+    let v2 = model(24, &[5]);
+    repos.commit_and_push(&v2, "v2", &a2_url);
+    let after_v2 = stored_bytes(&s3, &prefix);
+    let grown = after_v2 - after_v1;
+    assert!(
+        grown < (v2.len() / 10) as u64,
+        "v2 through the restarted node stored {grown} new bytes for a {}-byte file",
+        v2.len()
+    );
+
+    // B picked up A's packs by itself (refresh every second): a push through B dedups too.
+    std::thread::sleep(Duration::from_millis(2500));
+    let v3 = model(24, &[5, 11]);
+    repos.commit_and_push(&v3, "v3", &b_url);
+    let grown = stored_bytes(&s3, &prefix) - after_v2;
+    assert!(
+        grown < (v3.len() / 10) as u64,
+        "v3 through B stored {grown} new bytes for a {}-byte file",
+        v3.len()
+    );
+    let out = repos.env.git_with(
+        &cloned,
+        &[("GIT_MODEL_URL", &a2_url)],
+        &["pull", "-q", "origin", "main"],
+    );
+    crate::check_ok("git pull via A", &out);
+    assert_same(&cloned.join("model.safetensors"), &v3);
+    eprintln!(
+        "s3: three versions of {} MiB: bucket holds {} bytes",
+        v1.len() / MIB,
+        stored_bytes(&s3, &prefix)
+    );
+}
+
+/// A pack of `chunks` and the unlocated recipe of their concatenation.
+fn pack_and_recipe(chunks: &[Vec<u8>]) -> (gitmodel_format::PackId, Vec<u8>, Recipe) {
+    let mut builder = PackBuilder::new();
+    let mut file = Vec::new();
+    let mut recipe_chunks = Vec::new();
+    for raw in chunks {
+        let (codec, stored) = encode_chunk(raw);
+        builder.push(ChunkId::of(raw), raw.len() as u32, codec, &stored);
+        recipe_chunks.push(RecipeChunk {
+            id: ChunkId::of(raw),
+            raw_len: raw.len() as u32,
+        });
+        file.extend_from_slice(raw);
+    }
+    let (pack, bytes, _) = builder.finish();
+    let recipe = Recipe {
+        chunker: 1,
+        oid: Oid::of(&file),
+        size: file.len() as u64,
+        chunks: recipe_chunks,
+        segments: Vec::new(),
+    };
+    (pack, bytes, recipe)
+}
+
+/// Incompressible bytes (a synthetic tensor file), different for each seed.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    safetensors(seed, len, &[0])
+}
+
+#[test]
+fn s3_register_through_another_node_than_the_upload() {
+    let Some(s3) = S3Env::load() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = s3.fresh_store("register");
+    // The default refresh interval (30 s): B can only learn of the pack on its miss.
+    let a = s3.server(dir.path(), &store, &[]);
+    let b = s3.server(dir.path(), &store, &[]);
+    let remote = |server: &Server| {
+        gitmodel_client::Remote::new(
+            &server.repo_url("acme", "vision"),
+            gitmodel_client::Auth::None,
+        )
+        .unwrap()
+    };
+    let (ra, rb) = (remote(&a), remote(&b));
+    let chunks: Vec<Vec<u8>> = (0..3).map(|i| noise(i, 100_000)).collect();
+    let (pack, bytes, recipe) = pack_and_recipe(&chunks);
+
+    // A load balancer sends the upload to A and the registration to B.
+    let uploaded = ra.put_pack(&pack, &bytes).unwrap();
+    assert!(uploaded.created);
+    let results = rb.register(std::slice::from_ref(&recipe)).unwrap();
+    assert!(results[0].ok, "register through B: {:?}", results[0].error);
+    let ids: Vec<ChunkId> = chunks.iter().map(|c| ChunkId::of(c)).collect();
+    assert_eq!(rb.chunks_exist(&ids).unwrap(), vec![true; 3]);
+    assert_eq!(ra.files_exist(&[recipe.oid]).unwrap(), vec![true]);
+    let located = ra
+        .get_recipe(&recipe.oid)
+        .unwrap()
+        .expect("A serves B's recipe");
+    assert_eq!(located.segments[0].pack, pack);
+
+    // A chunk that is nowhere is still refused, after B looked again.
+    let (_, _, missing) = pack_and_recipe(&[noise(9, 50_000)]);
+    let results = rb.register(&[missing]).unwrap();
+    let error = results[0].error.as_ref().expect("refused");
+    assert_eq!(error.code, "missing_chunks", "{error:?}");
+}
+
+#[test]
+fn s3_corrupt_pack_in_the_bucket_fails_the_pull_and_writes_nothing() {
+    let Some(s3) = S3Env::load() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (store, prefix) = s3.fresh_store("corrupt");
+    let a = s3.server(dir.path(), &store, &[]);
+    let b = s3.server(dir.path(), &store, &[]);
+    let (a_url, b_url) = (a.repo_url("acme", "vision"), b.repo_url("acme", "vision"));
+    let repos = Repos::new(&a_url);
+    let v1 = model(4, &[]);
+    repos.commit_and_push(&v1, "v1", &a_url);
+
+    // Damage every pack behind the servers' back, through the S3 API.
+    let packs: Vec<String> = objects(&s3, &format!("{prefix}/packs"))
+        .into_iter()
+        .map(|(key, _)| key)
+        .collect();
+    assert!(!packs.is_empty());
+    let bucket = s3.bucket();
+    runtime().block_on(async {
+        for key in &packs {
+            let path = ObjectPath::from(key.as_str());
+            let mut bytes = bucket
+                .get(&path)
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap()
+                .to_vec();
+            let at = bytes.len() / 2;
+            bytes[at] ^= 0x40;
+            bucket.put(&path, PutPayload::from(bytes)).await.unwrap();
+        }
+    });
+
+    let lazy = repos.clone_via("lazy", &b_url, true);
+    let out = repos
+        .env
+        .git_with(&lazy, &[("GIT_MODEL_URL", &b_url)], &["model", "pull"]);
+    assert!(!out.status.success(), "pull of corrupt content succeeded");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let named = packs.iter().any(|key| {
+        let id = key.rsplit('/').next().unwrap().trim_end_matches(".pack");
+        stderr.contains(id)
+    });
+    assert!(named, "the error names no damaged pack: {stderr}");
+    assert!(
+        stderr.contains("corrupt") || stderr.contains("hashes to"),
+        "{stderr}"
+    );
+    let pointer = Pointer::new(Oid::of(&v1), v1.len() as u64).to_bytes();
+    assert_same(&lazy.join("model.safetensors"), &pointer);
+}
+
+#[test]
+fn s3_store_conformance() {
+    let Some(s3) = S3Env::load() else { return };
+    let (store_url, _) = s3.fresh_store("conformance");
+    let location = S3Location::parse(&store_url).unwrap();
+    let mut store = S3Store::with_builder(s3.builder(), location, S3Options::default()).unwrap();
+    runtime().block_on(async {
+        store.check_access().await.unwrap();
+        let conditional = store.probe_conditional_put().await.unwrap();
+        eprintln!("s3: the store honours If-None-Match on PUT: {conditional}");
+        assert_eq!(store.atomic_create(), conditional);
+
+        assert_eq!(store.head("a/b.bin").await.unwrap(), None);
+        assert!(matches!(
+            store.get("a/b.bin").await,
+            Err(StorageError::NotFound { .. })
+        ));
+        store.put("a/b.bin", "hello world".into()).await.unwrap();
+        store.put("a/b.bin", "hello world".into()).await.unwrap();
+        store.put("c.bin", "x".into()).await.unwrap();
+        assert_eq!(store.head("a/b.bin").await.unwrap(), Some(11));
+        assert_eq!(&store.get("a/b.bin").await.unwrap()[..], b"hello world");
+        assert_eq!(
+            &store.get_range("a/b.bin", 6..11).await.unwrap()[..],
+            b"world"
+        );
+        assert_eq!(&store.get_range("a/b.bin", 3..3).await.unwrap()[..], b"");
+        assert!(matches!(
+            store.get_range("a/b.bin", 6..12).await,
+            Err(StorageError::InvalidRange { .. })
+        ));
+        assert!(matches!(
+            store.get_range("nope", 0..1).await,
+            Err(StorageError::NotFound { .. })
+        ));
+        assert_eq!(store.list("").await.unwrap(), vec!["a/b.bin", "c.bin"]);
+        assert_eq!(store.list("a/").await.unwrap(), vec!["a/b.bin"]);
+        assert!(store.list("nothing").await.unwrap().is_empty());
+
+        // Create-if-absent (atomic or not, one writer always sees the first object).
+        assert!(store.put_if_absent("l/x.json", "one".into()).await.unwrap());
+        assert!(!store.put_if_absent("l/x.json", "two".into()).await.unwrap());
+        assert_eq!(&store.get("l/x.json").await.unwrap()[..], b"one");
+
+        // Above the threshold: a multipart upload, read back exactly.
+        let big = noise(3, 40 * MIB + 12345);
+        let started = Instant::now();
+        store.put("big.bin", big.clone().into()).await.unwrap();
+        let put_time = started.elapsed();
+        assert_eq!(store.head("big.bin").await.unwrap(), Some(big.len() as u64));
+        let started = Instant::now();
+        let back = store.get("big.bin").await.unwrap();
+        let get_time = started.elapsed();
+        assert!(back[..] == big[..], "multipart object differs");
+        let part = 8 * MIB as u64;
+        let edge = store
+            .get_range("big.bin", part - 5..part + 5)
+            .await
+            .unwrap();
+        assert_eq!(&edge[..], &big[(part - 5) as usize..(part + 5) as usize]);
+        eprintln!(
+            "s3: {} MiB object: multipart put {put_time:?}, get {get_time:?}",
+            big.len() / MIB
+        );
+
+        // Latency of the small requests the server makes most (footer and record reads).
+        let started = Instant::now();
+        for i in 0..20u64 {
+            store.head("big.bin").await.unwrap();
+            store.get_range("big.bin", i * 1000..i * 1000 + 4096).await.unwrap();
+        }
+        eprintln!(
+            "s3: HEAD + 4 KiB ranged GET: {:?} per pair (20 pairs)",
+            started.elapsed() / 20
+        );
+
+        let presigned = store
+            .presign_get("a/b.bin", Duration::from_secs(60))
+            .await
+            .unwrap()
+            .expect("S3 presigns");
+        assert!(presigned.contains("X-Amz-Signature="), "{presigned}");
+
+        for key in ["a/b.bin", "c.bin", "l/x.json", "big.bin"] {
+            store.delete(key).await.unwrap();
+        }
+        store.delete("a/b.bin").await.unwrap();
+        assert!(store.list("").await.unwrap().is_empty());
+    });
+}
+
+#[test]
+fn s3_lfs_locks_are_shared_by_the_nodes() {
+    let Some(s3) = S3Env::load() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = s3.fresh_store("locks");
+    let a = s3.server(dir.path(), &store, &[]);
+    let b = s3.server(dir.path(), &store, &[]);
+    let lock = |server: &Server, path: &str| {
+        let url = format!("{}/acme/vision.git/info/lfs/locks", server.url);
+        match ureq::post(&url)
+            .set("Content-Type", "application/vnd.git-lfs+json")
+            .send_string(&format!("{{\"path\": \"{path}\"}}"))
+        {
+            Ok(response) => response.status(),
+            Err(ureq::Error::Status(status, _)) => status,
+            Err(e) => panic!("POST {url}: {e}"),
+        }
+    };
+    assert_eq!(lock(&a, "weights/a.bin"), 201);
+    assert_eq!(lock(&b, "weights/a.bin"), 409, "B must see A's lock");
+    assert_eq!(lock(&b, "weights/b.bin"), 201);
+    let listed = ureq::get(&format!("{}/acme/vision.git/info/lfs/locks", a.url))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    assert!(
+        listed.contains("weights/a.bin") && listed.contains("weights/b.bin"),
+        "{listed}"
+    );
+}
