@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use gitmodel_client::{Auth, Remote};
+use gitmodel_client::{Auth, GitCredentialHelper, Remote, RemoteOptions, TlsOptions};
 use gitmodel_git::config::{self, Setting};
 use gitmodel_git::Git;
 use gitmodel_store::LocalStore;
@@ -50,7 +50,16 @@ impl Repo {
     }
 
     pub fn url_setting(&self) -> Result<Option<Setting>> {
-        Ok(config::get(&self.git, "url", Some("GIT_MODEL_URL"))?)
+        if let Some(s) = config::get(&self.git, "url", Some("GIT_MODEL_URL"))? {
+            return Ok(Some(s));
+        }
+        // A Git LFS repository pointed at git-model-server needs no extra setting.
+        Ok(config::lfs_url(&self.git)?.and_then(|(url, origin)| {
+            config::model_url_from_lfs(&url).map(|value| Setting {
+                value,
+                source: config::Source::Lfs(origin),
+            })
+        }))
     }
 
     pub fn remote(&self) -> Result<Remote> {
@@ -60,7 +69,15 @@ impl Repo {
                  `git config -f .gitmodel model.url http://host:8080/<namespace>/<repo>`",
             ));
         };
-        Ok(Remote::new(&url.value, auth())?)
+        let options = RemoteOptions {
+            auth: auth(),
+            // Asked on a 401 when GIT_MODEL_TOKEN is unset: any git credential helper.
+            credentials: Some(std::sync::Arc::new(GitCredentialHelper::new(
+                self.git.dir(),
+            ))),
+            tls: tls_options(&self.git, &url.value)?,
+        };
+        Ok(Remote::with_options(&url.value, options)?)
     }
 }
 
@@ -70,4 +87,21 @@ pub fn auth() -> Auth {
         Ok(t) if !t.is_empty() => Auth::Bearer(t),
         _ => Auth::None,
     }
+}
+
+/// TLS settings as git itself reads them for `url`: `GIT_SSL_CAINFO` and
+/// `GIT_SSL_NO_VERIFY`, else `http.sslCAInfo` and `http.sslVerify` (including their
+/// `http.<url>.*` forms).
+pub fn tls_options(git: &Git, url: &str) -> Result<TlsOptions> {
+    let get = |key: &str, kind: &str| git.try_run(&["config", kind, "--get-urlmatch", key, url]);
+    let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    let ca_file = match env("GIT_SSL_CAINFO") {
+        Some(path) => Some(PathBuf::from(path)),
+        None => get("http.sslcainfo", "--path")?.map(PathBuf::from),
+    };
+    let verify = match env("GIT_SSL_NO_VERIFY") {
+        Some(_) => false,
+        None => get("http.sslverify", "--bool")?.as_deref() != Some("false"),
+    };
+    Ok(TlsOptions { ca_file, verify })
 }

@@ -131,6 +131,10 @@ fn upload_range(repo: &Repo, include: &[git2::Oid], exclude: &[git2::Oid]) -> Re
     }
     let store = repo.store()?;
     let remote = repo.remote()?;
+    // Content git-lfs stored (a repository that switched to git-model) counts as local.
+    for f in &found {
+        crate::lfs::have_locally(&repo.repo, &store, &f.pointer);
+    }
     let report = gitmodel_client::upload(&store, &remote, &to_refs(found))
         .with_context(|| format!("uploading to {}", remote.url()))?;
     print_upload(&report);

@@ -126,7 +126,7 @@ impl Filter for ModelFilter {
             out.write_all(stored).map_err(io_err)?;
             return Ok(());
         }
-        if !self.store.has_file(&p.oid) {
+        if !crate::lfs::have_locally(&self.repo.repo, &self.store, &p) {
             if let Err(why) = self.fetch(path, &p) {
                 eprintln!(
                     "git-model: {path}: content of {} not available ({why}); left as a pointer, \
@@ -150,7 +150,7 @@ impl Filter for ModelFilter {
         if p.size == 0
             || skip_smudge()
             || !self.paths.allows(path)
-            || self.store.has_file(&p.oid)
+            || crate::lfs::have_locally(&self.repo.repo, &self.store, &p)
             || self.remote().is_err()
         {
             return false;

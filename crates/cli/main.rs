@@ -5,6 +5,7 @@
 mod app;
 mod cmd;
 mod filter;
+mod lfs;
 mod maint;
 mod ml;
 mod paths;
@@ -36,6 +37,10 @@ enum Command {
         /// Only the filter config; no hooks even inside a repository.
         #[arg(long)]
         skip_repo: bool,
+        /// In a Git LFS repository: become the driver of `filter=lfs` (same pointers, no
+        /// history rewrite) and replace git-lfs's pre-push hook.
+        #[arg(long, conflicts_with_all = ["local", "skip_repo"])]
+        lfs: bool,
     },
     /// Remove the filter config and this repository's hooks.
     Uninstall {
@@ -102,6 +107,16 @@ enum Command {
     Status,
     /// Resolved configuration and where each value came from.
     Env,
+    /// Move this repository's Git LFS objects from its LFS server into git-model storage
+    /// (all branches and tags, or REFS); resumable.
+    Migrate {
+        refs: Vec<String>,
+        #[command(flatten)]
+        paths: PathArgs,
+    },
+    /// git-lfs custom transfer agent (line-delimited JSON on stdin/stdout).
+    #[command(hide = true)]
+    LfsAgent,
     /// git's long-running filter process (configured by `install`).
     #[command(hide = true)]
     FilterProcess,
@@ -149,7 +164,12 @@ fn main() {
         )
         .init();
     let result = match cli.command {
-        Command::Install { local, skip_repo } => cmd::install(local, skip_repo),
+        Command::Install { lfs: true, .. } => lfs::install_lfs(),
+        Command::Install {
+            local, skip_repo, ..
+        } => cmd::install(local, skip_repo),
+        Command::Migrate { refs, paths } => lfs::migrate(&refs, &paths.include, &paths.exclude),
+        Command::LfsAgent => lfs::agent(),
         Command::Uninstall { local } => cmd::uninstall(local),
         Command::Track { patterns } => cmd::track(&patterns),
         Command::Untrack { patterns } => cmd::untrack(&patterns),

@@ -461,7 +461,8 @@ impl Ctx {
         if let Content::Bytes(b) = content {
             return Ok(b.clone());
         }
-        self.prefetch(content, &[0..content.size()])?;
+        let whole = 0..content.size();
+        self.prefetch(content, std::slice::from_ref(&whole))?;
         self.read_at(content, 0, content.size())
     }
 
@@ -587,7 +588,7 @@ impl Read for ContentReader<'_> {
 
 /// The first 10 hex digits of an id.
 pub fn short(hex: &str) -> &str {
-    &hex[..hex.len().min(10)]
+    gitmodel_ml::registry::prefix(hex, 10)
 }
 
 /// Metrics or params files on `side`, flattened and merged (for the registry's gates).

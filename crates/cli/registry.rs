@@ -666,7 +666,7 @@ fn stage_rows(states: &BTreeMap<String, registry::StageState>, model: &str) -> V
                 model.to_string(),
                 s.stage.clone(),
                 short(&s.current.commit).to_string(),
-                format!("sha256:{}", &s.current.oid[..s.current.oid.len().min(12)]),
+                format!("sha256:{}", registry::prefix(&s.current.oid, 12)),
                 time::format_utc(s.since),
                 s.by.clone(),
                 match s.action {

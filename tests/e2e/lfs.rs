@@ -12,7 +12,7 @@ use crate::{stored_blob, World};
 
 const MIB: usize = 1 << 20;
 
-fn require_git_lfs(w: &World) {
+pub(crate) fn require_git_lfs(w: &World) {
     let out = w.env.git_output(w.env.home.path(), &["lfs", "version"]);
     assert!(
         out.status.success(),
@@ -22,7 +22,7 @@ fn require_git_lfs(w: &World) {
     );
 }
 
-fn assert_same(path: &Path, want: &[u8]) {
+pub(crate) fn assert_same(path: &Path, want: &[u8]) {
     let got = fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     assert!(
         got.len() == want.len() && got == want,
@@ -34,7 +34,7 @@ fn assert_same(path: &Path, want: &[u8]) {
 }
 
 /// Runs git, panics with its output unless it succeeds; returns stdout and stderr.
-fn git(w: &World, dir: &Path, args: &[&str]) -> (String, String) {
+pub(crate) fn git(w: &World, dir: &Path, args: &[&str]) -> (String, String) {
     let out = w.env.git_output(dir, args);
     crate::check_ok(
         &format!("git {} (in {})", args.join(" "), dir.display()),
@@ -47,13 +47,13 @@ fn git(w: &World, dir: &Path, args: &[&str]) -> (String, String) {
 }
 
 /// The LFS endpoint of repository `ns/repo` on the test server.
-fn lfs_url(w: &World, ns: &str, repo: &str) -> String {
+pub(crate) fn lfs_url(w: &World, ns: &str, repo: &str) -> String {
     format!("{}.git/info/lfs", w.server.repo_url(ns, repo))
 }
 
 /// A repository using plain Git LFS (no git-model filter): `*.bin` tracked, the server in
 /// a committed `.lfsconfig`, pushing to the bare origin.
-fn lfs_repo(w: &World, name: &str) -> PathBuf {
+pub(crate) fn lfs_repo(w: &World, name: &str) -> PathBuf {
     let home = w.env.home.path();
     git(w, home, &["init", "-q", "-b", "main", name]);
     let dir = w.env.path(name);
@@ -72,7 +72,7 @@ fn lfs_repo(w: &World, name: &str) -> PathBuf {
 }
 
 /// A clone of origin whose checkout goes through git-lfs's smudge filter.
-fn lfs_clone(w: &World, name: &str) -> PathBuf {
+pub(crate) fn lfs_clone(w: &World, name: &str) -> PathBuf {
     let home = w.env.home.path();
     git(
         w,

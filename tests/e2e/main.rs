@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `git` binary with git-model as its filter and hook, and
 //! the real `git-model-server` on a free loopback port.
 
+mod adopt;
 mod core;
 mod daily;
 mod lfs;

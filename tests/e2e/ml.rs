@@ -430,3 +430,42 @@ fn lineage_forward_and_reverse() {
     assert_eq!(r[0]["commit"], c4.as_str());
     assert_eq!(r.as_array().unwrap().len(), 1);
 }
+
+#[test]
+fn gguf_diff_per_tensor_including_quantized_blocks() {
+    let w = World::new();
+    let repo = w.work_repo("work");
+    w.env.git(&repo, &["model", "track", "*.gguf"]);
+    let f32s = |seed: u32| -> Vec<u8> {
+        (0..4096u32)
+            .flat_map(|i| ((i * 7 + seed) as f32 / 1000.0).to_le_bytes())
+            .collect()
+    };
+    let quant = |fill: u8| vec![fill; 18 * 64]; // 64 Q4_0 blocks of 32 elements
+    let make = |a: u32, q: u8, name: &str| {
+        gitmodel_ml::gguf::build(
+            &[("general.name", name)],
+            &[
+                ("token_embd.weight", 0, vec![64, 64], f32s(a)),
+                ("blk.0.attn_q.weight", 2, vec![2048], quant(q)),
+                ("blk.0.ffn_up.weight", 0, vec![4096], f32s(1)),
+            ],
+        )
+    };
+    w.commit_file(&repo, "tiny.gguf", &make(0, 1, "tiny"), "v1");
+    w.commit_file(&repo, "tiny.gguf", &make(3, 2, "tiny-ft"), "v2");
+    let out = json(&gm(&w, &repo, &["diff", "HEAD~1", "HEAD", "--json"]));
+    let d = &out[0];
+    assert_eq!(d["format"], "gguf");
+    assert_eq!(d["unchanged"], 1);
+    assert_eq!(d["metadata_changed"], serde_json::json!(["general.name"]));
+    let t = &d["tensors"];
+    assert_eq!(t[0]["name"], "token_embd.weight");
+    assert_eq!(t[0]["shape"], serde_json::json!([64, 64]));
+    let max = t[0]["max_abs_diff"].as_f64().unwrap();
+    assert!((max - 0.003).abs() < 1e-6, "{t}");
+    assert_eq!(t[1]["name"], "blk.0.attn_q.weight");
+    assert_eq!(t[1]["dtype"], "Q4_0");
+    assert_eq!(t[1]["fraction_changed"], 1.0);
+    assert_eq!(t[1]["relative_l2"], Value::Null);
+}

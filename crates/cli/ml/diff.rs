@@ -187,7 +187,7 @@ pub fn model_diff(ctx: &Ctx, kind: FileKind, old: &Content, new: &Content) -> Re
         new.layout(),
     ) {
         (Some(a), Some(b)) => gitmodel_ml::ranges::unproven(a, o.range(), b, n.range()),
-        _ => vec![0..o.len()],
+        _ => std::iter::once(0..o.len()).collect(),
     };
     let parts: Vec<_> = to_read.iter().map(|(o, n)| unproven(o, n)).collect();
     let shift = |base: u64, rs: &[std::ops::Range<u64>]| -> Vec<std::ops::Range<u64>> {

@@ -313,7 +313,7 @@ pub fn lineage(spec: &str, json: bool) -> Result<()> {
 
 fn short_id(id: &str) -> String {
     match id.split_once(':') {
-        Some((kind, hex)) => format!("{kind}:{}", &hex[..hex.len().min(12)]),
+        Some((kind, hex)) => format!("{kind}:{}", gitmodel_ml::registry::prefix(hex, 12)),
         None => id.to_string(),
     }
 }
@@ -348,9 +348,8 @@ pub fn lineage_reverse(spec: &str, json: bool) -> Result<()> {
         let Some(mblob) = ctx.blob_id_at(&c, gitmodel_ml::manifest::MANIFEST) else {
             continue;
         };
-        if !manifests.contains_key(&mblob) {
-            let m = ctx.manifest(Side::Rev(c.id())).unwrap_or(None);
-            manifests.insert(mblob, m);
+        if let std::collections::hash_map::Entry::Vacant(slot) = manifests.entry(mblob) {
+            slot.insert(ctx.manifest(Side::Rev(c.id())).unwrap_or(None));
         }
         let Some(Some(m)) = manifests.get(&mblob) else {
             continue;

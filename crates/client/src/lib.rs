@@ -2,12 +2,15 @@
 //! [`upload`] sends the files a push publishes (only chunks the server lacks), and
 //! [`download`] brings files into the local store (only chunks the store lacks), with
 //! several requests in flight. Which files to move is the caller's choice (git scans).
+//! [`credentials`]: where credentials come from when the server asks for them.
 #![forbid(unsafe_code)]
 
+pub mod credentials;
 mod remote;
 mod transfer;
 
-pub use remote::{Auth, Remote};
+pub use credentials::{Credential, CredentialHelper, GitCredentialHelper};
+pub use remote::{Auth, Remote, RemoteOptions, TlsOptions};
 pub use transfer::{download, upload, DownloadReport, FileRef, UploadReport};
 
 use gitmodel_format::Oid;
@@ -25,6 +28,10 @@ pub enum ClientError {
     },
     #[error("cannot reach {url}: {message}")]
     Transport { url: String, message: String },
+    #[error("authentication required for {url}: {why}")]
+    AuthRequired { url: String, why: String },
+    #[error("{url}: TLS setup failed: {what}")]
+    Tls { url: String, what: String },
     #[error("{url}: malformed answer: {what}")]
     Protocol { url: String, what: String },
     #[error("{path} ({oid}): content is neither in the local store nor on the server")]

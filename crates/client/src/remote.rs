@@ -3,16 +3,31 @@
 //! Every call is idempotent on the server, so transient failures (connection errors,
 //! 5xx, 429) are retried with exponential backoff, honouring `Retry-After`. Bodies read
 //! from the server are bounded; nothing here trusts what comes back.
+//!
+//! **Credentials.** A fixed [`Auth`] (`GIT_MODEL_TOKEN`, sent as a bearer token) takes
+//! precedence. Without one, the first `401` asks the [`CredentialHelper`] once for the
+//! whole [`Remote`] (all threads wait for that one answer, so a person is prompted at
+//! most once), and the request is retried with HTTP Basic; credentials that work are
+//! approved, credentials the server refuses are rejected and the call fails with
+//! [`ClientError::AuthRequired`]. Secrets never reach `Debug` output, logs or errors.
+//!
+//! **TLS** ([`TlsOptions`], from git's `http.sslCAInfo` / `http.sslVerify`): by default
+//! the server's certificate is checked against the bundled web PKI roots; a CA file
+//! replaces them; `verify: false` turns checking off (with a warning).
 
 // The closures return ureq's own error type, which is large; it only lives on the error path.
 #![allow(clippy::result_large_err)]
 
 use std::io::Read;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use base64::Engine;
 use gitmodel_format::{ChunkId, Oid, PackId, Recipe};
 use gitmodel_proto as proto;
 
+use crate::credentials::{Credential, CredentialHelper, CredentialUrl};
 use crate::ClientError;
 
 const USER_AGENT: &str = concat!("git-model/", env!("CARGO_PKG_VERSION"));
@@ -21,10 +36,14 @@ const ATTEMPTS: u32 = 5;
 const MAX_RECIPE_BYTES: u64 = 1 << 30;
 
 /// Credentials sent with every request.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub enum Auth {
+    #[default]
     None,
+    /// `Authorization: Bearer <token>` (`GIT_MODEL_TOKEN`).
     Bearer(String),
+    /// HTTP Basic, as git credential helpers supply it (the token is the password).
+    Basic(Credential),
 }
 
 impl std::fmt::Debug for Auth {
@@ -33,20 +52,75 @@ impl std::fmt::Debug for Auth {
         match self {
             Auth::None => f.write_str("Auth::None"),
             Auth::Bearer(_) => f.write_str("Auth::Bearer(<redacted>)"),
+            Auth::Basic(c) => write!(f, "Auth::Basic({c:?})"),
         }
     }
+}
+
+impl Auth {
+    fn header(&self) -> Option<String> {
+        match self {
+            Auth::None => None,
+            Auth::Bearer(t) => Some(format!("Bearer {t}")),
+            Auth::Basic(c) => {
+                let raw = format!("{}:{}", c.username, c.password);
+                let encoded = base64::engine::general_purpose::STANDARD.encode(raw);
+                Some(format!("Basic {encoded}"))
+            }
+        }
+    }
+}
+
+/// How the server's TLS certificate is checked.
+#[derive(Debug, Clone)]
+pub struct TlsOptions {
+    /// PEM file of the certificate authorities to trust instead of the built-in roots
+    /// (git's `http.sslCAInfo`).
+    pub ca_file: Option<PathBuf>,
+    /// `false` accepts any certificate (git's `http.sslVerify = false`).
+    pub verify: bool,
+}
+
+impl Default for TlsOptions {
+    fn default() -> TlsOptions {
+        TlsOptions {
+            ca_file: None,
+            verify: true,
+        }
+    }
+}
+
+/// Everything a [`Remote`] is built with besides its URL.
+#[derive(Debug, Clone, Default)]
+pub struct RemoteOptions {
+    /// Fixed credentials; when set, the helper is never asked.
+    pub auth: Auth,
+    /// Asked for credentials on a `401` when `auth` is [`Auth::None`].
+    pub credentials: Option<Arc<dyn CredentialHelper>>,
+    pub tls: TlsOptions,
 }
 
 #[derive(Debug, Clone)]
 pub struct Remote {
     base: String,
     agent: ureq::Agent,
-    auth: Auth,
+    creds: Arc<Creds>,
 }
 
 impl Remote {
     /// A client for the repository at `url` (`http(s)://host[:port]/<namespace>/<repo>`).
     pub fn new(url: &str, auth: Auth) -> Result<Remote, ClientError> {
+        Remote::with_options(
+            url,
+            RemoteOptions {
+                auth,
+                ..RemoteOptions::default()
+            },
+        )
+    }
+
+    /// A client for the repository at `url` with credentials and TLS settings.
+    pub fn with_options(url: &str, options: RemoteOptions) -> Result<Remote, ClientError> {
         let base = url.trim_end_matches('/').to_string();
         let rest = base
             .strip_prefix("http://")
@@ -57,6 +131,15 @@ impl Remote {
             })?;
         let mut parts = rest.split('/');
         let host = parts.next().unwrap_or("");
+        if host.contains('@') {
+            // The URL may hold a secret: do not repeat it.
+            return Err(ClientError::BadUrl {
+                url: "(not shown: it holds credentials)".into(),
+                why: "credentials do not belong in model.url: use a git credential helper or \
+                      GIT_MODEL_TOKEN"
+                    .into(),
+            });
+        }
         let path: Vec<&str> = parts.collect();
         if host.is_empty() || path.len() != 2 {
             return Err(ClientError::BadUrl {
@@ -68,14 +151,35 @@ impl Remote {
             url: url.to_string(),
             why: e.to_string(),
         })?;
-        let agent = ureq::AgentBuilder::new()
+        let mut agent = ureq::AgentBuilder::new()
             .timeout_connect(Duration::from_secs(10))
             .timeout_read(Duration::from_secs(120))
             .timeout_write(Duration::from_secs(120))
             .user_agent(USER_AGENT)
-            .max_idle_connections_per_host(16)
-            .build();
-        Ok(Remote { base, agent, auth })
+            .max_idle_connections_per_host(16);
+        let tls_error = |what: String| ClientError::Tls {
+            url: base.clone(),
+            what,
+        };
+        if let Some(config) = tls_config(&options.tls).map_err(tls_error)? {
+            if !options.tls.verify {
+                tracing::warn!(
+                    "http.sslVerify is false: the TLS certificate of {base} is not checked"
+                );
+            }
+            agent = agent.tls_config(config);
+        }
+        let creds = Creds {
+            target: CredentialUrl::parse(&base),
+            fixed: options.auth,
+            helper: options.credentials,
+            state: Mutex::new(Filled::default()),
+        };
+        Ok(Remote {
+            base,
+            agent: agent.build(),
+            creds: Arc::new(creds),
+        })
     }
 
     pub fn url(&self) -> &str {
@@ -88,22 +192,44 @@ impl Remote {
 
     fn request(&self, method: &str, url: &str) -> ureq::Request {
         let req = self.agent.request(method, url);
-        match &self.auth {
-            Auth::None => req,
-            Auth::Bearer(t) => req.set("Authorization", &format!("Bearer {t}")),
+        match self.creds.current().header() {
+            None => req,
+            Some(value) => req.set("Authorization", &value),
         }
     }
 
-    /// Sends a request built by `make`, retrying transient failures.
+    /// Sends a request built by `make`, retrying transient failures, and asking for
+    /// credentials on a `401` (see the module header).
     fn send(
         &self,
         url: &str,
         make: impl Fn() -> Result<ureq::Response, ureq::Error>,
     ) -> Result<ureq::Response, ClientError> {
         let mut delay = Duration::from_millis(200);
-        for attempt in 1..=ATTEMPTS {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let generation = self.creds.generation();
             let (err, retry_after) = match make() {
-                Ok(resp) => return Ok(resp),
+                Ok(resp) => {
+                    self.creds.worked(generation);
+                    return Ok(resp);
+                }
+                Err(ureq::Error::Status(401, resp)) => {
+                    let message = match http_error(url, 401, resp) {
+                        ClientError::Http { message, .. } => message,
+                        other => other.to_string(),
+                    };
+                    self.creds.refused(generation, &message).map_err(|why| {
+                        ClientError::AuthRequired {
+                            url: self.base.clone(),
+                            why,
+                        }
+                    })?;
+                    // New credentials: try again, without counting it as a failure.
+                    attempt -= 1;
+                    continue;
+                }
                 Err(ureq::Error::Status(status, resp)) => {
                     let retry_after = resp
                         .header("Retry-After")
@@ -123,7 +249,7 @@ impl Remote {
                     None,
                 ),
             };
-            if attempt == ATTEMPTS {
+            if attempt >= ATTEMPTS {
                 return Err(err);
             }
             let wait = retry_after.unwrap_or(delay).min(Duration::from_secs(30));
@@ -131,7 +257,6 @@ impl Remote {
             std::thread::sleep(wait);
             delay *= 2;
         }
-        unreachable!("the last attempt returns")
     }
 
     fn read_body(url: &str, resp: ureq::Response, limit: u64) -> Result<Vec<u8>, ClientError> {
@@ -274,6 +399,196 @@ impl Remote {
                 url,
                 what: "no total length in Content-Range".into(),
             })
+    }
+}
+
+/// The credentials of a [`Remote`], shared by its clones and threads.
+#[derive(Debug)]
+struct Creds {
+    fixed: Auth,
+    helper: Option<Arc<dyn CredentialHelper>>,
+    /// What the helper is asked about (`None` for a URL git could not describe).
+    target: Option<CredentialUrl>,
+    state: Mutex<Filled>,
+}
+
+/// What the helper gave, and how far it got.
+#[derive(Debug, Default)]
+struct Filled {
+    credential: Option<Credential>,
+    /// Bumped whenever the credentials change, so a thread whose request was refused can
+    /// tell whether another thread has already fetched new ones.
+    generation: u64,
+    approved: bool,
+    /// Why the helper had nothing (asked once per [`Remote`], not once per request).
+    failed: Option<String>,
+}
+
+impl Creds {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Filled> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn current(&self) -> Auth {
+        match &self.fixed {
+            Auth::None => self
+                .lock()
+                .credential
+                .clone()
+                .map_or(Auth::None, Auth::Basic),
+            fixed => fixed.clone(),
+        }
+    }
+
+    fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
+    /// A request sent with the credentials of `generation` succeeded: approve them once.
+    fn worked(&self, generation: u64) {
+        let (Some(helper), Some(target)) = (&self.helper, &self.target) else {
+            return;
+        };
+        let mut state = self.lock();
+        if state.approved || state.generation != generation {
+            return;
+        }
+        if let Some(credential) = &state.credential {
+            helper.approve(target, credential);
+            state.approved = true;
+        }
+    }
+
+    /// A request sent with the credentials of `generation` got `401` (`message` is the
+    /// server's): `Ok` when there are new credentials to retry with, else why not.
+    fn refused(&self, generation: u64, message: &str) -> Result<(), String> {
+        match &self.fixed {
+            Auth::None => {}
+            Auth::Bearer(_) => {
+                return Err(format!("the server refused GIT_MODEL_TOKEN: {message}"))
+            }
+            Auth::Basic(_) => return Err(format!("the server refused the credentials: {message}")),
+        }
+        let advice = "set GIT_MODEL_TOKEN, or configure a git credential helper (e.g.                       `git config credential.helper store`)";
+        let (Some(helper), Some(target)) = (&self.helper, &self.target) else {
+            return Err(format!("{message}; {advice}"));
+        };
+        let mut state = self.lock();
+        if state.generation != generation {
+            // Another thread already has new credentials.
+            return Ok(());
+        }
+        if let Some(old) = state.credential.take() {
+            helper.reject(target, &old);
+            state.generation += 1;
+            return Err(format!(
+                "the server refused the credentials from git's credential helper (they \
+                 were rejected, so git asks again next time): {message}"
+            ));
+        }
+        if let Some(why) = &state.failed {
+            return Err(why.clone());
+        }
+        match helper.fill(target) {
+            Ok(credential) => {
+                state.credential = Some(credential);
+                state.generation += 1;
+                state.approved = false;
+                Ok(())
+            }
+            Err(e) => {
+                let why = format!("no credentials ({e}); {advice}");
+                state.failed = Some(why.clone());
+                Err(why)
+            }
+        }
+    }
+}
+
+/// A rustls configuration for `tls`, or `None` for ureq's default (web PKI roots).
+fn tls_config(tls: &TlsOptions) -> Result<Option<Arc<rustls::ClientConfig>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+
+    if tls.verify && tls.ca_file.is_none() {
+        return Ok(None);
+    }
+    // Named explicitly: several providers may be compiled in.
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let config = match &tls.ca_file {
+        _ if !tls.verify => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
+            .with_no_client_auth(),
+        Some(path) => {
+            let unreadable = |e: &dyn std::fmt::Display| {
+                format!("cannot read CA certificates from {}: {e}", path.display())
+            };
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(path).map_err(|e| unreadable(&e))? {
+                let cert = cert.map_err(|e| unreadable(&e))?;
+                roots.add(cert).map_err(|e| unreadable(&e))?;
+            }
+            if roots.is_empty() {
+                return Err(format!("no certificate in {}", path.display()));
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        None => return Ok(None),
+    };
+    Ok(Some(Arc::new(config)))
+}
+
+/// Accepts any server certificate (`http.sslVerify = false`); handshake signatures are
+/// still checked, so the connection is encrypted, just not authenticated.
+#[derive(Debug)]
+struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 

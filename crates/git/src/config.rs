@@ -9,6 +9,8 @@ pub enum Source {
     Env(&'static str),
     GitConfig,
     GitModelFile(String),
+    /// Derived from a Git LFS endpoint (`lfs.url`, `.lfsconfig`) of a git-model server.
+    Lfs(String),
 }
 
 impl std::fmt::Display for Source {
@@ -17,6 +19,7 @@ impl std::fmt::Display for Source {
             Source::Env(var) => write!(f, "environment {var}"),
             Source::GitConfig => f.write_str("git config"),
             Source::GitModelFile(where_) => write!(f, ".gitmodel ({where_})"),
+            Source::Lfs(where_) => write!(f, "{where_}, as a git-model-server LFS endpoint"),
         }
     }
 }
@@ -69,4 +72,54 @@ pub fn get(git: &Git, key: &str, env: Option<&'static str>) -> Result<Option<Set
         }
     }
     Ok(None)
+}
+
+/// The Git LFS endpoint configured for this repository: `lfs.url` in git config, else in
+/// the committed `.lfsconfig`, else `remote.origin.lfsurl`. (The default derived from the
+/// remote URL is not considered: it says nothing about which server speaks git-model.)
+pub fn lfs_url(git: &Git) -> Result<Option<(String, String)>> {
+    if let Some(v) = git.try_run(&["config", "--get", "lfs.url"])? {
+        return Ok(Some((v, "lfs.url".into())));
+    }
+    if let Some(top) = git.try_run(&["rev-parse", "--show-toplevel"])? {
+        let file = std::path::Path::new(&top).join(".lfsconfig");
+        if file.is_file() {
+            let f = file.to_string_lossy().into_owned();
+            if let Some(v) = git.try_run(&["config", "-f", &f, "--get", "lfs.url"])? {
+                return Ok(Some((v, ".lfsconfig".into())));
+            }
+        }
+    }
+    for blob in [":.lfsconfig", "HEAD:.lfsconfig"] {
+        if let Some(v) = git.try_run(&["config", "--blob", blob, "--get", "lfs.url"])? {
+            return Ok(Some((v, ".lfsconfig".into())));
+        }
+    }
+    Ok(git
+        .try_run(&["config", "--get", "remote.origin.lfsurl"])?
+        .map(|v| (v, "remote.origin.lfsurl".into())))
+}
+
+/// The git-model repository URL behind an LFS endpoint of git-model-server:
+/// `<server>/<ns>/<repo>[.git]/info/lfs` → `<server>/<ns>/<repo>`.
+pub fn model_url_from_lfs(lfs: &str) -> Option<String> {
+    let base = lfs.trim_end_matches('/').strip_suffix("/info/lfs")?;
+    Some(base.strip_suffix(".git").unwrap_or(base).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn lfs_endpoint_to_model_url() {
+        use super::model_url_from_lfs as f;
+        assert_eq!(
+            f("http://h:1/a/b.git/info/lfs").as_deref(),
+            Some("http://h:1/a/b")
+        );
+        assert_eq!(
+            f("http://h:1/a/b/info/lfs/").as_deref(),
+            Some("http://h:1/a/b")
+        );
+        assert_eq!(f("http://h:1/a/b"), None);
+    }
 }

@@ -217,8 +217,10 @@ mod tests {
         assert!(same_bytes(&a, 3..3, &b, 7..7));
         assert!(!same_bytes(&a, 25..35, &b, 25..35), "past the end");
         // Bytes 5..30 of A against 9..34 of B: chunks 2 and 3 line up, the start does not.
-        assert_eq!(unproven(&a, 5..30, &b, 9..34), vec![0..5]);
-        assert_eq!(unproven(&a, 0..30, &b, 0..30), vec![0..30]);
+        let r = unproven(&a, 5..30, &b, 9..34);
+        assert_eq!((r.len(), r[0].clone()), (1, 0..5));
+        let r = unproven(&a, 0..30, &b, 0..30);
+        assert_eq!((r.len(), r[0].clone()), (1, 0..30));
         assert_eq!(unproven(&a, 10..30, &b, 14..34), Vec::<Range<u64>>::new());
     }
 }

@@ -27,15 +27,19 @@ pub struct Version {
 impl Version {
     /// `abc1234def (sha256:0123456789…)`.
     pub fn short(&self) -> String {
-        format!(
-            "{} ({})",
-            &self.commit[..self.commit.len().min(10)],
-            &self.oid[..self.oid.len().min(12)]
-        )
+        format!("{} ({})", prefix(&self.commit, 10), prefix(&self.oid, 12))
     }
 
     pub fn same_content(&self, other: &Version) -> bool {
         self.oid == other.oid && self.size == other.size
+    }
+}
+
+/// The first `n` characters of `s` (event fields come from other clones: no byte slicing).
+pub fn prefix(s: &str, n: usize) -> &str {
+    match s.char_indices().nth(n) {
+        Some((i, _)) => &s[..i],
+        None => s,
     }
 }
 
@@ -274,6 +278,8 @@ mod tests {
         let tampered = e.to_json().replace("\"seq\": 1", "\"seq\": 2");
         assert!(Event::from_json("x", tampered.as_bytes()).is_err());
         assert!(Event::from_json("x", b"{").is_err());
+        assert_eq!(prefix("ééé", 2), "éé");
+        assert_eq!(prefix("ab", 5), "ab");
     }
 
     #[test]

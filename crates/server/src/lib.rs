@@ -43,12 +43,12 @@ pub mod upload;
 pub use auth::{Access, AllowAll, Authorizer};
 pub use error::ApiError;
 pub use index::{ChunkIndex, Location};
+pub use s3::{S3Location, S3Options, S3Store};
 pub use security::{Security, SecurityArgs};
 pub use server::{serve, serve_tls, shutdown_signal};
 pub use state::{
     default_data_dir, AppState, ServerConfig, DATA_DIR_ENV, DEFAULT_LISTEN,
     DEFAULT_SHARED_INDEX_REFRESH,
 };
-pub use s3::{S3Location, S3Options, S3Store};
 pub use storage::{LocalDir, Storage, StorageError};
 pub use tokens::{TokenAuthorizer, TokenStore};

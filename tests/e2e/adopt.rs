@@ -1,0 +1,146 @@
+//! Adopting git-model in Git LFS repositories, with the real git-lfs client: git-model as
+//! the `filter=lfs` driver, as a git-lfs custom transfer agent, and `git model migrate`.
+
+use std::fs;
+
+use gitmodel_testkit::{dir_size, safetensors};
+
+use crate::lfs::{assert_same, git, lfs_clone, lfs_repo, lfs_url, require_git_lfs};
+use crate::World;
+
+fn model(seed: u64, tensors: usize, edited: &[usize]) -> Vec<u8> {
+    let mut v = vec![0u64; tensors];
+    for &i in edited {
+        v[i] += 1;
+    }
+    safetensors(seed, 1 << 20, &v)
+}
+
+#[test]
+fn install_lfs_drives_filter_lfs_without_rewriting_history() {
+    let w = World::new();
+    require_git_lfs(&w);
+    let repo = lfs_repo(&w, "legacy");
+    let v1 = model(21, 16, &[]);
+    fs::write(repo.join("model.bin"), &v1).unwrap();
+    git(&w, &repo, &["add", "model.bin"]);
+    git(&w, &repo, &["commit", "-q", "-m", "v1 with git-lfs"]);
+    git(&w, &repo, &["push", "-q", "origin", "main"]);
+
+    // A git-lfs clone switches to git-model: v1 is read from .git/lfs/objects.
+    let clone = lfs_clone(&w, "switched");
+    let (out, _) = git(&w, &clone, &["model", "install", "--lfs"]);
+    assert!(out.contains("filter=lfs driver"), "{out}");
+    let (env, _) = git(&w, &clone, &["model", "env"]);
+    assert!(
+        env.contains(&format!(
+            "model.url = {}",
+            w.server.repo_url("acme", "lfsrepo")
+        )),
+        "{env}"
+    );
+    let before = dir_size(&w.server.data_dir);
+    let v2 = model(21, 16, &[2]);
+    fs::write(clone.join("model.bin"), &v2).unwrap();
+    git(&w, &clone, &["add", "model.bin"]);
+    git(&w, &clone, &["commit", "-q", "-m", "v2 with git-model"]);
+    let (_, err) = git(&w, &clone, &["push", "origin", "main"]);
+    assert!(
+        err.contains("deduplicated"),
+        "git-model's hook uploaded: {err}"
+    );
+    let grown = dir_size(&w.server.data_dir) - before;
+    assert!(
+        grown < (v2.len() / 10) as u64,
+        "v2 stored {grown} bytes anew"
+    );
+
+    // A plain git-lfs clone gets v2 from the same server through the LFS API.
+    let plain = lfs_clone(&w, "plain");
+    assert_same(&plain.join("model.bin"), &v2);
+    git(&w, &plain, &["checkout", "-q", "HEAD~1", "--", "model.bin"]);
+    assert_same(&plain.join("model.bin"), &v1);
+}
+
+#[test]
+fn custom_transfer_agent_dedups_uploads_and_downloads() {
+    let w = World::new();
+    require_git_lfs(&w);
+    let home = w.env.home.path().to_path_buf();
+    for (k, v) in [
+        ("lfs.standalonetransferagent", "git-model"),
+        ("lfs.customtransfer.git-model.path", "git-model"),
+        ("lfs.customtransfer.git-model.args", "lfs-agent"),
+    ] {
+        git(&w, &home, &["config", "--global", k, v]);
+    }
+    let repo = lfs_repo(&w, "agent");
+    let v1 = model(22, 16, &[]);
+    fs::write(repo.join("model.bin"), &v1).unwrap();
+    git(&w, &repo, &["add", "model.bin"]);
+    git(&w, &repo, &["commit", "-q", "-m", "v1"]);
+    git(&w, &repo, &["push", "-q", "origin", "main"]);
+    let after_v1 = dir_size(&w.server.data_dir);
+    let v2 = model(22, 16, &[7]);
+    fs::write(repo.join("model.bin"), &v2).unwrap();
+    git(&w, &repo, &["add", "model.bin"]);
+    git(&w, &repo, &["commit", "-q", "-m", "v2"]);
+    git(&w, &repo, &["push", "-q", "origin", "main"]);
+    let grown = dir_size(&w.server.data_dir) - after_v1;
+    assert!(
+        grown < (v2.len() / 10) as u64,
+        "v2 upload stored {grown} bytes anew"
+    );
+
+    let clone = lfs_clone(&w, "agent-clone");
+    assert_same(&clone.join("model.bin"), &v2);
+    git(&w, &clone, &["checkout", "-q", "HEAD~1", "--", "model.bin"]);
+    assert_same(&clone.join("model.bin"), &v1);
+    // The agent kept chunks once: both versions cost little more than one.
+    let chunks = dir_size(&clone.join(".git/model/packs"));
+    assert!(
+        chunks < (v1.len() + v1.len() / 5) as u64,
+        "clone's chunk store {chunks} bytes"
+    );
+}
+
+#[test]
+fn migrate_moves_lfs_objects_resumably() {
+    let w = World::new();
+    require_git_lfs(&w);
+    let repo = lfs_repo(&w, "old");
+    let a = model(23, 4, &[]);
+    let b = model(23, 4, &[1]);
+    fs::write(repo.join("a.bin"), &a).unwrap();
+    git(&w, &repo, &["add", "a.bin"]);
+    git(&w, &repo, &["commit", "-q", "-m", "a"]);
+    fs::write(repo.join("a.bin"), &b).unwrap();
+    git(&w, &repo, &["add", "a.bin"]);
+    git(&w, &repo, &["commit", "-q", "-m", "b"]);
+    git(&w, &repo, &["push", "-q", "origin", "main"]);
+
+    // A fresh clone without the content, migrating into a git-model repository.
+    let home = w.env.home.path();
+    git(
+        &w,
+        home,
+        &[
+            "clone",
+            "-q",
+            "--no-checkout",
+            w.origin.to_str().unwrap(),
+            "mig",
+        ],
+    );
+    let mig = w.env.path("mig");
+    git(&w, &mig, &["config", "model.url", &w.model_url]);
+    assert!(lfs_url(&w, "acme", "lfsrepo").ends_with("/info/lfs"));
+    let (out, _) = git(&w, &mig, &["model", "migrate"]);
+    assert!(out.contains("migrated 2 object(s)"), "{out}");
+    let (out, err) = git(&w, &mig, &["model", "migrate"]);
+    assert!(
+        out.contains("migrated 0 object(s)") && err.contains("2 already migrated"),
+        "{out}{err}"
+    );
+    git(&w, &mig, &["model", "fsck", "--remote", "--all"]);
+}
