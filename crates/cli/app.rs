@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use gitmodel_client::{Auth, GitCredentialHelper, Remote, RemoteOptions, TlsOptions};
 use gitmodel_git::config::{self, Setting};
 use gitmodel_git::Git;
-use gitmodel_store::LocalStore;
+use gitmodel_store::{Durability, LocalStore};
 
 /// An error in how git-model was called or configured (exit code 2).
 #[derive(Debug)]
@@ -44,9 +44,25 @@ impl Repo {
             .ok_or_else(|| usage("this command needs a working tree (not a bare repository)"))
     }
 
+    /// The local chunk store. `model.fsync`: `batch` (default) makes a command's writes
+    /// durable together before it exits; `always` fsyncs every file as it is written.
     pub fn store(&self) -> Result<LocalStore> {
         let dir = gitmodel_git::store_dir(&self.repo);
-        LocalStore::open(&dir).with_context(|| format!("opening the local store {}", dir.display()))
+        let durability = match self
+            .git
+            .try_run(&["config", "--get", "model.fsync"])?
+            .as_deref()
+        {
+            None | Some("batch") => Durability::Batch,
+            Some("always") => Durability::Immediate,
+            Some(other) => {
+                return Err(usage(format!(
+                    "model.fsync is {other:?}; expected \"batch\" or \"always\""
+                )))
+            }
+        };
+        LocalStore::open_with(&dir, durability)
+            .with_context(|| format!("opening the local store {}", dir.display()))
     }
 
     pub fn url_setting(&self) -> Result<Option<Setting>> {

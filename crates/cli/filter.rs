@@ -186,6 +186,8 @@ pub fn process() -> Result<()> {
     let input = BufReader::with_capacity(1 << 16, io::stdin());
     let output = io::BufWriter::with_capacity(1 << 16, io::stdout());
     gitmodel_git::filter::run(input, output, &mut filter)?;
+    // git has closed the stream: make this session's writes durable before exiting.
+    filter.store.sync()?;
     Ok(())
 }
 

@@ -32,9 +32,11 @@ use crate::app::{usage, Repo};
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// What changed between two versions: per tensor for safetensors/GGUF, per row for
-    /// CSV/TSV/JSON Lines, shared chunks for anything else. No revs: HEAD against the
-    /// working tree; one rev: it against the working tree.
+    /// What changed between two versions: tensors, table rows, or shared chunks.
+    ///
+    /// Per tensor for safetensors/GGUF, per row for CSV/TSV/JSON Lines, shared chunks for
+    /// anything else. No revs: HEAD against the working tree; one rev: it against the
+    /// working tree.
     Diff {
         /// Up to two revisions.
         #[arg(num_args = 0..=2)]
@@ -78,8 +80,9 @@ pub enum Command {
         #[command(subcommand)]
         command: tables::KvCommand,
     },
-    /// One table of params and metrics across branches or commits; the first is the
-    /// baseline. Patterns like 'exp/*' match branches.
+    /// One table of params and metrics across branches or commits.
+    ///
+    /// The first is the baseline; patterns like 'exp/*' match branches.
     Compare {
         #[arg(required = true)]
         refs: Vec<String>,
@@ -546,6 +549,45 @@ impl Ctx {
             ))
         })
     }
+}
+
+/// A path given on the command line (relative to the current directory) as a path from
+/// the repository root, the way trees name it.
+pub fn repo_path(ctx: &Ctx, given: &str) -> String {
+    let root = ctx
+        .repo
+        .workdir
+        .as_ref()
+        .and_then(|w| w.canonicalize().ok());
+    let cwd = std::env::current_dir()
+        .ok()
+        .and_then(|c| c.canonicalize().ok());
+    let (Some(root), Some(cwd)) = (root, cwd) else {
+        return given.to_string();
+    };
+    let Ok(prefix) = cwd.strip_prefix(&root) else {
+        return given.to_string();
+    };
+    // Lexically: the file may exist only in some commit.
+    let mut parts: Vec<String> = Vec::new();
+    let joined = if Path::new(given).is_absolute() {
+        match Path::new(given).strip_prefix(&root) {
+            Ok(rel) => rel.to_path_buf(),
+            Err(_) => return given.to_string(),
+        }
+    } else {
+        prefix.join(given)
+    };
+    for c in joined.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                parts.pop();
+            }
+            std::path::Component::Normal(n) => parts.push(n.to_string_lossy().into_owned()),
+            _ => {}
+        }
+    }
+    parts.join("/")
 }
 
 /// Files under this size may be pointers.

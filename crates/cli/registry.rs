@@ -97,8 +97,9 @@ pub enum Command {
         #[arg(long)]
         offline: bool,
     },
-    /// Write one version of a model to a file without a checkout:
-    /// `<model>@<stage>` or `<model>@<rev>`.
+    /// Write one version of a model to a file without a checkout.
+    ///
+    /// `<model>@<stage>` or `<model>@<rev>`; works in shallow and pointer-only clones.
     Export {
         spec: String,
         #[arg(long, short)]
@@ -487,6 +488,30 @@ fn metrics_of(
     Some(metrics::numeric(&flat))
 }
 
+/// A published promotion must name content others can export: the server must have it.
+fn published(ctx: &Ctx, version: &Version) -> Result<()> {
+    let commit = git2::Oid::from_str(&version.commit)?;
+    let pointer = ctx
+        .blob_at(commit, &version.path)?
+        .and_then(|(_, b)| Pointer::parse(&b))
+        .filter(|p| p.size > 0);
+    let (Some(p), Ok(remote)) = (pointer, ctx.remote()) else {
+        return Ok(()); // not a git-model file, or no server configured
+    };
+    let there = remote
+        .files_exist(&[p.oid])
+        .with_context(|| format!("asking {} whether it has {}", remote.url(), version.path))?;
+    if there.first() != Some(&true) {
+        bail!(
+            "the server does not have {} at {} ({}): push that commit first              (`git push`, or `git model push`), so every clone can export it",
+            version.path,
+            short(&version.commit),
+            p.oid
+        );
+    }
+    Ok(())
+}
+
 struct Target {
     spec: manifest::ModelSpec,
     gates: Vec<manifest::Gate>,
@@ -521,6 +546,7 @@ fn promote(
     let version = version_at(&ctx, commit, &t.spec.path)?;
     let remote = pick_remote(&ctx, remote, local)?;
     if let Some(r) = &remote {
+        published(&ctx, &version)?;
         fetch_and_merge(&ctx, r)?;
     }
     let events = view(&ctx)?;

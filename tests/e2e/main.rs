@@ -8,6 +8,7 @@ mod lfs;
 mod ml;
 mod registry;
 mod s3;
+mod security;
 
 use std::path::{Path, PathBuf};
 

@@ -88,7 +88,7 @@ fn diff_names_changed_tensors_reads_little_and_drives_git_diff() {
     // Headers and the two changed tensors of both versions, not the 32 MiB of content.
     let read = d["bytes_read"].as_u64().unwrap();
     let total = (v1.len() + v2.len()) as u64;
-    assert!(read < total / 4, "read {read} of {total} bytes");
+    assert!(read < total / 6, "read {read} of {total} bytes");
 
     // The same from a pointer-only clone: the chunks it needs come from the server, and
     // the rest of both versions is never downloaded.

@@ -73,6 +73,15 @@ fn promote_with_gates_rollback_and_history_at_a_date() {
     let w = World::new();
     let repo = w.work_repo("work");
     let v1 = version(&w, &repo, 1, 0.85);
+    // Not pushed yet: others could not export it, so a published promotion is refused.
+    let out = gm_at(
+        &w,
+        &repo,
+        "2026-01-31T00:00:00Z",
+        &["promote", "vision", &v1, "--to", "staging"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("push that commit first"), "{err}");
     w.env.git(&repo, &["push", "-q", "origin", "main"]);
 
     ok(
@@ -365,6 +374,82 @@ fn concurrent_promotions_from_two_clones_are_both_kept() {
             .count(),
         4,
         "{tree}"
+    );
+}
+
+#[test]
+fn a_push_that_loses_a_race_is_merged_and_retried() {
+    let w = World::new();
+    let repo = w.work_repo("work");
+    let v1 = version(&w, &repo, 1, 0.91);
+    let v2 = version(&w, &repo, 2, 0.95);
+    w.env.git(&repo, &["push", "-q", "origin", "main"]);
+    let a = w.clone("a");
+    let b = w.clone("b");
+    ok(
+        "b first",
+        gm_at(
+            &w,
+            &b,
+            "2026-04-01T00:00:00Z",
+            &["promote", "vision", &v1, "--to", "staging"],
+        ),
+    );
+    // A's fetches go through a wrapper that, once, lets B promote right after A has
+    // fetched: A's push then finds the remote moved on and must merge and retry.
+    let marker = w.env.path("raced");
+    let wrapper = w.env.path("upload-pack-then-race");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\ngit upload-pack \"$@\"\nrc=$?\nif [ ! -e '{m}' ]; then\n  touch '{m}'\n  \
+             (cd '{b}' && unset GIT_DIR GIT_PROTOCOL && GIT_COMMITTER_DATE=2026-04-02T00:00:00Z \
+             git model promote vision {v2} --to canary >&2)\nfi\nexit $rc\n",
+            m = marker.display(),
+            b = b.display(),
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    w.env.git(
+        &a,
+        &[
+            "config",
+            "remote.origin.uploadpack",
+            wrapper.to_str().unwrap(),
+        ],
+    );
+    ok(
+        "a races",
+        gm_at(
+            &w,
+            &a,
+            "2026-04-03T00:00:00Z",
+            &["promote", "vision", &v2, "--to", "production"],
+        ),
+    );
+    assert!(marker.exists(), "the race did not happen");
+    // All three events are on the origin and in A's view.
+    let tree = w.env.git(
+        &w.origin,
+        &["ls-tree", "-r", "--name-only", "refs/gitmodel/registry"],
+    );
+    assert_eq!(
+        tree.lines()
+            .filter(|l| l.starts_with("events/vision/"))
+            .count(),
+        3,
+        "{tree}"
+    );
+    assert_eq!(stage_commit(&w, &a, "canary").as_deref(), Some(v2.as_str()));
+    assert_eq!(
+        stage_commit(&w, &a, "production").as_deref(),
+        Some(v2.as_str())
+    );
+    assert_eq!(
+        stage_commit(&w, &a, "staging").as_deref(),
+        Some(v1.as_str())
     );
 }
 

@@ -379,6 +379,7 @@ pub fn diff(
         "--no-ext-diff".into(),
         "--no-renames".into(),
         "--name-only".into(),
+        "--no-relative".into(),
         "-z".into(),
         old_commit.to_string(),
     ];
@@ -388,7 +389,9 @@ pub fn diff(
     args.push("--".into());
     args.extend(paths.iter().cloned());
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    let listed = ctx.repo.git.run(&argv)?;
+    // Run where the user is, so pathspecs mean what they mean to git; the names it
+    // prints are from the repository root either way.
+    let listed = gitmodel_git::Git::new(std::env::current_dir()?).run(&argv)?;
     let mut entries = Vec::new();
     let mut other = 0;
     for path in listed.split('\0').filter(|p| !p.is_empty()) {

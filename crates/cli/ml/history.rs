@@ -114,7 +114,7 @@ struct LogEntry {
 pub fn log(path: &str, rev: &str, json: bool) -> Result<()> {
     let ctx = Ctx::open()?;
     let start = ctx.commit(rev)?.id();
-    let path = path.trim_start_matches("./");
+    let path = &super::repo_path(&ctx, path);
     let found = versions(&ctx, start, path)?;
     if found.is_empty() {
         return Err(usage(format!(
@@ -269,8 +269,8 @@ pub fn lineage(spec: &str, json: bool) -> Result<()> {
         subject: c.summary().unwrap_or_default().to_string(),
         file,
         inputs,
-        params: tables::load_files(&ctx, side, &model.params)?,
-        metrics: tables::load_files(&ctx, side, &model.metrics)?,
+        params: tables::load_files(&ctx, side, &or_all(&model.params, manifest.all_params()))?,
+        metrics: tables::load_files(&ctx, side, &or_all(&model.metrics, manifest.all_metrics()))?,
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&l)?);
@@ -311,6 +311,15 @@ pub fn lineage(spec: &str, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// The model's own files, else the repository-wide ones.
+fn or_all(own: &[String], all: Vec<String>) -> Vec<String> {
+    if own.is_empty() {
+        all
+    } else {
+        own.to_vec()
+    }
+}
+
 fn short_id(id: &str) -> String {
     match id.split_once(':') {
         Some((kind, hex)) => format!("{kind}:{}", gitmodel_ml::registry::prefix(hex, 12)),
@@ -330,7 +339,8 @@ struct Trained {
 /// `git model lineage --reverse <dataset>[@<rev>]`.
 pub fn lineage_reverse(spec: &str, json: bool) -> Result<()> {
     let ctx = Ctx::open()?;
-    let (path, rev) = split_spec(spec);
+    let (given, rev) = split_spec(spec);
+    let path = &super::repo_path(&ctx, given);
     let at = ctx.commit(rev)?;
     let blob = ctx
         .blob_id_at(&at, path)

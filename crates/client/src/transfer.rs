@@ -135,11 +135,11 @@ pub fn upload(
                     }
                 })?;
                 if !builder.fits(chunk.stored.len()) {
-                    let (pid, bytes, _) = std::mem::take(&mut builder).finish();
+                    let (pid, bytes, _) =
+                        std::mem::replace(&mut builder, PackBuilder::new()).finish();
                     if tx.send((pid, bytes)).is_err() {
                         break; // a worker failed; its error is reported below
                     }
-                    builder = PackBuilder::new();
                 }
                 raw += chunk.entry.raw_len as u64;
                 builder.push(*id, chunk.entry.raw_len, chunk.entry.codec, &chunk.stored);
@@ -343,7 +343,7 @@ pub fn download(
                 batch.push(c);
             }
             // Flush to disk in pack-sized batches, so an interrupted pull keeps its work.
-            if batch_bytes >= pack::MAX_PACK_BYTES / 2 {
+            if batch_bytes >= pack::TARGET_PACK_BYTES {
                 store.import(std::mem::take(&mut batch))?;
                 batch_bytes = 0;
             }

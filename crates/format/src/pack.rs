@@ -145,8 +145,9 @@ pub fn decode_chunk(
     }
     let raw = match codec {
         Codec::Raw => stored.to_vec(),
-        Codec::Zstd => zstd_decompress(stored, raw_len as usize)
-            .map_err(|e| corrupt(format!("zstd: {e}")))?,
+        Codec::Zstd => {
+            zstd_decompress(stored, raw_len as usize).map_err(|e| corrupt(format!("zstd: {e}")))?
+        }
     };
     if raw.len() != raw_len as usize {
         return Err(corrupt(format!(
@@ -207,11 +208,21 @@ pub fn parse_records(mut span: &[u8]) -> Result<Vec<Record<'_>>, PackError> {
     Ok(out)
 }
 
-/// Builds a pack in memory.
-#[derive(Debug, Default)]
+/// Size at which writers start a new pack: big enough that per-pack costs vanish, small
+/// enough that a writer's memory stays modest. Readers accept up to [`MAX_PACK_BYTES`].
+pub const TARGET_PACK_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Builds a pack in memory, up to [`TARGET_PACK_BYTES`].
+#[derive(Debug)]
 pub struct PackBuilder {
     buf: Vec<u8>,
     entries: Vec<PackEntry>,
+}
+
+impl Default for PackBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl PackBuilder {
@@ -239,10 +250,12 @@ impl PackBuilder {
         self.buf.len() as u64 + self.entries.len() as u64 * INDEX_ENTRY_LEN + TRAILER_LEN
     }
 
-    /// Whether a record of `stored_len` bytes still fits under [`MAX_PACK_BYTES`].
+    /// Whether a record of `stored_len` bytes still fits under [`TARGET_PACK_BYTES`]
+    /// (always true for the first record: a pack holds at least one chunk).
     pub fn fits(&self, stored_len: usize) -> bool {
-        self.finished_len() + RECORD_HEADER_LEN + INDEX_ENTRY_LEN + stored_len as u64
-            <= MAX_PACK_BYTES
+        self.entries.is_empty()
+            || self.finished_len() + RECORD_HEADER_LEN + INDEX_ENTRY_LEN + stored_len as u64
+                <= TARGET_PACK_BYTES
     }
 
     /// Appends an already encoded chunk. The caller vouches that `stored` decodes to `id`.

@@ -48,6 +48,36 @@ pub fn write_once(target: &Path, data: &[u8]) -> io::Result<bool> {
     Ok(true)
 }
 
+/// Like [`persist`] without the fsyncs: atomic (a reader never sees a partial file) but
+/// durable only once the file and its directory are synced ([`sync_paths`]).
+pub fn persist_unsynced(tmp: tempfile::NamedTempFile, target: &Path) -> io::Result<()> {
+    tmp.persist(target).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Like [`write_atomic`] without the fsyncs; see [`persist_unsynced`].
+pub fn write_atomic_unsynced(target: &Path, data: &[u8]) -> io::Result<()> {
+    let mut tmp = temp_beside(target)?;
+    tmp.write_all(data)?;
+    persist_unsynced(tmp, target)
+}
+
+/// Makes files written unsynced durable: each file, then each distinct parent directory.
+pub fn sync_paths(paths: &[PathBuf]) -> io::Result<()> {
+    let mut dirs: Vec<&Path> = Vec::new();
+    for p in paths {
+        File::open(p)?.sync_all()?;
+        let d = parent_dir(p);
+        if !dirs.contains(&d) {
+            dirs.push(d);
+        }
+    }
+    for d in dirs {
+        sync_dir(d)?;
+    }
+    Ok(())
+}
+
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }

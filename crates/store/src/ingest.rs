@@ -127,8 +127,7 @@ impl LocalStore {
                     continue;
                 }
                 if !pack.fits(stored.len()) {
-                    self.write_pack(std::mem::take(&mut pack))?;
-                    pack = PackBuilder::new();
+                    self.write_pack(std::mem::replace(&mut pack, PackBuilder::new()))?;
                 }
                 pack.push(id, raw_len, codec, &stored);
                 new_chunks += 1;

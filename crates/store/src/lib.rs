@@ -84,14 +84,43 @@ pub struct StoreStats {
     pub raw_bytes: u64,
 }
 
+/// When writes become durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Every file is fsynced (and its directory) before it is renamed into place.
+    #[default]
+    Immediate,
+    /// Files are renamed into place at once (still atomic) and fsynced together by
+    /// [`LocalStore::sync`] — at the latest when the store is dropped. One sync for a whole
+    /// `git add` of thousands of small files instead of four per file, as git's own
+    /// `core.fsyncMethod=batch` does.
+    Batch,
+}
+
 pub struct LocalStore {
     root: PathBuf,
     index: RwLock<HashMap<ChunkId, ChunkLoc>>,
+    durability: Durability,
+    /// Files written but not yet fsynced (batch durability).
+    unsynced: std::sync::Mutex<Vec<PathBuf>>,
+}
+
+impl Drop for LocalStore {
+    fn drop(&mut self) {
+        if let Err(e) = self.sync() {
+            tracing::error!("syncing the local store {}: {e}", self.root.display());
+        }
+    }
 }
 
 impl LocalStore {
     /// Opens (creating if needed) the store at `root`, typically `<git common dir>/model`.
     pub fn open(root: impl Into<PathBuf>) -> Result<LocalStore> {
+        Self::open_with(root, Durability::Immediate)
+    }
+
+    /// Opens the store with a chosen [`Durability`].
+    pub fn open_with(root: impl Into<PathBuf>, durability: Durability) -> Result<LocalStore> {
         let root = root.into();
         for dir in ["packs", "recipes"] {
             let d = root.join(dir);
@@ -100,6 +129,8 @@ impl LocalStore {
         let store = LocalStore {
             root,
             index: RwLock::new(HashMap::new()),
+            durability,
+            unsynced: std::sync::Mutex::new(Vec::new()),
         };
         store.load_index()?;
         Ok(store)
@@ -107,6 +138,45 @@ impl LocalStore {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Makes every write so far durable (a no-op with immediate durability).
+    pub fn sync(&self) -> Result<()> {
+        let paths = std::mem::take(&mut *self.unsynced.lock().unwrap());
+        if paths.is_empty() {
+            return Ok(());
+        }
+        fsutil::sync_paths(&paths).map_err(|source| StoreError::Io {
+            path: self.root.clone(),
+            source,
+        })
+    }
+
+    /// Writes `data` to `path` atomically, durable now or at the next sync.
+    fn write(&self, path: &Path, data: &[u8], once: bool) -> Result<()> {
+        if once && path.exists() {
+            return Ok(());
+        }
+        match self.durability {
+            Durability::Immediate => fsutil::write_atomic(path, data).map_err(io_err(path)),
+            Durability::Batch => {
+                fsutil::write_atomic_unsynced(path, data).map_err(io_err(path))?;
+                self.unsynced.lock().unwrap().push(path.to_path_buf());
+                Ok(())
+            }
+        }
+    }
+
+    /// Moves a finished temp file into place, durable now or at the next sync.
+    fn persist(&self, tmp: tempfile::NamedTempFile, target: &Path) -> Result<()> {
+        match self.durability {
+            Durability::Immediate => fsutil::persist(tmp, target).map_err(io_err(target)),
+            Durability::Batch => {
+                fsutil::persist_unsynced(tmp, target).map_err(io_err(target))?;
+                self.unsynced.lock().unwrap().push(target.to_path_buf());
+                Ok(())
+            }
+        }
     }
 
     fn pack_path(&self, id: &PackId) -> PathBuf {
@@ -202,14 +272,14 @@ impl LocalStore {
     /// Stores the chunk list of a file (located or not; stored unlocated).
     pub fn put_recipe(&self, recipe: &Recipe) -> Result<()> {
         let path = self.recipe_path(&recipe.oid);
-        fsutil::write_atomic(&path, &recipe.unlocated().encode()).map_err(io_err(&path))
+        self.write(&path, &recipe.unlocated().encode(), false)
     }
 
     /// Writes a finished pack and indexes its chunks.
     fn write_pack(&self, builder: PackBuilder) -> Result<PackId> {
         let (id, bytes, entries) = builder.finish();
         let path = self.pack_path(&id);
-        fsutil::write_once(&path, &bytes).map_err(io_err(&path))?;
+        self.write(&path, &bytes, true)?;
         let mut index = self.index.write().unwrap();
         for entry in entries {
             index
@@ -230,8 +300,7 @@ impl LocalStore {
                 continue;
             }
             if !builder.fits(c.stored.len()) {
-                self.write_pack(std::mem::take(&mut builder))?;
-                builder = PackBuilder::new();
+                self.write_pack(std::mem::replace(&mut builder, PackBuilder::new()))?;
             }
             builder.push(c.entry.id, c.entry.raw_len, c.entry.codec, &c.stored);
             added += 1;

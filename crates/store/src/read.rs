@@ -166,7 +166,7 @@ impl LocalStore {
                 .set_permissions(perm)
                 .map_err(io_err(target))?;
         }
-        fsutil::persist(tmp, target).map_err(io_err(target))?;
+        self.persist(tmp, target)?;
         Ok(size)
     }
 }

@@ -49,7 +49,8 @@ impl Server {
 
     /// Like [`Server::start`], with more arguments (after `--data-dir <data_dir>`) and
     /// environment variables for the server process only: for example
-    /// `--store s3://bucket/prefix` with the `AWS_*` variables.
+    /// `--store s3://bucket/prefix` with the `AWS_*` variables, or `--tls-cert` and
+    /// `--tls-key` (the URL is then `https://`).
     pub fn start_with(
         exe: &Path,
         data_dir: &Path,
@@ -73,7 +74,7 @@ impl Server {
             .trim()
             .rsplit(' ')
             .next()
-            .filter(|u| u.starts_with("http://"))
+            .filter(|u| u.starts_with("http://") || u.starts_with("https://"))
             .unwrap_or_else(|| {
                 let _ = child.kill();
                 let status = child.wait().ok();
