@@ -105,7 +105,7 @@ fn to_refs(found: Vec<Found>) -> Vec<FileRef> {
 }
 
 fn print_upload(r: &UploadReport) {
-    if r.files == 0 {
+    if r.files == 0 || crate::progress::quiet() {
         return;
     }
     let uploaded = r.files - r.files_present;
@@ -135,8 +135,11 @@ fn upload_range(repo: &Repo, include: &[git2::Oid], exclude: &[git2::Oid]) -> Re
     for f in &found {
         crate::lfs::have_locally(&repo.repo, &store, &f.pointer);
     }
-    let report = gitmodel_client::upload(&store, &remote, &to_refs(found))
-        .with_context(|| format!("uploading to {}", remote.url()))?;
+    let files = to_refs(found);
+    let report = crate::progress::show("uploading", |p| {
+        gitmodel_client::upload_with_progress(&store, &remote, &files, p)
+    })
+    .with_context(|| format!("uploading to {}", remote.url()))?;
     print_upload(&report);
     Ok(())
 }
@@ -218,7 +221,7 @@ pub fn push(remote: Option<String>, refs: &[String], all: bool) -> Result<()> {
 }
 
 fn print_download(r: &DownloadReport) {
-    if r.files == 0 || r.files == r.files_local {
+    if r.files == 0 || r.files == r.files_local || crate::progress::quiet() {
         return;
     }
     eprintln!(
@@ -246,8 +249,10 @@ fn fetch_pointers(repo: &Repo, files: &[FileRef]) -> Result<DownloadReport> {
         });
     }
     let remote = repo.remote()?;
-    let report = gitmodel_client::download(&store, &remote, &missing)
-        .with_context(|| format!("downloading from {}", remote.url()))?;
+    let report = crate::progress::show("downloading", |p| {
+        gitmodel_client::download_with_progress(&store, &remote, &missing, p)
+    })
+    .with_context(|| format!("downloading from {}", remote.url()))?;
     print_download(&report);
     Ok(report)
 }

@@ -9,6 +9,7 @@ mod lfs;
 mod maint;
 mod ml;
 mod paths;
+mod progress;
 mod registry;
 mod units;
 
@@ -23,6 +24,9 @@ use clap::{Parser, Subcommand};
                   Run as `git model <command>`."
 )]
 struct Cli {
+    /// No progress or summary lines on stderr (also GIT_MODEL_QUIET=1).
+    #[arg(long, short, global = true)]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -154,6 +158,7 @@ struct PathArgs {
 
 fn main() {
     let cli = Cli::parse();
+    progress::set_quiet(cli.quiet);
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_target(false)

@@ -41,6 +41,11 @@ struct Args {
     /// 0 never re-lists [default: 30 with --store, 0 with a data directory].
     #[arg(long, value_name = "SECS")]
     index_refresh: Option<u64>,
+    /// With --store: answer pack downloads with a redirect to a presigned URL into the
+    /// bucket (valid 15 minutes), so pack bytes bypass the server. The client needs
+    /// network access to the store's endpoint.
+    #[arg(long, requires = "store")]
+    presign_downloads: bool,
     #[command(flatten)]
     security: gitmodel_server::SecurityArgs,
     #[command(subcommand)]
@@ -128,6 +133,9 @@ async fn run(args: Args) -> Result<(), Failure> {
             Some(_) => refresh,
             None => Some(gitmodel_server::DEFAULT_SHARED_INDEX_REFRESH),
         };
+        config.presign_downloads = args
+            .presign_downloads
+            .then_some(gitmodel_server::PRESIGNED_URL_EXPIRY);
         let authorizer = std::sync::Arc::clone(&security.authorizer);
         let state = AppState::open_s3(config, location, authorizer)
             .await

@@ -110,6 +110,25 @@ fn diff_names_changed_tensors_reads_little_and_drives_git_diff() {
         "the lazy clone's store holds {stored} bytes"
     );
 
+    // The working tree against an older version that is not here: the working-tree file
+    // is cut into chunks locally, so only the old version's changed tensors are fetched.
+    let out = w.env.git_with(
+        home,
+        &[("GIT_MODEL_SKIP_SMUDGE", "1")],
+        &["clone", "-q", w.origin.to_str().unwrap(), "lazy2"],
+    );
+    crate::check_ok("lazy clone", &out);
+    let lazy2 = w.env.path("lazy2");
+    gm(&w, &lazy2, &["pull"]);
+    let before = dir_size(&lazy2.join(".git/model"));
+    let text = gm(&w, &lazy2, &["diff", "HEAD~1"]);
+    assert!(text.contains("2 tensor(s) differ, 14 unchanged"), "{text}");
+    let grown = dir_size(&lazy2.join(".git/model")) - before;
+    assert!(
+        grown < (v1.len() / 4) as u64,
+        "fetched {grown} bytes of the old version"
+    );
+
     // Plain `git diff` goes through the driver `git model install` configured.
     let text = w.env.git(&repo, &["diff", "HEAD~1", "HEAD"]);
     assert!(

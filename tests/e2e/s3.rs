@@ -11,6 +11,7 @@
 //! changed: the `AWS_*` variables are passed to the server processes only.
 
 use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -568,4 +569,65 @@ fn s3_lfs_locks_are_shared_by_the_nodes() {
         listed.contains("weights/a.bin") && listed.contains("weights/b.bin"),
         "{listed}"
     );
+}
+
+#[test]
+fn s3_presigned_pack_downloads_bypass_the_server() {
+    let Some(s3) = S3Env::load() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (store, prefix) = s3.fresh_store("presign");
+    let a = s3.server(dir.path(), &store, &[]);
+    let b = s3.server(dir.path(), &store, &["--presign-downloads"]);
+    let (a_url, b_url) = (a.repo_url("acme", "vision"), b.repo_url("acme", "vision"));
+    let repos = Repos::new(&a_url);
+    let v1 = model(4, &[]);
+    repos.commit_and_push(&v1, "v1", &a_url);
+    let (key, _) = objects(&s3, &format!("{prefix}/packs"))
+        .into_iter()
+        .next()
+        .expect("a pack");
+    let pack = key.rsplit('/').next().unwrap().trim_end_matches(".pack");
+
+    // B answers with a redirect into the bucket...
+    let no_redirects = ureq::AgentBuilder::new().redirects(0).build();
+    let response = no_redirects
+        .get(&format!("{b_url}/model/v1/packs/{pack}"))
+        .set("Range", "bytes=0-99")
+        .call()
+        .unwrap();
+    assert_eq!(response.status(), 307);
+    let location = response.header("Location").unwrap_or_default().to_string();
+    assert!(
+        location.contains(&format!("/{key}?")) && location.contains("X-Amz-Signature="),
+        "{location}"
+    );
+    // ...whose bytes are exactly what A serves itself.
+    let range = |url: &str| {
+        let response = ureq::get(url)
+            .set("Range", "bytes=100-4195")
+            .call()
+            .unwrap();
+        assert_eq!(response.status(), 206, "{url}");
+        let mut bytes = Vec::new();
+        response.into_reader().read_to_end(&mut bytes).unwrap();
+        bytes
+    };
+    let direct = range(&format!("{a_url}/model/v1/packs/{pack}"));
+    assert_eq!(direct.len(), 4096);
+    assert!(direct == range(&format!("{b_url}/model/v1/packs/{pack}")));
+    // Another repository gets no URL for a pack it may not read.
+    let other = no_redirects
+        .get(&format!(
+            "{}/model/v1/packs/{pack}",
+            b.repo_url("other", "repo")
+        ))
+        .call();
+    assert!(
+        matches!(other, Err(ureq::Error::Status(404, _))),
+        "{other:?}"
+    );
+
+    // The client follows the redirects: a clone through B is byte-exact.
+    let cloned = repos.clone_via("via-b", &b_url, false);
+    assert_same(&cloned.join("model.safetensors"), &v1);
 }

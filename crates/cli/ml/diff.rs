@@ -135,6 +135,15 @@ pub fn model_diff(ctx: &Ctx, kind: FileKind, old: &Content, new: &Content) -> Re
         new_tensors: nh.tensors.len(),
         ..Default::default()
     };
+    // A working-tree file compared with a stored version gets its chunk list computed
+    // (one local read), so the stored side is read only where they differ.
+    let file_layout = |c: &Content, other: &Content| match (c, other.layout()) {
+        (Content::File { path, .. }, Some(_)) => super::file_layout(ctx, path).map(Some),
+        _ => Ok(None),
+    };
+    let (old_computed, new_computed) = (file_layout(old, new)?, file_layout(new, old)?);
+    let old_layout = old.layout().or(old_computed.as_ref());
+    let new_layout = new.layout().or(new_computed.as_ref());
     let mut to_read = Vec::new();
     for pair in tensor::pair_tensors(&oh, &nh) {
         match pair {
@@ -166,7 +175,7 @@ pub fn model_diff(ctx: &Ctx, kind: FileKind, old: &Content, new: &Content) -> Re
                 })
             }
             Pair::Both(o, n) => {
-                let same = match (old.layout(), new.layout()) {
+                let same = match (old_layout, new_layout) {
                     (Some(a), Some(b)) => {
                         gitmodel_ml::ranges::same_bytes(a, o.range(), b, n.range())
                     }
@@ -182,13 +191,11 @@ pub fn model_diff(ctx: &Ctx, kind: FileKind, old: &Content, new: &Content) -> Re
     }
     // First the parts chunk ids cannot vouch for (often just a chunk shared with an
     // edited neighbour): if they are equal too, the tensor is unchanged.
-    let unproven = |o: &gitmodel_ml::TensorInfo, n: &gitmodel_ml::TensorInfo| match (
-        old.layout(),
-        new.layout(),
-    ) {
-        (Some(a), Some(b)) => gitmodel_ml::ranges::unproven(a, o.range(), b, n.range()),
-        _ => std::iter::once(0..o.len()).collect(),
-    };
+    let unproven =
+        |o: &gitmodel_ml::TensorInfo, n: &gitmodel_ml::TensorInfo| match (old_layout, new_layout) {
+            (Some(a), Some(b)) => gitmodel_ml::ranges::unproven(a, o.range(), b, n.range()),
+            _ => std::iter::once(0..o.len()).collect(),
+        };
     let parts: Vec<_> = to_read.iter().map(|(o, n)| unproven(o, n)).collect();
     let shift = |base: u64, rs: &[std::ops::Range<u64>]| -> Vec<std::ops::Range<u64>> {
         rs.iter().map(|r| base + r.start..base + r.end).collect()

@@ -11,7 +11,10 @@ mod transfer;
 
 pub use credentials::{Credential, CredentialHelper, GitCredentialHelper};
 pub use remote::{Auth, Remote, RemoteOptions, TlsOptions};
-pub use transfer::{download, upload, DownloadReport, FileRef, UploadReport};
+pub use transfer::{
+    download, download_with_progress, upload, upload_with_progress, DownloadReport, FileRef,
+    Progress, UploadReport,
+};
 
 use gitmodel_format::Oid;
 

@@ -9,6 +9,7 @@
 //! every chunk, store them in local packs, then record the recipes.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Mutex};
 
 use gitmodel_format::pack::{self, PackEntry, TRAILER_LEN};
@@ -47,11 +48,28 @@ pub struct UploadReport {
     pub packs: usize,
 }
 
+/// Bytes moved so far, for progress displays; set `total` before the transfer starts.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub total: AtomicU64,
+    pub done: AtomicU64,
+}
+
 /// Makes every file in `files` present on the server.
 pub fn upload(
     store: &LocalStore,
     remote: &Remote,
     files: &[FileRef],
+) -> Result<UploadReport, ClientError> {
+    upload_with_progress(store, remote, files, &Progress::default())
+}
+
+/// [`upload`], counting wire bytes in `progress` (its total is set once known).
+pub fn upload_with_progress(
+    store: &LocalStore,
+    remote: &Remote,
+    files: &[FileRef],
+    progress: &Progress,
 ) -> Result<UploadReport, ClientError> {
     let mut report = UploadReport::default();
     let mut seen = HashSet::new();
@@ -100,6 +118,12 @@ pub fn upload(
         .map(|(c, _)| *c)
         .collect();
     report.chunks_sent = missing.len();
+    let estimate: u64 = missing
+        .iter()
+        .filter_map(|id| store.locate(id))
+        .map(|l| l.entry.record_len())
+        .sum();
+    progress.total.store(estimate, Ordering::Relaxed);
 
     // Build packs here; send them from PARALLEL threads.
     let (tx, rx) = mpsc::sync_channel::<(PackId, Vec<u8>)>(PARALLEL);
@@ -114,6 +138,9 @@ pub fn upload(
                         let Ok((id, data)) = next else { break };
                         remote.put_pack(&id, &data)?;
                         bytes += data.len() as u64;
+                        progress
+                            .done
+                            .fetch_add(data.len() as u64, Ordering::Relaxed);
                         packs += 1;
                     }
                     Ok((bytes, packs))
@@ -221,6 +248,16 @@ pub fn download(
     remote: &Remote,
     files: &[FileRef],
 ) -> Result<DownloadReport, ClientError> {
+    download_with_progress(store, remote, files, &Progress::default())
+}
+
+/// [`download`], counting received bytes in `progress` (its total is set once known).
+pub fn download_with_progress(
+    store: &LocalStore,
+    remote: &Remote,
+    files: &[FileRef],
+    progress: &Progress,
+) -> Result<DownloadReport, ClientError> {
     let mut report = DownloadReport::default();
     let mut seen = HashSet::new();
     let mut wanted = Vec::new();
@@ -304,6 +341,9 @@ pub fn download(
         tasks.extend(current);
     }
     report.requests = tasks.len();
+    progress
+        .total
+        .store(tasks.iter().map(|t| t.length).sum(), Ordering::Relaxed);
 
     // Fetch in parallel; store in this thread as results arrive.
     let queue = Mutex::new(tasks.into_iter());
@@ -336,6 +376,7 @@ pub fn download(
                 }
             };
             report.bytes_received += received;
+            progress.done.fetch_add(received, Ordering::Relaxed);
             for c in chunks {
                 report.chunks_fetched += 1;
                 report.bytes_new += c.entry.raw_len as u64;

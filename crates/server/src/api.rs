@@ -358,8 +358,7 @@ async fn chunks_exist(
     body: &[u8],
 ) -> Result<Response<ResponseBody>, ApiError> {
     let ids: Vec<ChunkId> = decode_ids(body)?.into_iter().map(ChunkId).collect();
-    let packs = state.index().packs_of(&ids);
-    let readable = tenancy::readable(state.storage(), repo, packs).await?;
+    let readable = tenancy::repo_packs(&**state.storage(), repo).await?;
     let answer: Vec<u8> = state
         .index()
         .get_many_where(&ids, |p| readable.contains(p))
@@ -414,8 +413,12 @@ async fn put_pack(
     })
     .await?;
     let entries = verified.map_err(|source| ApiError::BadPack { pack, source })?;
-    let created = state.store_pack(pack, body, &entries).await?;
+    // `created` is answered from the repository's point of view: whether *another*
+    // repository already stored this exact pack is none of the uploader's business.
+    let had = state.may_read_pack(repo, &pack).await?;
+    state.store_pack(pack, body, &entries).await?;
     tenancy::grant(state.storage(), repo, [pack]).await?;
+    let created = !had;
     Ok(json(
         StatusCode::OK,
         &PackUploaded {
@@ -441,6 +444,12 @@ async fn get_pack(
     let Some(size) = state.storage().head(&key).await? else {
         return Err(not_found());
     };
+    // `--presign-downloads`: the bytes come straight from the bucket (the client follows
+    // the redirect with its Range header and verifies what it reads, as always).
+    let presigned = state.presigned_url(&key).await?;
+    if let Some(location) = presigned.and_then(|url| HeaderValue::from_str(&url).ok()) {
+        return Ok(redirect(location));
+    }
     let vanished = |e: StorageError| match e {
         StorageError::NotFound { .. } => not_found(),
         other => other.into(),
@@ -466,6 +475,13 @@ async fn get_pack(
         headers.insert(header::CONTENT_RANGE, value);
     }
     Ok(response)
+}
+
+/// `307 Temporary Redirect` to `location` (the client keeps the method and `Range`).
+fn redirect(location: HeaderValue) -> Response<ResponseBody> {
+    let mut response = binary(StatusCode::TEMPORARY_REDIRECT, BINARY, Bytes::new());
+    response.headers_mut().insert(header::LOCATION, location);
+    response
 }
 
 /// The byte range a request's `Range` header asks for in an object of `size` bytes, or

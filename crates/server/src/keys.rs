@@ -59,6 +59,21 @@ pub fn pack_ref_key(repo: &RepoName, pack: &PackId) -> String {
 
 const PACK_REF_SUFFIX: &str = ".ref";
 
+/// Prefix (directory) under which the pack records of `repo` live.
+pub fn pack_refs_prefix(repo: &RepoName) -> String {
+    format!("repos/{}/{}/packs/", repo.namespace, repo.repo)
+}
+
+/// The pack a key under [`pack_refs_prefix`] names, if it is a well-formed record key.
+pub fn parse_pack_ref_key(key: &str) -> Option<PackId> {
+    let mut parts = key.rsplit('/');
+    let file = parts.next()?;
+    let fan = parts.next()?;
+    let hex = file.strip_suffix(PACK_REF_SUFFIX)?;
+    let id = PackId::from_hex(hex).ok()?;
+    (fan == &hex[..2]).then_some(id)
+}
+
 /// Prefix under which every repository's recipes and records live.
 pub const REPOS_PREFIX: &str = "repos/";
 
@@ -137,6 +152,9 @@ mod tests {
             format!("repos/acme/vision/packs/ab/{}.ref", "ab".repeat(32))
         );
         crate::storage::validate_key(&grant).unwrap();
+        assert!(grant.starts_with(&pack_refs_prefix(&repo)));
+        assert_eq!(parse_pack_ref_key(&grant), Some(pack));
+        assert_eq!(parse_pack_ref_key(&key), None);
         crate::storage::validate_key(PACK_REFS_DONE_KEY).unwrap();
         assert_eq!(
             parse_recipe_key(&recipe_key(&repo, &oid)),

@@ -48,7 +48,7 @@ pub use security::{Security, SecurityArgs};
 pub use server::{serve, serve_tls, shutdown_signal};
 pub use state::{
     default_data_dir, AppState, ServerConfig, DATA_DIR_ENV, DEFAULT_LISTEN,
-    DEFAULT_SHARED_INDEX_REFRESH,
+    DEFAULT_SHARED_INDEX_REFRESH, PRESIGNED_URL_EXPIRY,
 };
 pub use storage::{LocalDir, Storage, StorageError};
 pub use tokens::{TokenAuthorizer, TokenStore};

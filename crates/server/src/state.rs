@@ -40,6 +40,9 @@ pub const DEFAULT_SHARED_INDEX_REFRESH: Duration = Duration::from_secs(30);
 /// Least time between two index refreshes of one process: bounds the listing load that
 /// misses (every push of new content misses) can cause.
 pub const MIN_REFRESH_GAP: Duration = Duration::from_secs(1);
+/// How long a presigned pack URL stays valid (`--presign-downloads`): clients use it at
+/// once, so this only needs to cover a slow range read and clock skew.
+pub const PRESIGNED_URL_EXPIRY: Duration = Duration::from_secs(15 * 60);
 /// Least time between two refreshes started by lookup misses in the background.
 const MISS_REFRESH_GAP: Duration = Duration::from_secs(5);
 
@@ -64,6 +67,12 @@ pub struct ServerConfig {
     /// `missing_chunks`. `None` (the default, right for one process per store) never
     /// re-lists after startup.
     pub index_refresh: Option<Duration>,
+    /// When set (`--presign-downloads`), `GET packs/<id>` answers `307` with a presigned
+    /// URL into the bucket valid this long, so pack bytes flow from the store to the
+    /// client directly. Only where the store can presign (S3); packs only, since a pack
+    /// range is byte-exact what the client asked for (a Git LFS object is rebuilt from
+    /// several packs and always goes through the server).
+    pub presign_downloads: Option<Duration>,
     /// Most header lines in one request (more: `431`).
     pub max_headers: usize,
     /// Largest request head, start line and headers together (more: `431`).
@@ -85,6 +94,7 @@ impl ServerConfig {
             verify_concurrency: cores.max(2),
             shutdown_grace: Duration::from_secs(30),
             index_refresh: None,
+            presign_downloads: None,
             max_headers: 64,
             max_header_bytes: 64 * 1024,
             max_lfs_object_bytes: 100 * 1024 * 1024 * 1024,
@@ -244,6 +254,17 @@ impl AppState {
         self.lock_mutations.lock().await
     }
 
+    /// A presigned URL from which a client may read the object at `key` directly, when
+    /// [`ServerConfig::presign_downloads`] is on and the store can presign; `None`
+    /// otherwise. Callers check access first: the URL is a bearer credential for that
+    /// one object until it expires.
+    pub async fn presigned_url(&self, key: &str) -> Result<Option<String>, StorageError> {
+        match self.config.presign_downloads {
+            Some(expires) => self.storage.presign_get(key, expires).await,
+            None => Ok(None),
+        }
+    }
+
     /// Catches the chunk index up with storage ([`ChunkIndex::refresh`]) unless a
     /// refresh started at or after `since` (the moment the caller saw a miss), which
     /// already covers everything stored before the miss. Refreshes never overlap, and
@@ -294,8 +315,7 @@ impl AppState {
         repo: &RepoName,
         recipe: &Recipe,
     ) -> Result<Result<Located, FileError>, StorageError> {
-        let packs = self.index.packs_of(recipe.chunks.iter().map(|c| &c.id));
-        let readable = crate::tenancy::readable(&self.storage, repo, packs).await?;
+        let readable = crate::tenancy::repo_packs(&*self.storage, repo).await?;
         Ok(crate::register::locate(&self.index, recipe, |p| {
             readable.contains(p)
         }))

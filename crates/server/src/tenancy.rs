@@ -12,9 +12,8 @@
 //! repositories both upload is stored in both their packs (identical packs are still
 //! stored once). `docs/security.md` has the reasoning.
 //!
-//! The records live in storage, not in memory ([`readable`] asks storage, a few keys at
-//! once), so they are always current, survive restarts, and work the same on every
-//! [`Storage`] backend. [`upgrade`] writes them once for data directories from before
+//! The records live in storage, not in memory ([`repo_packs`] lists them), so they are
+//! always current, survive restarts, and work the same on every [`Storage`] backend. [`upgrade`] writes them once for data directories from before
 //! they existed.
 //!
 //! [`PackClaims`]: a count of the requests that are storing each pack right now. Git LFS
@@ -37,31 +36,19 @@ use crate::storage::{Storage, StorageError};
 /// Storage requests a check or grant runs at once.
 const CONCURRENCY: usize = 16;
 
-/// Which of `packs` `repo` may read.
-pub async fn readable(
-    storage: &Arc<dyn Storage>,
+/// Every pack `repo` may read. One listing of the repository's records, whatever the
+/// question: the cost of answering must not depend on what *other* repositories store,
+/// or its timing would tell.
+pub async fn repo_packs(
+    storage: &dyn Storage,
     repo: &RepoName,
-    packs: impl IntoIterator<Item = PackId>,
 ) -> Result<HashSet<PackId>, StorageError> {
-    let mut pending = packs.into_iter();
-    let mut tasks = JoinSet::new();
-    let mut out = HashSet::new();
-    loop {
-        while tasks.len() < CONCURRENCY {
-            let Some(pack) = pending.next() else { break };
-            let storage = Arc::clone(storage);
-            let key = keys::pack_ref_key(repo, &pack);
-            tasks.spawn(async move { (pack, storage.head(&key).await) });
-        }
-        let Some(joined) = tasks.join_next().await else {
-            break;
-        };
-        let (pack, found) = joined.map_err(|e| task_failed(&e))?;
-        if found?.is_some() {
-            out.insert(pack);
-        }
-    }
-    Ok(out)
+    Ok(storage
+        .list(&keys::pack_refs_prefix(repo))
+        .await?
+        .iter()
+        .filter_map(|key| keys::parse_pack_ref_key(key))
+        .collect())
 }
 
 /// Whether `repo` may read `pack`.
@@ -211,13 +198,15 @@ mod tests {
         grant(&storage, &a, [p1]).await.unwrap();
         grant(&storage, &b, [p2]).await.unwrap();
         assert_eq!(
-            readable(&storage, &a, [p1, p2]).await.unwrap(),
+            repo_packs(&*storage, &a).await.unwrap(),
             HashSet::from([p1, p2])
         );
         assert_eq!(
-            readable(&storage, &b, [p1, p2]).await.unwrap(),
+            repo_packs(&*storage, &b).await.unwrap(),
             HashSet::from([p2])
         );
+        let nobody = RepoName::new("no", "body").unwrap();
+        assert!(repo_packs(&*storage, &nobody).await.unwrap().is_empty());
         assert!(may_read(&*storage, &b, &p2).await.unwrap());
         assert!(!may_read(&*storage, &b, &p1).await.unwrap());
     }

@@ -32,7 +32,7 @@
 //! chunks only other repositories hold are packed again, so an upload reveals nothing
 //! about other repositories' content.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -258,10 +258,11 @@ where
     B::Error: std::fmt::Display,
 {
     let staged = StagedPacks::new(state);
+    let readable = tenancy::repo_packs(&**state.storage(), repo).await?;
     let (tx, rx) = mpsc::channel(BLOCKS_IN_FLIGHT);
     let worker = Worker::new(
         Arc::clone(state),
-        repo.clone(),
+        readable,
         Arc::clone(&staged.packs),
         Handle::current(),
     );
@@ -342,7 +343,7 @@ struct Worker {
 impl Worker {
     fn new(
         state: Arc<AppState>,
-        repo: RepoName,
+        readable: HashSet<PackId>,
         staged: Arc<Mutex<Vec<Staged>>>,
         runtime: Handle,
     ) -> Worker {
@@ -350,12 +351,11 @@ impl Worker {
         Worker {
             packer: Packer {
                 state,
-                repo,
                 runtime,
                 staged,
                 pack: PackBuilder::new(),
                 staged_chunks: HashSet::new(),
-                readable: HashMap::new(),
+                readable,
                 chunks: Vec::new(),
                 new_chunks: 0,
                 new_bytes: 0,
@@ -430,15 +430,14 @@ impl Worker {
 /// Collects an upload's chunk list and packs the chunks the repository cannot read yet.
 struct Packer {
     state: Arc<AppState>,
-    repo: RepoName,
     runtime: Handle,
     /// Packs stored so far (shared with the request's [`StagedPacks`]).
     staged: Arc<Mutex<Vec<Staged>>>,
     pack: PackBuilder,
     /// Chunks in `pack` or in a staged pack.
     staged_chunks: HashSet<ChunkId>,
-    /// Whether the repository may read a pack, as found so far.
-    readable: HashMap<PackId, bool>,
+    /// The packs the repository may read (listed once, when the upload started).
+    readable: HashSet<PackId>,
     chunks: Vec<RecipeChunk>,
     new_chunks: usize,
     new_bytes: u64,
@@ -453,7 +452,11 @@ impl Packer {
         let raw_len = u32::try_from(data.len())
             .map_err(|_| ApiError::internal("a chunk longer than 4 GiB"))?;
         self.chunks.push(RecipeChunk { id, raw_len });
-        if self.staged_chunks.contains(&id) || self.readable_has(&id)? {
+        let readable = || {
+            let locations = self.state.index().locations(&id);
+            locations.iter().any(|l| self.readable.contains(&l.pack))
+        };
+        if self.staged_chunks.contains(&id) || readable() {
             return Ok(());
         }
         let (codec, stored) = encode_chunk(data);
@@ -468,28 +471,6 @@ impl Packer {
         self.new_bytes += u64::from(raw_len);
         self.stored_bytes += stored.len() as u64 + RECORD_HEADER_LEN;
         Ok(())
-    }
-
-    /// Whether the chunk is in a pack the repository may read.
-    fn readable_has(&mut self, id: &ChunkId) -> Result<bool, ApiError> {
-        for location in self.state.index().locations(id) {
-            let pack = location.pack;
-            let readable = match self.readable.get(&pack) {
-                Some(&known) => known,
-                None => {
-                    let storage = &**self.state.storage();
-                    let known = self
-                        .runtime
-                        .block_on(tenancy::may_read(storage, &self.repo, &pack))?;
-                    self.readable.insert(pack, known);
-                    known
-                }
-            };
-            if readable {
-                return Ok(true);
-            }
-        }
-        Ok(false)
     }
 
     /// Stages the pack being filled (if any): stored and claimed, not yet indexed.

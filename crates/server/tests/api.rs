@@ -579,7 +579,15 @@ async fn a_new_server_rebuilds_its_index_from_storage() {
         .json();
     let code = reg.files[0].error.as_ref().map(|e| e.code.as_str());
     assert_eq!(code, Some("missing_chunks"), "{:?}", reg.files[0]);
-    // ... until it uploads them itself (the pack is stored once) ...
+    // ... until it uploads them itself. The pack is stored once, but the answer does not
+    // say that another repository had it: `created` is from this repository's view.
+    let packs_size = || -> u64 {
+        files_under(&dir.path().join("packs"))
+            .iter()
+            .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
+            .sum()
+    };
+    let before = packs_size();
     let up: PackUploaded = second
         .request(
             Method::PUT,
@@ -589,7 +597,8 @@ async fn a_new_server_rebuilds_its_index_from_storage() {
         .await
         .expect(StatusCode::OK)
         .json();
-    assert!(!up.created);
+    assert!(up.created);
+    assert_eq!(packs_size(), before);
     // ... and then the rebuilt index is good enough to register it.
     let reg: RegisterResponse = second
         .request(Method::POST, &format!("{copy}/files"), fx.recipe().encode())
