@@ -204,6 +204,9 @@ fn agent_download(
     Ok(target)
 }
 
+/// Where to GET an object (href and headers), or why the server will not say.
+type DownloadAction = Result<(String, Vec<(String, String)>), String>;
+
 /// A minimal Git LFS Batch API client, for reading objects out of an LFS server.
 struct LfsSource {
     url: String,
@@ -211,10 +214,7 @@ struct LfsSource {
 }
 
 impl LfsSource {
-    fn download_actions(
-        &self,
-        objects: &[(Oid, u64)],
-    ) -> Result<Vec<(Oid, Result<(String, Vec<(String, String)>), String>)>> {
+    fn download_actions(&self, objects: &[(Oid, u64)]) -> Result<Vec<(Oid, DownloadAction)>> {
         let body = json!({
             "operation": "download",
             "transfers": ["basic"],

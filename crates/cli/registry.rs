@@ -803,7 +803,7 @@ fn history(
                 e.previous.as_ref().map(Version::short).unwrap_or_default(),
                 e.who.clone(),
                 if e.forced {
-                    "forced".into()
+                    "yes".into()
                 } else {
                     String::new()
                 },
@@ -812,7 +812,7 @@ fn history(
         })
         .collect();
     let h: Vec<String> = [
-        "time", "stage", "action", "version", "previous", "who", "", "reason",
+        "time", "stage", "action", "version", "previous", "who", "forced", "reason",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -872,10 +872,11 @@ fn export(spec: &str, output: &Path, remote: Option<String>) -> Result<()> {
     let oid = Oid::from_hex(&version.oid).map_err(|e| anyhow!("registry version: {e}"))?;
     write_version(&ctx, &version, oid, output)?;
     println!(
-        "exported {model}@{which} ({}, {} bytes) to {}",
-        version.short(),
+        "exported {model}@{which} to {}: commit {}, sha256:{}, {} bytes",
+        output.display(),
+        short(&version.commit),
+        registry::prefix(&version.oid, 12),
         version.size,
-        output.display()
     );
     Ok(())
 }

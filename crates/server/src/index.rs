@@ -32,8 +32,8 @@ pub struct Location {
 }
 
 /// How many packs' indexes are read at once at startup: enough to hide the latency of an
-/// object store, few enough not to flood it.
-const LOAD_CONCURRENCY: usize = 16;
+/// object store (two small reads per pack, ~10–50 ms each), few enough not to flood it.
+const LOAD_CONCURRENCY: usize = 64;
 
 /// Every known location of one chunk. Almost always one: a chunk is stored a second time
 /// only when a repository that may not read its first pack uploads it too (see

@@ -120,7 +120,9 @@ pub struct S3Options {
 impl Default for S3Options {
     fn default() -> Self {
         S3Options {
-            multipart_threshold: 16 * 1024 * 1024,
+            // Writers make packs of about 16 MiB (a little over, by up to one chunk): those
+            // go as one PUT; larger ones (up to the 64 MiB limit) in parts.
+            multipart_threshold: 32 * 1024 * 1024,
             part_size: 8 * 1024 * 1024,
             part_concurrency: 4,
             retry: RetryConfig {

@@ -440,4 +440,102 @@ mod tests {
         );
         assert_eq!(default_data_dir(env(&[])), None);
     }
+
+    /// Two server processes on one data directory, as two nodes on one bucket.
+    async fn two_nodes(refresh: Duration) -> (tempfile::TempDir, Arc<AppState>, Arc<AppState>) {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || {
+            let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path());
+            config.index_refresh = Some(refresh);
+            AppState::open_local(config)
+        };
+        let a = open().await.unwrap();
+        let b = open().await.unwrap();
+        (dir, a, b)
+    }
+
+    fn pack_of(chunks: &[&[u8]]) -> (PackId, Bytes, Vec<PackEntry>, Recipe) {
+        use gitmodel_format::pack::encode_chunk;
+        use gitmodel_format::{ChunkId, Oid, PackBuilder, RecipeChunk};
+        let mut builder = PackBuilder::new();
+        let mut file = Vec::new();
+        for raw in chunks {
+            let (codec, stored) = encode_chunk(raw);
+            builder.push(ChunkId::of(raw), raw.len() as u32, codec, &stored);
+            file.extend_from_slice(raw);
+        }
+        let (pack, bytes, entries) = builder.finish();
+        let recipe = Recipe {
+            chunker: 1,
+            oid: Oid::of(&file),
+            size: file.len() as u64,
+            chunks: chunks
+                .iter()
+                .map(|raw| RecipeChunk {
+                    id: ChunkId::of(raw),
+                    raw_len: raw.len() as u32,
+                })
+                .collect(),
+            segments: Vec::new(),
+        };
+        (pack, bytes.into(), entries, recipe)
+    }
+
+    #[tokio::test]
+    async fn registration_on_another_node_refreshes_its_index_first() {
+        // An interval far longer than the test: only the miss can make B look.
+        let (_dir, a, b) = two_nodes(Duration::from_secs(3600)).await;
+        let repo = RepoName::new("acme", "vision").unwrap();
+        let (pack, bytes, entries, recipe) = pack_of(&[b"alpha", b"beta"]);
+        a.store_pack(pack, bytes, &entries).await.unwrap();
+        crate::tenancy::grant(a.storage(), &repo, [pack])
+            .await
+            .unwrap();
+        assert!(!b.index().has_pack(&pack));
+        let located = b.locate_fresh(&repo, &recipe).await.unwrap().unwrap();
+        assert_eq!(located.recipe.segments[0].pack, pack);
+        assert!(b.index().has_pack(&pack));
+
+        // Still missing after a refresh: the negative answer stands.
+        let (_, _, _, nowhere) = pack_of(&[b"gamma"]);
+        let refused = b.locate_fresh(&repo, &nowhere).await.unwrap().unwrap_err();
+        assert_eq!(refused.code, "missing_chunks");
+    }
+
+    #[tokio::test]
+    async fn a_lookup_miss_makes_the_node_catch_up_in_the_background() {
+        let (_dir, a, b) = two_nodes(Duration::from_secs(3600)).await;
+        let (pack, bytes, entries, recipe) = pack_of(&[b"delta"]);
+        a.store_pack(pack, bytes, &entries).await.unwrap();
+        let id = recipe.chunks[0].id;
+        assert!(!b.index().contains(&id), "B cannot know yet");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !b.index().has_pack(&pack) {
+            assert!(
+                Instant::now() < deadline,
+                "B never caught up after its miss"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(b.index().contains(&id));
+    }
+
+    #[tokio::test]
+    async fn a_refresh_that_started_after_a_miss_serves_it() {
+        let (_dir, _a, b) = two_nodes(Duration::from_secs(3600)).await;
+        let since = Instant::now();
+        let (first, second) = tokio::join!(b.refresh_index(since), b.refresh_index(since));
+        first.unwrap();
+        second.unwrap();
+        // The second waited for the first, which started after `since`, and reused it.
+        let started = b.last_refresh.lock().await.unwrap();
+        assert!(started >= since);
+        // A caller whose miss predates the last refresh gets it for free.
+        let before = Instant::now();
+        b.refresh_index(since).await.unwrap();
+        assert!(
+            before.elapsed() < MIN_REFRESH_GAP,
+            "no second refresh was needed"
+        );
+    }
 }

@@ -3,6 +3,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// Prefix of temp files, so cleanup can recognise leftovers of a crash.
@@ -62,11 +63,38 @@ pub fn write_atomic_unsynced(target: &Path, data: &[u8]) -> io::Result<()> {
     persist_unsynced(tmp, target)
 }
 
-/// Makes files written unsynced durable: each file, then each distinct parent directory.
+/// Makes files written unsynced durable. With more than a few, one `syncfs` of their
+/// filesystem (a single journal commit) beats an fsync per file and per directory.
 pub fn sync_paths(paths: &[PathBuf]) -> io::Result<()> {
+    if paths.len() > 8 {
+        if let Some(first) = paths.first() {
+            let dir = File::open(parent_dir(first))?;
+            if rustix::fs::syncfs(&dir).is_ok() {
+                // Paths on another filesystem (rare: a store split across mounts) still
+                // get their own fsyncs.
+                let dev = dir.metadata()?.dev();
+                let others: Vec<PathBuf> = paths
+                    .iter()
+                    .filter(|p| p.metadata().map(|m| m.dev() != dev).unwrap_or(true))
+                    .cloned()
+                    .collect();
+                return sync_each(&others);
+            }
+        }
+    }
+    sync_each(paths)
+}
+
+/// fsyncs each file, then each distinct parent directory.
+fn sync_each(paths: &[PathBuf]) -> io::Result<()> {
     let mut dirs: Vec<&Path> = Vec::new();
     for p in paths {
-        File::open(p)?.sync_all()?;
+        match File::open(p) {
+            Ok(f) => f.sync_all()?,
+            // Removed since it was written (e.g. pruned): nothing left to make durable.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        }
         let d = parent_dir(p);
         if !dirs.contains(&d) {
             dirs.push(d);
