@@ -639,7 +639,6 @@ async fn bad_requests_are_refused_with_codes() {
             StatusCode::BAD_REQUEST,
             "bad_path",
         ),
-
         (
             Method::GET,
             format!("/.hidden/x/model/v1/files/{oid}"),

@@ -92,7 +92,7 @@ const ROUNDS: usize = 3000;
 
 #[test]
 fn format_parsers_survive_mutated_input() {
-    let mut rng = StdRng::seed_from_u64(0x6d6f_6465_6c);
+    let mut rng = StdRng::seed_from_u64(0x006d_6f64_656c);
     let (pack_id, pack, chunks, data) = sample_pack();
     let pointer = Pointer::new(Oid::of(&data), data.len() as u64).to_bytes();
     let recipe = Recipe {
