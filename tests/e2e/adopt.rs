@@ -60,6 +60,59 @@ fn install_lfs_drives_filter_lfs_without_rewriting_history() {
     assert_same(&plain.join("model.bin"), &v2);
     git(&w, &plain, &["checkout", "-q", "HEAD~1", "--", "model.bin"]);
     assert_same(&plain.join("model.bin"), &v1);
+    git(&w, &plain, &["checkout", "-q", "HEAD", "--", "model.bin"]);
+
+    // And the other way: git-lfs pushes v3, the git-model clone pulls it.
+    let v3 = model(21, 16, &[2, 9]);
+    fs::write(plain.join("model.bin"), &v3).unwrap();
+    git(&w, &plain, &["add", "model.bin"]);
+    git(&w, &plain, &["commit", "-q", "-m", "v3 with git-lfs"]);
+    git(&w, &plain, &["push", "-q", "origin", "main"]);
+    git(&w, &clone, &["pull", "-q", "origin", "main"]);
+    assert_same(&clone.join("model.bin"), &v3);
+    assert_eq!(git(&w, &clone, &["status", "--porcelain"]).0, "");
+}
+
+#[test]
+fn git_lfs_push_and_fetch_include() {
+    let w = World::new();
+    require_git_lfs(&w);
+    let repo = lfs_repo(&w, "inc");
+    let a = model(24, 2, &[]);
+    let b = model(25, 2, &[]);
+    fs::create_dir_all(repo.join("a")).unwrap();
+    fs::create_dir_all(repo.join("b")).unwrap();
+    fs::write(repo.join("a/x.bin"), &a).unwrap();
+    fs::write(repo.join("b/y.bin"), &b).unwrap();
+    git(&w, &repo, &["add", "."]);
+    git(&w, &repo, &["commit", "-q", "-m", "two"]);
+    // Objects first with `git lfs push`, then the commits without the hook.
+    git(&w, &repo, &["lfs", "push", "origin", "main"]);
+    git(&w, &repo, &["push", "-q", "--no-verify", "origin", "main"]);
+
+    let home = w.env.home.path();
+    let out = w.env.git_with(
+        home,
+        &[("GIT_LFS_SKIP_SMUDGE", "1")],
+        &["clone", "-q", w.origin.to_str().unwrap(), "inc-clone"],
+    );
+    crate::check_ok("clone", &out);
+    let clone = w.env.path("inc-clone");
+    git(&w, &clone, &["lfs", "install", "--local"]);
+    git(
+        &w,
+        &clone,
+        &["lfs", "fetch", "--include", "a/*", "origin", "main"],
+    );
+    git(&w, &clone, &["lfs", "checkout"]);
+    assert_same(&clone.join("a/x.bin"), &a);
+    let y = fs::read(clone.join("b/y.bin")).unwrap();
+    assert!(
+        y.starts_with(b"version https://git-lfs.github.com/spec/v1"),
+        "b/ was not fetched"
+    );
+    git(&w, &clone, &["lfs", "pull"]);
+    assert_same(&clone.join("b/y.bin"), &b);
 }
 
 #[test]
@@ -135,8 +188,13 @@ fn migrate_moves_lfs_objects_resumably() {
     let mig = w.env.path("mig");
     git(&w, &mig, &["config", "model.url", &w.model_url]);
     assert!(lfs_url(&w, "acme", "lfsrepo").ends_with("/info/lfs"));
+    let before = dir_size(&w.server.data_dir);
     let (out, _) = git(&w, &mig, &["model", "migrate"]);
     assert!(out.contains("migrated 2 object(s)"), "{out}");
+    // Both versions are now git-model files; the second shares all but one tensor with the
+    // first, and the server already held the LFS uploads' chunks: little is stored anew.
+    let grown = dir_size(&w.server.data_dir) - before;
+    assert!(grown < (a.len() / 4) as u64, "migration stored {grown} bytes anew");
     let (out, err) = git(&w, &mig, &["model", "migrate"]);
     assert!(
         out.contains("migrated 0 object(s)") && err.contains("2 already migrated"),
