@@ -191,10 +191,15 @@ fn migrate_moves_lfs_objects_resumably() {
     let before = dir_size(&w.server.data_dir);
     let (out, _) = git(&w, &mig, &["model", "migrate"]);
     assert!(out.contains("migrated 2 object(s)"), "{out}");
-    // Both versions are now git-model files; the second shares all but one tensor with the
-    // first, and the server already held the LFS uploads' chunks: little is stored anew.
+    // Both versions are now git-model files of another repository (which may not see the
+    // LFS repository's chunks); the second shares all but one tensor with the first, so the
+    // two together cost little more than one.
     let grown = dir_size(&w.server.data_dir) - before;
-    assert!(grown < (a.len() / 4) as u64, "migration stored {grown} bytes anew");
+    assert!(
+        grown < (a.len() + a.len() / 2) as u64,
+        "migration stored {grown} bytes for 2 × {}",
+        a.len()
+    );
     let (out, err) = git(&w, &mig, &["model", "migrate"]);
     assert!(
         out.contains("migrated 0 object(s)") && err.contains("2 already migrated"),
