@@ -13,6 +13,7 @@ use gitmodel_git::Git;
 
 use crate::app::{usage, Repo};
 use crate::paths::PathFilter;
+use crate::statcache::StatCache;
 use crate::units::{bytes, percent};
 
 pub fn install(local: bool, skip_repo: bool) -> Result<()> {
@@ -322,25 +323,25 @@ pub fn pull(include: &[String], exclude: &[String]) -> Result<()> {
     let store = repo.store()?;
     let mut written = 0u64;
     let mut failed = Vec::new();
+    let mut done: Vec<(String, Pointer)> = Vec::new();
     for s in &todo {
         let target = workdir.join(&s.path);
         match store.materialize(&s.pointer.oid, &target, s.executable) {
-            Ok(n) => written += n,
+            Ok(n) => {
+                written += n;
+                done.push((s.path.clone(), s.pointer));
+            }
             Err(e) => failed.push(format!("{} ({}): {e}", s.path, s.pointer.oid)),
         }
     }
     // The files changed size on disk, which `update-index --refresh` takes for a
     // modification without looking; re-adding them runs the clean filter, which yields
-    // the same pointer, and records their new stat data so `git status` is clean.
-    let done: Vec<&str> = todo
-        .iter()
-        .filter(|s| {
-            !failed
-                .iter()
-                .any(|f| f.starts_with(&format!("{} (", s.path)))
-        })
-        .map(|s| s.path.as_str())
-        .collect();
+    // the same pointer, and records their new stat data so `git status` is clean. The stat
+    // cache lets that clean answer without hashing the files again.
+    if let Err(e) = StatCache::save(store.root(), &workdir, &done) {
+        tracing::warn!("could not save the stat cache: {e}");
+    }
+    let done: Vec<&str> = done.iter().map(|(p, _)| p.as_str()).collect();
     for batch in done.chunks(500) {
         let specs: Vec<String> = batch.iter().map(|p| format!(":(literal){p}")).collect();
         let mut args = vec!["add", "--"];
@@ -349,7 +350,7 @@ pub fn pull(include: &[String], exclude: &[String]) -> Result<()> {
     }
     eprintln!(
         "git-model: wrote {} file(s), {}",
-        todo.len() - failed.len(),
+        done.len(),
         bytes(written)
     );
     if !failed.is_empty() {

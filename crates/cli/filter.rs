@@ -16,6 +16,7 @@ use gitmodel_store::LocalStore;
 
 use crate::app::Repo;
 use crate::paths::PathFilter;
+use crate::statcache::StatCache;
 
 struct ModelFilter {
     repo: Repo,
@@ -26,6 +27,8 @@ struct ModelFilter {
     delayed: Vec<FileRef>,
     /// `model.fetchinclude` / `fetchexclude`: other paths stay pointers on checkout.
     paths: PathFilter,
+    /// Files `git model pull` just wrote: cleaned without hashing them again.
+    stat_cache: StatCache,
 }
 
 fn skip_smudge() -> bool {
@@ -45,12 +48,14 @@ impl ModelFilter {
             }
         }
         let paths = PathFilter::from_flags_or_config(&repo.git, &[], &[])?;
+        let stat_cache = StatCache::load(store.root());
         Ok(ModelFilter {
             repo,
             store,
             remote: None,
             delayed: Vec::new(),
             paths,
+            stat_cache,
         })
     }
 
@@ -77,6 +82,13 @@ impl ModelFilter {
 impl Filter for ModelFilter {
     fn clean(&mut self, path: &str, input: &mut (dyn Read + Send)) -> Result<Vec<u8>, FilterError> {
         let err = |e: String| FilterError(format!("{path}: {e}"));
+        if let Some(workdir) = &self.repo.workdir {
+            if let Some(p) = self.stat_cache.lookup(workdir, path) {
+                // The protocol still hands us the content; it need not be hashed.
+                io::copy(input, &mut io::sink()).map_err(|e| err(e.to_string()))?;
+                return Ok(p.to_bytes());
+            }
+        }
         let mut head = Vec::with_capacity(MAX_POINTER_SIZE);
         input
             .take(MAX_POINTER_SIZE as u64)

@@ -10,6 +10,7 @@ mod maint;
 mod ml;
 mod paths;
 mod progress;
+mod statcache;
 mod registry;
 mod units;
 

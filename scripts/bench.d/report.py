@@ -121,6 +121,8 @@ def main():
     ap.add_argument("--command", required=True)
     ap.add_argument("--scale", required=True)
     ap.add_argument("--runs", required=True)
+    ap.add_argument("--analysis", default=None,
+                    help="hand-written Markdown appended as the analysis section")
     a = ap.parse_args()
     res = a.results
     rows = []
@@ -376,6 +378,13 @@ def main():
             P(f"- {r['tool']} on {r['workload']}, run {r['run']}, {r['phase']} v{r['version']}: "
               "the materialised tree did not match the workload")
         P()
+
+    if a.analysis and os.path.exists(a.analysis):
+        P("## Analysis: targets, where the time goes, and the plan\n")
+        P(f"(Hand-written in `docs/{os.path.basename(a.analysis)}` about the figures above; "
+          "the tables are generated.)\n")
+        with open(a.analysis) as f:
+            P(f.read())
 
 
 if __name__ == "__main__":

@@ -223,3 +223,29 @@ fn server_killed_during_push_then_push_completes() {
     w.env.git(&other, &["model", "pull"]);
     assert!(fs::read(other.join("big.safetensors")).unwrap() == big);
 }
+
+#[test]
+fn an_edit_after_pull_is_never_mistaken_for_the_pulled_file() {
+    let w = World::new();
+    let repo = w.work_repo("work");
+    let a = model(9, 2);
+    w.commit_file(&repo, "a.safetensors", &a, "a");
+    w.env.git(&repo, &["push", "-q", "origin", "main"]);
+    let home = w.env.home.path();
+    let out = w.env.git_with(
+        home,
+        &[("GIT_MODEL_SKIP_SMUDGE", "1")],
+        &["clone", "-q", w.origin.to_str().unwrap(), "lazy"],
+    );
+    check_ok("clone", &out);
+    let lazy = w.env.path("lazy");
+    w.env.git(&lazy, &["model", "pull"]);
+    assert_eq!(w.env.git(&lazy, &["status", "--porcelain"]), "");
+    // Same size, one byte different, written in place right after the pull.
+    let mut edited = a.clone();
+    edited[a.len() / 2] ^= 0xff;
+    fs::write(lazy.join("a.safetensors"), &edited).unwrap();
+    w.env.git(&lazy, &["add", "a.safetensors"]);
+    let staged = w.env.git(&lazy, &["cat-file", "-p", ":a.safetensors"]);
+    assert_eq!(staged.as_bytes(), &pointer_bytes(&edited)[..]);
+}
