@@ -10,8 +10,8 @@ mod maint;
 mod ml;
 mod paths;
 mod progress;
-mod statcache;
 mod registry;
+mod statcache;
 mod units;
 
 use clap::{Parser, Subcommand};

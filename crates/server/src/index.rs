@@ -205,18 +205,6 @@ impl ChunkIndex {
         found
     }
 
-    /// Every pack holding any of `ids`.
-    pub fn packs_of<'a>(&self, ids: impl IntoIterator<Item = &'a ChunkId>) -> HashSet<PackId> {
-        let inner = self.read();
-        let mut packs = HashSet::new();
-        for id in ids {
-            if let Some(locations) = inner.chunks.get(id) {
-                packs.extend(locations.as_slice().iter().map(|l| l.pack));
-            }
-        }
-        packs
-    }
-
     /// Number of distinct chunks.
     pub fn len(&self) -> usize {
         self.read().chunks.len()
@@ -371,7 +359,6 @@ mod tests {
             assert_eq!(got[0].map(|l| l.pack), Some(pack));
         }
         assert_eq!(index.get_many_where([&two], |_| false), vec![None]);
-        assert_eq!(index.packs_of([&two, &ChunkId::of(b"four")]).len(), 2);
         assert!(index.has_pack(&p1) && !index.has_pack(&junk));
         // Recording a pack again changes nothing.
         let (_, _, entries1) = pack_of(&[b"one", b"two"]);

@@ -11,6 +11,7 @@
 //! [`WINDOW_BYTES`] (split at record boundaries), with one window verified while the next
 //! is fetched.
 
+use std::collections::HashSet;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -78,6 +79,8 @@ pub async fn register_batch(
     repo: RepoName,
     recipes: Vec<Recipe>,
 ) -> Result<RegisterResponse, ApiError> {
+    // The packs this repository may read, listed once for the whole batch.
+    let readable = Arc::new(crate::tenancy::repo_packs(&**state.storage(), &repo).await?);
     let repo = Arc::new(repo);
     let mut results: Vec<Option<RegisterResult>> = vec![None; recipes.len()];
     let mut pending = recipes.into_iter().enumerate();
@@ -87,8 +90,9 @@ pub async fn register_batch(
             let Some((i, recipe)) = pending.next() else {
                 break;
             };
-            let (state, repo) = (Arc::clone(&state), Arc::clone(&repo));
-            tasks.spawn(async move { (i, register_one(&state, &repo, recipe).await) });
+            let (state, repo, readable) =
+                (Arc::clone(&state), Arc::clone(&repo), Arc::clone(&readable));
+            tasks.spawn(async move { (i, register_one(&state, &repo, &readable, recipe).await) });
         }
         let Some(joined) = tasks.join_next().await else {
             break;
@@ -106,10 +110,11 @@ pub async fn register_batch(
 async fn register_one(
     state: &AppState,
     repo: &RepoName,
+    readable: &HashSet<PackId>,
     recipe: Recipe,
 ) -> Result<RegisterResult, ApiError> {
     let oid = recipe.oid;
-    let outcome = match state.locate_fresh(repo, &recipe).await? {
+    let outcome = match state.locate_fresh_in(repo, &recipe, Some(readable)).await? {
         Err(e) => Err(e),
         Ok(located) => match verify(state, &located).await? {
             Err(e) => Err(e),

@@ -55,12 +55,29 @@ pub struct FileConfig {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub tokens_file: Option<PathBuf>,
-    pub max_lfs_object_size: Option<String>,
+    pub max_lfs_object_size: Option<Size>,
     pub header_read_timeout_secs: Option<u64>,
     pub max_headers: Option<usize>,
     pub max_header_bytes: Option<usize>,
     #[serde(default)]
     pub tokens: Vec<TokenRecord>,
+}
+
+/// A size in the config file: a number of bytes, or text such as `"50G"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Size {
+    Bytes(u64),
+    Text(String),
+}
+
+impl Size {
+    fn bytes(&self) -> Result<u64, SecurityError> {
+        match self {
+            Size::Bytes(n) => Ok(*n),
+            Size::Text(text) => parse_size(text),
+        }
+    }
 }
 
 impl FileConfig {
@@ -258,7 +275,7 @@ impl Security {
         let file = load_file_config(args)?;
         let max_lfs_object_bytes = match (args.max_lfs_object_size, &file.max_lfs_object_size) {
             (Some(size), _) => Some(size),
-            (None, Some(size)) => Some(parse_size(size)?),
+            (None, Some(size)) => Some(size.bytes()?),
             (None, None) => None,
         };
         let header_read_timeout = args
@@ -540,6 +557,8 @@ mod tests {
         };
         let (security, config) = prepare(&args, dir.path(), "0.0.0.0:1").unwrap();
         assert_eq!(config.max_lfs_object_bytes, 1 << 20);
+        let numeric: FileConfig = toml::from_str("max_lfs_object_size = 4096").unwrap();
+        assert_eq!(numeric.max_lfs_object_size.unwrap().bytes().unwrap(), 4096);
         assert_eq!(config.header_read_timeout, Duration::from_secs(5));
         assert_eq!(security.summary, "tokens required");
         // The file's tokens cannot be revoked with the command.

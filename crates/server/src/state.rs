@@ -12,6 +12,7 @@
 //! `missing_chunks` ([`AppState::locate_fresh`]). A `chunks/exists` answer may lag by up
 //! to that bound; a false "missing" only costs a re-upload.
 
+use std::collections::HashSet;
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -300,25 +301,37 @@ impl AppState {
         repo: &RepoName,
         recipe: &Recipe,
     ) -> Result<Result<Located, FileError>, StorageError> {
-        let observed = Instant::now();
-        match self.locate_readable(repo, recipe).await? {
-            Err(e) if e.code == "missing_chunks" && self.config.index_refresh.is_some() => {
-                self.refresh_index(observed).await?;
-                self.locate_readable(repo, recipe).await
-            }
-            other => Ok(other),
-        }
+        self.locate_fresh_in(repo, recipe, None).await
     }
 
-    async fn locate_readable(
+    /// [`AppState::locate_fresh`] with the repository's readable packs already listed
+    /// (once for a whole registration batch); they are listed again after a refresh.
+    pub async fn locate_fresh_in(
         &self,
         repo: &RepoName,
         recipe: &Recipe,
+        readable: Option<&HashSet<PackId>>,
     ) -> Result<Result<Located, FileError>, StorageError> {
-        let readable = crate::tenancy::repo_packs(&*self.storage, repo).await?;
-        Ok(crate::register::locate(&self.index, recipe, |p| {
-            readable.contains(p)
-        }))
+        let observed = Instant::now();
+        let listed;
+        let readable = match readable {
+            Some(set) => set,
+            None => {
+                listed = crate::tenancy::repo_packs(&*self.storage, repo).await?;
+                &listed
+            }
+        };
+        let locate = |readable: &HashSet<PackId>| {
+            crate::register::locate(&self.index, recipe, |p| readable.contains(p))
+        };
+        match locate(readable) {
+            Err(e) if e.code == "missing_chunks" && self.config.index_refresh.is_some() => {
+                self.refresh_index(observed).await?;
+                let relisted = crate::tenancy::repo_packs(&*self.storage, repo).await?;
+                Ok(locate(&relisted))
+            }
+            other => Ok(other),
+        }
     }
 
     /// Stores a pack whose content is already trusted (`entries` are its verified footer
