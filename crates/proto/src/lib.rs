@@ -104,7 +104,8 @@ pub struct ErrorDetail {
 pub struct PackUploaded {
     pub pack: String,
     pub chunks: u32,
-    /// False when the server already had this pack.
+    /// False when this repository already had this pack (whether another repository
+    /// has it is not revealed).
     pub created: bool,
 }
 
