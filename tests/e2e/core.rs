@@ -82,14 +82,7 @@ fn pointer_only_clone_then_model_pull() {
     w.commit_file(&repo, "weights/empty.safetensors", b"", "empty");
     w.env.git(&repo, &["push", "-q", "origin", "main"]);
 
-    let home = w.env.home.path();
-    let out = w.env.git_with(
-        home,
-        &[("GIT_MODEL_SKIP_SMUDGE", "1")],
-        &["clone", "-q", w.origin.to_str().unwrap(), "lazy"],
-    );
-    crate::check_ok("clone with GIT_MODEL_SKIP_SMUDGE", &out);
-    let lazy = w.env.path("lazy");
+    let lazy = w.clone_pointers_only("lazy");
     let pointer = Pointer::new(Oid::of(&v1), v1.len() as u64).to_bytes();
     assert_same(&lazy.join("weights/a.safetensors"), &pointer);
     assert_same(&lazy.join("weights/empty.safetensors"), b"");
@@ -212,14 +205,7 @@ fn corrupt_pack_on_server_is_detected_and_nothing_is_written() {
         fs::write(p, b).unwrap();
     }
 
-    let home = w.env.home.path();
-    let out = w.env.git_with(
-        home,
-        &[("GIT_MODEL_SKIP_SMUDGE", "1")],
-        &["clone", "-q", w.origin.to_str().unwrap(), "other"],
-    );
-    crate::check_ok("clone", &out);
-    let other = w.env.path("other");
+    let other = w.clone_pointers_only("other");
     let out = w.env.git_output(&other, &["model", "pull"]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);

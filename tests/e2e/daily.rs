@@ -5,7 +5,7 @@ use std::fs;
 use gitmodel_format::{Oid, Pointer};
 use gitmodel_testkit::{dir_size, safetensors};
 
-use crate::{check_ok, World};
+use crate::World;
 
 fn model(seed: u64, mib: usize) -> Vec<u8> {
     safetensors(seed, 1 << 20, &vec![0; mib])
@@ -31,14 +31,7 @@ fn partial_fetch_with_include_exclude_and_config() {
     w.env.git(&repo, &["commit", "-q", "-m", "three"]);
     w.env.git(&repo, &["push", "-q", "origin", "main"]);
 
-    let home = w.env.home.path();
-    let out = w.env.git_with(
-        home,
-        &[("GIT_MODEL_SKIP_SMUDGE", "1")],
-        &["clone", "-q", w.origin.to_str().unwrap(), "lazy"],
-    );
-    check_ok("clone", &out);
-    let lazy = w.env.path("lazy");
+    let lazy = w.clone_pointers_only("lazy");
     w.env.git(
         &lazy,
         &[
@@ -144,14 +137,7 @@ fn killed_pull_leaves_no_half_written_file_and_rerun_completes() {
     let big = model(7, 48);
     w.commit_file(&repo, "big.safetensors", &big, "big");
     w.env.git(&repo, &["push", "-q", "origin", "main"]);
-    let home = w.env.home.path();
-    let out = w.env.git_with(
-        home,
-        &[("GIT_MODEL_SKIP_SMUDGE", "1")],
-        &["clone", "-q", w.origin.to_str().unwrap(), "lazy"],
-    );
-    check_ok("clone", &out);
-    let lazy = w.env.path("lazy");
+    let lazy = w.clone_pointers_only("lazy");
     let target = lazy.join("big.safetensors");
     let pointer = pointer_bytes(&big);
     // Kill the pull at several points; the file is always the pointer or the full content.
@@ -231,14 +217,7 @@ fn an_edit_after_pull_is_never_mistaken_for_the_pulled_file() {
     let a = model(9, 2);
     w.commit_file(&repo, "a.safetensors", &a, "a");
     w.env.git(&repo, &["push", "-q", "origin", "main"]);
-    let home = w.env.home.path();
-    let out = w.env.git_with(
-        home,
-        &[("GIT_MODEL_SKIP_SMUDGE", "1")],
-        &["clone", "-q", w.origin.to_str().unwrap(), "lazy"],
-    );
-    check_ok("clone", &out);
-    let lazy = w.env.path("lazy");
+    let lazy = w.clone_pointers_only("lazy");
     w.env.git(&lazy, &["model", "pull"]);
     assert_eq!(w.env.git(&lazy, &["status", "--porcelain"]), "");
     // Same size, one byte different, written in place right after the pull.

@@ -83,6 +83,17 @@ impl World {
         self.env.git(repo, &["commit", "-q", "-m", msg]);
     }
 
+    /// A clone whose tracked files stay pointers (`GIT_MODEL_SKIP_SMUDGE=1`).
+    pub fn clone_pointers_only(&self, name: &str) -> PathBuf {
+        let out = self.env.git_with(
+            self.env.home.path(),
+            &[("GIT_MODEL_SKIP_SMUDGE", "1")],
+            &["clone", "-q", self.origin.to_str().unwrap(), name],
+        );
+        check_ok("clone with GIT_MODEL_SKIP_SMUDGE=1", &out);
+        self.env.path(name)
+    }
+
     pub fn clone(&self, name: &str) -> PathBuf {
         let home = self.env.home.path();
         self.env
