@@ -22,7 +22,7 @@ use crate::{ClientError, Remote};
 /// Requests in flight at once.
 const PARALLEL: usize = 4;
 /// Largest single range request.
-const RANGE_BYTES: u64 = 8 * 1024 * 1024;
+const RANGE_BYTES: u64 = 4 * 1024 * 1024;
 /// Files per registration request.
 const REGISTER_BATCH: usize = 512;
 
@@ -127,7 +127,7 @@ pub fn upload_with_progress(
     progress.total.store(estimate, Ordering::Relaxed);
 
     // Build packs here; send them from PARALLEL threads.
-    let (tx, rx) = mpsc::sync_channel::<(PackId, Vec<u8>)>(PARALLEL);
+    let (tx, rx) = mpsc::sync_channel::<(PackId, Vec<u8>)>(1);
     let rx = Mutex::new(rx);
     let sent = std::thread::scope(|scope| -> Result<(u64, usize), ClientError> {
         let workers: Vec<_> = (0..PARALLEL)
@@ -153,7 +153,7 @@ pub fn upload_with_progress(
             let mut raw = 0u64;
             // Reading a chunk verifies it (decompress + BLAKE3): done for a window of
             // chunks at once on the rayon pool, then packed in order here.
-            'windows: for window in missing.chunks(512) {
+            'windows: for window in missing.chunks(256) {
                 let read: Vec<_> = window.par_iter().map(|id| store.read_stored(id)).collect();
                 for (id, chunk) in window.iter().zip(read) {
                     let chunk = chunk?.ok_or_else(|| {
@@ -353,7 +353,7 @@ pub fn download_with_progress(
 
     // Fetch in parallel; store in this thread as results arrive.
     let queue = Mutex::new(tasks.into_iter());
-    let (tx, rx) = mpsc::sync_channel::<Result<(u64, Vec<StoredChunk>), ClientError>>(PARALLEL);
+    let (tx, rx) = mpsc::sync_channel::<Result<(u64, Vec<StoredChunk>), ClientError>>(1);
     std::thread::scope(|scope| -> Result<(), ClientError> {
         for _ in 0..PARALLEL {
             let tx = tx.clone();

@@ -17,7 +17,7 @@ use rayon::prelude::*;
 use crate::{fsutil, io_err, ChunkLoc, LocalStore, Result, StoreError};
 
 const RUN_BYTES: u64 = 4 * 1024 * 1024;
-const WINDOW_RUNS: usize = 8;
+const WINDOW_RUNS: usize = 4;
 
 /// Consecutive records of one pack.
 struct Run {
