@@ -100,7 +100,10 @@ impl Filter for ModelFilter {
         }
         let ingested = self
             .store
-            .ingest(io::Cursor::new(head).chain(input))
+            .ingest_with(
+                io::Cursor::new(head).chain(input),
+                gitmodel_format::ChunkParams::for_path(path),
+            )
             .map_err(|e| err(e.to_string()))?;
         if ingested.pointer.size == 0 {
             return Ok(Vec::new());

@@ -38,7 +38,11 @@ impl LocalStore {
     /// Stores the content read from `input` and returns its pointer. The empty input gives
     /// a pointer of size 0 and stores nothing.
     pub fn ingest<R: Read + Send>(&self, input: R) -> Result<Ingested> {
-        let params = ChunkParams::V1;
+        self.ingest_with(input, ChunkParams::V1)
+    }
+
+    /// [`LocalStore::ingest`] with chosen chunking parameters (recorded in the recipe).
+    pub fn ingest_with<R: Read + Send>(&self, input: R, params: ChunkParams) -> Result<Ingested> {
         let (tx, rx) = mpsc::sync_channel::<std::io::Result<Vec<u8>>>(2);
         std::thread::scope(|scope| {
             let reader = scope.spawn(move || read_blocks(input, tx));
