@@ -373,6 +373,7 @@ fn scattered_row_edits_in_a_csv_store_little() {
     let w = World::new();
     let repo = w.work_repo("work");
     w.env.git(&repo, &["model", "track", "*.csv"]);
+    w.env.git(&repo, &["add", ".gitattributes"]);
     let mut rows: Vec<String> = (0..60_000)
         .map(|i| {
             format!(
