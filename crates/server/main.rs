@@ -100,6 +100,29 @@ async fn run(args: Args) -> Result<(), Failure> {
         .data_dir
         .clone()
         .or_else(|| gitmodel_server::default_data_dir(|name| std::env::var_os(name)));
+    if let Some(gitmodel_server::security::Command::Gc {
+        dry_run,
+        grace_hours,
+    }) = &args.command
+    {
+        return gc(&args, tokens_dir, *dry_run, *grace_hours).await;
+    }
+    if let Some(gitmodel_server::security::Command::DeleteRepo { name }) = &args.command {
+        let (ns, repo) = name.split_once('/').ok_or_else(|| {
+            config_error(anyhow::anyhow!("expected <namespace>/<repo>, got {name:?}"))
+        })?;
+        let repo = gitmodel_proto::RepoName::new(ns, repo).map_err(|e| config_error(e.into()))?;
+        let storage = open_storage(&args, tokens_dir)?;
+        let n = gitmodel_server::gc::delete_repo(&*storage, &repo)
+            .await
+            .context("deleting the repository")
+            .map_err(|error| Failure {
+                config: false,
+                error,
+            })?;
+        println!("deleted {repo}: {n} object(s); its packs go at the next gc runs unless shared");
+        return Ok(());
+    }
     if let Some(gitmodel_server::security::Command::Token(command)) = &args.command {
         let dir = tokens_dir.ok_or_else(|| {
             config_error(anyhow::anyhow!(
@@ -192,4 +215,72 @@ async fn run(args: Args) -> Result<(), Failure> {
         None => gitmodel_server::serve(listener, state, shutdown).await,
     }
     Ok(())
+}
+
+/// `git-model-server gc`: one pass of garbage collection over the configured store.
+async fn gc(
+    args: &Args,
+    data_dir: Option<PathBuf>,
+    dry_run: bool,
+    grace_hours: u64,
+) -> Result<(), Failure> {
+    let storage = open_storage(args, data_dir)?;
+    let report = gitmodel_server::gc::collect(
+        &*storage,
+        grace_hours * 3600,
+        std::time::SystemTime::now(),
+        dry_run,
+    )
+    .await
+    .context("garbage collection")
+    .map_err(|error| Failure {
+        config: false,
+        error,
+    })?;
+    println!(
+        "{} pack(s): {} in use, {} unreferenced and waiting out the grace period; {} {} ({} bytes){}",
+        report.packs,
+        report.live,
+        report.waiting,
+        if dry_run { "would delete" } else { "deleted" },
+        report.deleted.len(),
+        report.bytes_freed,
+        if report.recipes_unreadable > 0 {
+            format!("; {} unreadable recipe(s): nothing deleted", report.recipes_unreadable)
+        } else {
+            String::new()
+        },
+    );
+    Ok(())
+}
+
+/// The configured store, for the maintenance subcommands.
+fn open_storage(
+    args: &Args,
+    data_dir: Option<PathBuf>,
+) -> Result<std::sync::Arc<dyn gitmodel_server::storage::Storage>, Failure> {
+    Ok(match &args.store {
+        Some(store) => {
+            let location = gitmodel_server::S3Location::parse(store)
+                .context("bad --store")
+                .map_err(config_error)?;
+            std::sync::Arc::new(
+                gitmodel_server::s3::S3Store::from_env(location, Default::default())
+                    .context("opening the store")
+                    .map_err(config_error)?,
+            )
+        }
+        None => {
+            let dir = data_dir.ok_or_else(|| {
+                config_error(anyhow::anyhow!(
+                    "no data directory: pass --data-dir or set {DATA_DIR_ENV}"
+                ))
+            })?;
+            std::sync::Arc::new(
+                gitmodel_server::storage::LocalDir::open(&dir)
+                    .with_context(|| format!("data directory {}", dir.display()))
+                    .map_err(config_error)?,
+            )
+        }
+    })
 }

@@ -228,3 +228,61 @@ fn an_edit_after_pull_is_never_mistaken_for_the_pulled_file() {
     let staged = w.env.git(&lazy, &["cat-file", "-p", ":a.safetensors"]);
     assert_eq!(staged.as_bytes(), &pointer_bytes(&edited)[..]);
 }
+
+#[test]
+fn server_gc_removes_a_deleted_repository_packs_and_keeps_the_rest() {
+    let w = World::new();
+    let repo = w.work_repo("work");
+    let keep = model(10, 3);
+    w.commit_file(&repo, "keep.safetensors", &keep, "keep");
+    w.env.git(&repo, &["push", "-q", "origin", "main"]);
+    // A second repository with content of its own.
+    let scratch_url = w.server.repo_url("acme", "scratch");
+    w.env.git(&repo, &["config", "model.url", &scratch_url]);
+    let tmp = model(11, 4);
+    w.commit_file(&repo, "tmp.safetensors", &tmp, "tmp");
+    w.env.git(&repo, &["model", "push"]);
+    w.env.git(&repo, &["config", "--unset", "model.url"]);
+    let before = dir_size(&w.server.data_dir);
+
+    let server = |args: &[&str]| {
+        let out = std::process::Command::new(crate::server_exe())
+            .args(args)
+            .arg("--data-dir")
+            .arg(&w.server.data_dir)
+            .output()
+            .unwrap();
+        crate::check_ok(&format!("git-model-server {args:?}"), &out);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    server(&["delete-repo", "acme/scratch"]);
+    // First pass: candidates only; the grace period protects uploads in progress.
+    let out = server(&["gc", "--grace-hours", "0"]);
+    assert!(out.contains("deleted 0"), "{out}");
+    let out = server(&["gc", "--grace-hours", "0", "--dry-run"]);
+    assert!(
+        out.contains("would delete") && !out.contains("would delete 0"),
+        "{out}"
+    );
+    let out = server(&["gc", "--grace-hours", "0"]);
+    assert!(!out.contains("deleted 0"), "{out}");
+    let after = dir_size(&w.server.data_dir);
+    assert!(
+        after + (tmp.len() as u64) / 2 < before,
+        "before {before}, after {after}"
+    );
+
+    // The other repository is whole: a fresh clone through a restarted server.
+    let mut w = w;
+    w.server.kill();
+    let restarted =
+        gitmodel_testkit::Server::start(&crate::server_exe(), &w.server.data_dir.clone());
+    let other = w.clone_pointers_only("other");
+    w.env.git(
+        &other,
+        &["config", "model.url", &restarted.repo_url("acme", "vision")],
+    );
+    w.env.git(&other, &["model", "pull"]);
+    assert!(fs::read(other.join("keep.safetensors")).unwrap() == keep);
+    w.server = restarted;
+}

@@ -24,6 +24,7 @@ pub mod api;
 pub mod auth;
 pub mod download;
 pub mod error;
+pub mod gc;
 pub mod index;
 pub mod keys;
 pub mod lfs;

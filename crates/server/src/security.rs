@@ -173,6 +173,23 @@ pub enum Command {
     /// Manage access tokens (kept as SHA-256 hashes in <data-dir>/tokens.json).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Remove packs no registered file uses: a pack is deleted when it has stayed
+    /// unreferenced for the grace period across two runs (so uploads in progress are
+    /// safe). Run it with the servers stopped, or restart them afterwards.
+    Gc {
+        /// Say what would be deleted; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Hours a pack must stay unreferenced, between two runs, before it goes.
+        #[arg(long, default_value_t = 24)]
+        grace_hours: u64,
+    },
+    /// Delete a repository: its file recipes, pack references and locks. Its packs go at
+    /// the next `gc` runs unless other repositories use them.
+    DeleteRepo {
+        /// `<namespace>/<repo>`
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]
