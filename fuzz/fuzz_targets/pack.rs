@@ -1,0 +1,20 @@
+//! Pack parsing and verification never panic on hostile bytes, and what verifies decodes.
+#![no_main]
+use gitmodel_format::pack::{parse_index, parse_records, parse_trailer, verify_pack, TRAILER_LEN};
+use gitmodel_format::PackId;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = verify_pack(&PackId::of(data), data);
+    if let Ok(records) = parse_records(data) {
+        for r in records {
+            let _ = r.decode();
+        }
+    }
+    let len = data.len() as u64;
+    if len >= TRAILER_LEN {
+        if let Ok((at, _)) = parse_trailer(&data[(len - TRAILER_LEN) as usize..], len) {
+            let _ = parse_index(&data[at as usize..(len - TRAILER_LEN) as usize], at);
+        }
+    }
+});
