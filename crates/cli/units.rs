@@ -1,19 +1,7 @@
-//! Human-readable sizes for messages.
+//! Human-readable sizes and shares for messages.
 
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
+/// Sizes for people: `1.5 MiB` (one formatter for every command).
+pub use gitmodel_ml::tensor::human_bytes as bytes;
 
 /// Share of `part` in `whole`, as a percentage.
 pub fn percent(part: u64, whole: u64) -> f64 {
