@@ -286,3 +286,28 @@ fn server_gc_removes_a_deleted_repository_packs_and_keeps_the_rest() {
     assert!(fs::read(other.join("keep.safetensors")).unwrap() == keep);
     w.server = restarted;
 }
+
+#[test]
+fn metrics_count_requests_and_chunks() {
+    let w = World::new();
+    let repo = w.work_repo("work");
+    w.commit_file(&repo, "m.safetensors", &model(12, 2), "m");
+    w.env.git(&repo, &["push", "-q", "origin", "main"]);
+    let text = ureq::get(&format!("{}/metrics", w.server.url))
+        .call()
+        .expect("GET /metrics")
+        .into_string()
+        .unwrap();
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("{name} missing from:\n{text}"))
+    };
+    // The push asked which files and chunks exist, sent a pack and registered the file.
+    assert!(
+        value("gitmodel_requests_total{class=\"2xx\"}") >= 4.0,
+        "{text}"
+    );
+    assert!(value("gitmodel_index_chunks") >= 30.0, "{text}");
+    assert!(value("gitmodel_request_seconds_total") > 0.0, "{text}");
+}

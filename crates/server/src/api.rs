@@ -66,6 +66,7 @@ enum Endpoint {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Route {
     Health,
+    Metrics,
     Repo {
         repo: RepoName,
         endpoint: Endpoint,
@@ -127,6 +128,9 @@ fn check_path(path: &str) -> Result<(), ApiError> {
 fn parse_route(path: &str) -> Option<Result<Route, ApiError>> {
     if path == "/healthz" {
         return Some(Ok(Route::Health));
+    }
+    if path == "/metrics" {
+        return Some(Ok(Route::Metrics));
     }
     let segments: Vec<&str> = path.strip_prefix('/')?.split('/').collect();
     if let [namespace, repo, "info", "lfs", tail @ ..] = segments.as_slice() {
@@ -191,6 +195,9 @@ where
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
+    state
+        .metrics
+        .record(response.status().as_u16(), started.elapsed());
     let _entered = span.enter();
     tracing::info!(
         %method,
@@ -229,7 +236,14 @@ where
                 Bytes::from_static(b"ok"),
             ))
         }
-        Route::Health => {
+        Route::Metrics if req.method() == Method::GET => {
+            return Ok(binary(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                Bytes::from(state.metrics.render(state.index().len())),
+            ))
+        }
+        Route::Health | Route::Metrics => {
             return Err(ApiError::MethodNotAllowed {
                 method: req.method().clone(),
                 allow: "GET",
@@ -576,6 +590,7 @@ mod tests {
     #[test]
     fn routing() {
         assert!(matches!(route("/healthz"), Some(Ok(Route::Health))));
+        assert!(matches!(route("/metrics"), Some(Ok(Route::Metrics))));
         let Some(Ok(Route::Repo { repo, endpoint })) = route("/acme/vision.git/model/v1/files")
         else {
             panic!("no route");

@@ -29,6 +29,7 @@ pub mod index;
 pub mod keys;
 pub mod lfs;
 pub mod locks;
+pub mod metrics;
 pub mod range;
 pub mod register;
 pub mod s3;

@@ -135,6 +135,8 @@ pub struct AppState {
     config: ServerConfig,
     request_tag: u32,
     request_counter: AtomicU64,
+    /// Counters served at `/metrics`.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl std::fmt::Debug for AppState {
@@ -176,6 +178,7 @@ impl AppState {
             config,
             request_tag: boot_tag(),
             request_counter: AtomicU64::new(0),
+            metrics: Default::default(),
         });
         if let Some(interval) = refresh {
             spawn_refresher(&state, interval);
