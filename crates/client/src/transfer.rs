@@ -128,11 +128,16 @@ pub fn upload_with_progress(
 
     // Build packs here; send them from PARALLEL threads.
     let (tx, rx) = mpsc::sync_channel::<(PackId, Vec<u8>)>(1);
-    let rx = Mutex::new(rx);
+    // Each worker holds the receiver: when every worker has stopped (e.g. the server
+    // went away), the receiver is gone and the builder's send fails instead of blocking.
+    let rx = std::sync::Arc::new(Mutex::new(rx));
+    let receivers: Vec<_> = (0..PARALLEL).map(|_| std::sync::Arc::clone(&rx)).collect();
+    drop(rx);
     let sent = std::thread::scope(|scope| -> Result<(u64, usize), ClientError> {
-        let workers: Vec<_> = (0..PARALLEL)
-            .map(|_| {
-                scope.spawn(|| -> Result<(u64, usize), ClientError> {
+        let workers: Vec<_> = receivers
+            .into_iter()
+            .map(|rx| {
+                scope.spawn(move || -> Result<(u64, usize), ClientError> {
                     let (mut bytes, mut packs) = (0u64, 0usize);
                     loop {
                         let next = rx.lock().unwrap().recv();
