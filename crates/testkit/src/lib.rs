@@ -22,29 +22,7 @@ impl Server {
     /// Starts `exe --listen 127.0.0.1:0 --data-dir <data_dir>` and reads the bound address
     /// from its first line of output: no port is picked before the server binds it.
     pub fn start(exe: &Path, data_dir: &Path) -> Server {
-        let mut child = Command::new(exe)
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", exe.display()));
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .expect("reading the server's address");
-        let url = line
-            .trim()
-            .rsplit(' ')
-            .next()
-            .filter(|u| u.starts_with("http://"))
-            .unwrap_or_else(|| panic!("server printed {line:?} instead of its address"))
-            .to_string();
-        Server {
-            child,
-            url,
-            data_dir: data_dir.to_path_buf(),
-        }
+        Self::start_with(exe, data_dir, &[], &[])
     }
 
     /// Like [`Server::start`], with more arguments (after `--data-dir <data_dir>`) and
