@@ -106,7 +106,7 @@ fn to_refs(found: Vec<Found>) -> Vec<FileRef> {
 }
 
 fn print_upload(r: &UploadReport) {
-    if r.files == 0 || crate::progress::quiet() {
+    if r.files == 0 || crate::progress::quiet() || crate::report::json() {
         return;
     }
     let uploaded = r.files - r.files_present;
@@ -124,11 +124,16 @@ fn print_upload(r: &UploadReport) {
     );
 }
 
-/// Uploads the pointers in commits reachable from `include` and not from `exclude`.
-fn upload_range(repo: &Repo, include: &[git2::Oid], exclude: &[git2::Oid]) -> Result<()> {
+/// Uploads the pointers in commits reachable from `include` and not from `exclude`;
+/// returns the server's URL (`None` when there was nothing to upload) and the figures.
+fn upload_range(
+    repo: &Repo,
+    include: &[git2::Oid],
+    exclude: &[git2::Oid],
+) -> Result<(Option<String>, UploadReport)> {
     let found = scan::pointers_in_commits(&repo.repo, include, exclude)?;
     if found.is_empty() {
-        return Ok(());
+        return Ok((None, UploadReport::default()));
     }
     let store = repo.store()?;
     let remote = repo.remote()?;
@@ -142,7 +147,7 @@ fn upload_range(repo: &Repo, include: &[git2::Oid], exclude: &[git2::Oid]) -> Re
     })
     .with_context(|| format!("uploading to {}", remote.url()))?;
     print_upload(&report);
-    Ok(())
+    Ok((Some(remote.url().to_string()), report))
 }
 
 /// Commits the remote is known to have: its remote-tracking refs.
@@ -183,7 +188,8 @@ pub fn pre_push(remote: &str, _url: Option<&str>) -> Result<()> {
         return Ok(());
     }
     upload_range(&repo, &include, &exclude)
-        .context("push refused: the server does not have the content of every pointer pushed")
+        .context("push refused: the server does not have the content of every pointer pushed")?;
+    Ok(())
 }
 
 pub fn push(remote: Option<String>, refs: &[String], all: bool) -> Result<()> {
@@ -217,12 +223,16 @@ pub fn push(remote: Option<String>, refs: &[String], all: bool) -> Result<()> {
             include.push(obj.peel_to_commit()?.id());
         }
     }
-    upload_range(&repo, &include, &[])?;
+    let (url, report) = upload_range(&repo, &include, &[])?;
+    if crate::report::json() {
+        crate::report::emit(&crate::report::Push::new(url, &report))?;
+    }
     Ok(())
 }
 
 fn print_download(r: &DownloadReport) {
-    if r.files == 0 || r.files == r.files_local || crate::progress::quiet() {
+    if r.files == 0 || r.files == r.files_local || crate::progress::quiet() || crate::report::json()
+    {
         return;
     }
     eprintln!(
@@ -237,10 +247,15 @@ fn print_download(r: &DownloadReport) {
 
 fn fetch_pointers(repo: &Repo, files: &[FileRef]) -> Result<DownloadReport> {
     let store = repo.store()?;
+    let mut seen = std::collections::HashSet::new();
+    let files: Vec<&FileRef> = files
+        .iter()
+        .filter(|f| f.size > 0 && seen.insert(f.oid))
+        .collect();
     let missing: Vec<FileRef> = files
         .iter()
-        .filter(|f| f.size > 0 && !store.has_file(&f.oid))
-        .cloned()
+        .filter(|f| !store.has_file(&f.oid))
+        .map(|f| (*f).clone())
         .collect();
     if missing.is_empty() {
         return Ok(DownloadReport {
@@ -255,6 +270,12 @@ fn fetch_pointers(repo: &Repo, files: &[FileRef]) -> Result<DownloadReport> {
     })
     .with_context(|| format!("downloading from {}", remote.url()))?;
     print_download(&report);
+    // Files complete before the download count as local in the whole command's figures.
+    let report = DownloadReport {
+        files: files.len(),
+        files_local: files.len() - missing.len(),
+        ..report
+    };
     Ok(report)
 }
 
@@ -279,7 +300,10 @@ pub fn fetch(refs: &[String], include: &[String], exclude: &[String]) -> Result<
                 .filter(|f| filter.allows(&f.path)),
         );
     }
-    fetch_pointers(&repo, &files)?;
+    let report = fetch_pointers(&repo, &files)?;
+    if crate::report::json() {
+        crate::report::emit(&crate::report::Fetch::new(&report))?;
+    }
     Ok(())
 }
 
@@ -308,6 +332,16 @@ pub fn pull(include: &[String], exclude: &[String]) -> Result<()> {
         })
         .collect();
     if todo.is_empty() {
+        if crate::report::json() {
+            return crate::report::emit(&crate::report::Pull {
+                command: "pull",
+                fetch: crate::report::Fetch::new(&DownloadReport::default()),
+                files_written: 0,
+                bytes_written: 0,
+                written: Vec::new(),
+                failed: Vec::new(),
+            });
+        }
         eprintln!("git-model: every tracked file is already in the working tree");
         return Ok(());
     }
@@ -319,7 +353,7 @@ pub fn pull(include: &[String], exclude: &[String]) -> Result<()> {
             path: s.path.clone(),
         })
         .collect();
-    fetch_pointers(&repo, &files)?;
+    let fetched = fetch_pointers(&repo, &files)?;
     let store = repo.store()?;
     let mut written = 0u64;
     let mut failed = Vec::new();
@@ -331,7 +365,11 @@ pub fn pull(include: &[String], exclude: &[String]) -> Result<()> {
                 written += n;
                 done.push((s.path.clone(), s.pointer));
             }
-            Err(e) => failed.push(format!("{} ({}): {e}", s.path, s.pointer.oid)),
+            Err(e) => failed.push(crate::report::Problem {
+                path: s.path.clone(),
+                oid: s.pointer.oid.to_hex(),
+                problem: e.to_string(),
+            }),
         }
     }
     // The files changed size on disk, which `update-index --refresh` takes for a
@@ -348,13 +386,29 @@ pub fn pull(include: &[String], exclude: &[String]) -> Result<()> {
         args.extend(specs.iter().map(String::as_str));
         repo.git.run(&args)?;
     }
-    eprintln!(
-        "git-model: wrote {} file(s), {}",
-        done.len(),
-        bytes(written)
-    );
-    if !failed.is_empty() {
-        anyhow::bail!("could not write:\n  {}", failed.join("\n  "));
+    if !crate::report::json() {
+        eprintln!(
+            "git-model: wrote {} file(s), {}",
+            done.len(),
+            bytes(written)
+        );
+    }
+    let lines: Vec<String> = failed
+        .iter()
+        .map(|p| format!("{} ({}): {}", p.path, p.oid, p.problem))
+        .collect();
+    if crate::report::json() {
+        crate::report::emit(&crate::report::Pull {
+            command: "pull",
+            fetch: crate::report::Fetch::new(&fetched),
+            files_written: done.len(),
+            bytes_written: written,
+            written: done.iter().map(|p| p.to_string()).collect(),
+            failed,
+        })?;
+    }
+    if !lines.is_empty() {
+        anyhow::bail!("could not write:\n  {}", lines.join("\n  "));
     }
     Ok(())
 }
@@ -362,14 +416,33 @@ pub fn pull(include: &[String], exclude: &[String]) -> Result<()> {
 pub fn ls_files(long: bool) -> Result<()> {
     let repo = Repo::open()?;
     let workdir = repo.workdir()?.clone();
+    let json = crate::report::json();
+    let mut files = Vec::new();
     for s in scan::pointers_in_index(&repo.repo)? {
         let here = !is_pointer_file(&workdir.join(&s.path), &s.pointer);
+        if json {
+            files.push(crate::report::FileState {
+                path: s.path,
+                oid: s.pointer.oid.to_hex(),
+                size: s.pointer.size,
+                in_working_tree: here,
+                in_store: None,
+                state: None,
+            });
+            continue;
+        }
         let mark = if here { '*' } else { '-' };
         if long {
             println!("{} {mark} {} {}", s.pointer.oid, s.pointer.size, s.path);
         } else {
             println!("{} {mark} {}", &s.pointer.oid.to_hex()[..10], s.path);
         }
+    }
+    if json {
+        crate::report::emit(&crate::report::LsFiles {
+            command: "ls-files",
+            files,
+        })?;
     }
     Ok(())
 }
@@ -380,28 +453,57 @@ pub fn status() -> Result<()> {
     let store = repo.store()?;
     let staged = scan::pointers_in_index(&repo.repo)?;
     let (mut local, mut pointer_only, mut total) = (0, 0, 0u64);
+    let json = crate::report::json();
+    let mut files = Vec::new();
     for s in &staged {
         total += s.pointer.size;
         let in_store = store.has_file(&s.pointer.oid) || s.pointer.size == 0;
         let in_tree = !is_pointer_file(&workdir.join(&s.path), &s.pointer);
-        let state = match (in_tree, in_store) {
+        let (state, code) = match (in_tree, in_store) {
             (true, true) => {
                 local += 1;
-                "ok"
+                ("ok", "ok")
             }
-            (true, false) => "in working tree, not in local store",
+            (true, false) => ("in working tree, not in local store", "not_in_store"),
             (false, true) => {
                 pointer_only += 1;
-                "pointer in working tree (run git model pull)"
+                ("pointer in working tree (run git model pull)", "pointer")
             }
             (false, false) => {
                 pointer_only += 1;
-                "not downloaded (run git model pull)"
+                ("not downloaded (run git model pull)", "not_downloaded")
             }
         };
+        if json {
+            files.push(crate::report::FileState {
+                path: s.path.clone(),
+                oid: s.pointer.oid.to_hex(),
+                size: s.pointer.size,
+                in_working_tree: in_tree,
+                in_store: Some(in_store),
+                state: Some(code),
+            });
+            continue;
+        }
         println!("{:<12} {} {}", &s.pointer.oid.to_hex()[..10], s.path, state);
     }
     let stats = store.stats()?;
+    if json {
+        return crate::report::emit(&crate::report::Status {
+            command: "status",
+            files,
+            tracked_files: staged.len(),
+            tracked_bytes: total,
+            present: local,
+            pointer_only,
+            store: crate::report::StoreSize {
+                chunks: stats.chunks,
+                raw_bytes: stats.raw_bytes,
+                packs: stats.packs,
+                pack_bytes: stats.pack_bytes,
+            },
+        });
+    }
     println!(
         "{} tracked file(s), {} in total; {local} present, {pointer_only} pointer only",
         staged.len(),
@@ -418,6 +520,9 @@ pub fn status() -> Result<()> {
 }
 
 pub fn env() -> Result<()> {
+    if crate::report::json() {
+        return env_json();
+    }
     println!("git-model {}", env!("CARGO_PKG_VERSION"));
     let cwd = std::env::current_dir()?;
     let git = Git::new(&cwd);
@@ -476,4 +581,40 @@ pub fn env() -> Result<()> {
         }
     );
     Ok(())
+}
+
+/// `git model env --json`: the same facts as [`env`], as [`crate::report::Env`].
+fn env_json() -> Result<()> {
+    let cwd = std::env::current_dir()?;
+    let git = Git::new(&cwd);
+    let mut out = crate::report::Env {
+        command: "env",
+        version: env!("CARGO_PKG_VERSION"),
+        git: git.run(&["--version"]).unwrap_or_else(|e| e.to_string()),
+        filter_process: git.try_run(&["config", "--get", "filter.model.process"])?,
+        filter_required: git.try_run(&["config", "--get", "filter.model.required"])?,
+        repository: None,
+        local_store: None,
+        model_url: None,
+        pre_push_hook: None,
+        tracked_patterns: Vec::new(),
+        credentials: if matches!(crate::app::auth(), gitmodel_client::Auth::None) {
+            "none"
+        } else {
+            "token"
+        },
+    };
+    if let Ok(repo) = Repo::open() {
+        out.repository = repo.workdir.as_ref().map(|w| w.display().to_string());
+        out.local_store = Some(gitmodel_git::store_dir(&repo.repo).display().to_string());
+        out.model_url = repo.url_setting()?.map(|s| crate::report::Setting {
+            value: s.value,
+            source: s.source.to_string(),
+        });
+        out.pre_push_hook = Some(setup::hooks_installed(&repo.git)?);
+        if let Some(w) = &repo.workdir {
+            out.tracked_patterns = setup::tracked_patterns(w);
+        }
+    }
+    crate::report::emit(&out)
 }

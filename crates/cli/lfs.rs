@@ -303,14 +303,16 @@ pub fn migrate(refs: &[String], include: &[String], exclude: &[String]) -> Resul
         .filter(|(_, t)| !t)
         .map(|(f, _)| f)
         .collect();
-    eprintln!(
+    if !crate::report::json() {
+        eprintln!(
         "git-model: {} LFS object(s) in {}; {} already migrated; reading from {lfs_url} (from {origin})",
         found.len(),
         if refs.is_empty() { "all branches and tags".to_string() } else { refs.join(" ") },
         found.len() - todo.len()
     );
+    }
     let source = LfsSource {
-        url: lfs_url,
+        url: lfs_url.clone(),
         agent: ureq::AgentBuilder::new().build(),
     };
     let before = store.stats()?.pack_bytes;
@@ -362,6 +364,20 @@ pub fn migrate(refs: &[String], include: &[String], exclude: &[String]) -> Resul
     }
     let local = store.stats()?.pack_bytes - before;
     let seen: HashSet<Oid> = todo.iter().map(|f| f.pointer.oid).collect();
+    if crate::report::json() {
+        return crate::report::emit(&crate::report::Migrate {
+            command: "migrate",
+            lfs_url,
+            lfs_url_source: origin,
+            objects: found.len(),
+            already_migrated: found.len() - todo.len(),
+            migrated: seen.len(),
+            migrated_bytes: moved,
+            bytes_new: report.bytes_new,
+            bytes_sent: report.bytes_sent,
+            local_store_bytes: local,
+        });
+    }
     println!(
         "migrated {} object(s), {} of LFS content: {} new on the server ({} sent), {} in the local store; {:.1}% of the bytes were already stored",
         seen.len(),

@@ -11,6 +11,7 @@ mod ml;
 mod paths;
 mod progress;
 mod registry;
+mod report;
 mod statcache;
 mod units;
 
@@ -28,6 +29,10 @@ struct Cli {
     /// No progress or summary lines on stderr (also GIT_MODEL_QUIET=1).
     #[arg(long, short, global = true)]
     quiet: bool,
+    /// Print the result as one JSON object on stdout (push, fetch, pull, fsck, prune,
+    /// status, ls-files, env, migrate; shapes in docs/json.md) instead of the human text.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -160,6 +165,7 @@ struct PathArgs {
 fn main() {
     let cli = Cli::parse();
     progress::set_quiet(cli.quiet);
+    report::set_json(cli.json);
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_target(false)

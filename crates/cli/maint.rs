@@ -9,6 +9,7 @@ use gitmodel_format::{ChunkId, Oid};
 use gitmodel_git::scan::{self, Found};
 
 use crate::app::{usage, Repo};
+use crate::report::{self, Problem};
 use crate::units::bytes;
 
 /// Pointers in the tips of `refs` (default HEAD), or of every branch and tag with `all`.
@@ -57,13 +58,18 @@ pub fn fsck(refs: &[String], all: bool, remote: bool) -> Result<()> {
     let mut verified = 0u64;
     for f in &found {
         let oid = f.pointer.oid;
+        let problem = |what: String| Problem {
+            path: f.path.clone(),
+            oid: oid.to_hex(),
+            problem: what,
+        };
         if store.recipe(&oid)?.is_none() {
-            problems.push(format!("{} ({oid}): not in the local store", f.path));
+            problems.push(problem("not in the local store".into()));
             continue;
         }
         match store.write_file(&oid, std::io::sink()) {
             Ok(n) => verified += n,
-            Err(e) => problems.push(format!("{} ({oid}): {e}", f.path)),
+            Err(e) => problems.push(problem(e.to_string())),
         }
     }
     let mut on_server = None;
@@ -76,30 +82,40 @@ pub fn fsck(refs: &[String], all: bool, remote: bool) -> Result<()> {
             if there {
                 n += 1;
             } else {
-                problems.push(format!(
-                    "{} ({}): not on the server {}",
-                    f.path,
-                    f.pointer.oid,
-                    r.url()
-                ));
+                problems.push(Problem {
+                    path: f.path.clone(),
+                    oid: f.pointer.oid.to_hex(),
+                    problem: format!("not on the server {}", r.url()),
+                });
             }
         }
         on_server = Some(n);
     }
-    println!(
-        "{} file(s) checked; {} verified locally{}",
-        found.len(),
-        bytes(verified),
-        on_server
-            .map(|n| format!("; {n} on the server"))
-            .unwrap_or_default()
-    );
-    if !problems.is_empty() {
-        bail!(
-            "{} problem(s):\n  {}",
-            problems.len(),
-            problems.join("\n  ")
+    let lines: Vec<String> = problems
+        .iter()
+        .map(|p| format!("{} ({}): {}", p.path, p.oid, p.problem))
+        .collect();
+    if crate::report::json() {
+        crate::report::emit(&report::Fsck {
+            command: "fsck",
+            files_checked: found.len(),
+            bytes_verified: verified,
+            files_on_server: on_server,
+            ok: problems.is_empty(),
+            problems,
+        })?;
+    } else {
+        println!(
+            "{} file(s) checked; {} verified locally{}",
+            found.len(),
+            bytes(verified),
+            on_server
+                .map(|n| format!("; {n} on the server"))
+                .unwrap_or_default()
         );
+    }
+    if !lines.is_empty() {
+        bail!("{} problem(s):\n  {}", lines.len(), lines.join("\n  "));
     }
     Ok(())
 }
@@ -190,7 +206,22 @@ pub fn prune(dry_run: bool, age_days: Option<u64>) -> Result<()> {
         }
     }
     let verb = if dry_run { "would remove" } else { "removed" };
-    println!(
+    if crate::report::json() {
+        crate::report::emit(&report::Prune {
+            command: "prune",
+            dry_run,
+            age_days,
+            chunks: plan.chunks.len(),
+            raw_bytes: plan.raw_bytes,
+            packs: plan.delete.len() + plan.rewrite.len(),
+            packs_deleted: plan.delete.len(),
+            packs_rewritten: plan.rewrite.len(),
+            pack_bytes: plan.pack_bytes,
+            recipes: plan.recipes.len(),
+            files_kept: keep_files.len(),
+        })?;
+    } else {
+        println!(
         "{verb} {} chunk(s) ({} raw) from {} pack(s) ({} on disk, {} rewritten) and {} file recipe(s); kept {} file(s) needed by the checkout or refs newer than {age_days} day(s)",
         plan.chunks.len(),
         bytes(plan.raw_bytes),
@@ -200,6 +231,7 @@ pub fn prune(dry_run: bool, age_days: Option<u64>) -> Result<()> {
         plan.recipes.len(),
         keep_files.len(),
     );
+    }
     if !dry_run {
         store.apply_prune(&plan)?;
     }

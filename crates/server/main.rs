@@ -103,9 +103,10 @@ async fn run(args: Args) -> Result<(), Failure> {
     if let Some(gitmodel_server::security::Command::Gc {
         dry_run,
         grace_hours,
+        json,
     }) = &args.command
     {
-        return gc(&args, tokens_dir, *dry_run, *grace_hours).await;
+        return gc(&args, tokens_dir, *dry_run, *grace_hours, *json).await;
     }
     if let Some(gitmodel_server::security::Command::DeleteRepo { name }) = &args.command {
         let (ns, repo) = name.split_once('/').ok_or_else(|| {
@@ -223,6 +224,7 @@ async fn gc(
     data_dir: Option<PathBuf>,
     dry_run: bool,
     grace_hours: u64,
+    json: bool,
 ) -> Result<(), Failure> {
     let storage = open_storage(args, data_dir)?;
     let report = gitmodel_server::gc::collect(
@@ -237,6 +239,23 @@ async fn gc(
         config: false,
         error,
     })?;
+    if json {
+        // One stable shape (docs/json.md); sizes in bytes.
+        let out = serde_json::json!({
+            "command": "gc",
+            "dry_run": dry_run,
+            "grace_hours": grace_hours,
+            "packs": report.packs,
+            "live": report.live,
+            "waiting": report.waiting,
+            "deleted": report.deleted.len(),
+            "deleted_packs": report.deleted.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+            "bytes_freed": report.bytes_freed,
+            "recipes_unreadable": report.recipes_unreadable,
+        });
+        println!("{out}");
+        return Ok(());
+    }
     println!(
         "{} pack(s): {} in use, {} unreferenced and waiting out the grace period; {} {} ({} bytes){}",
         report.packs,

@@ -183,6 +183,9 @@ pub enum Command {
         /// Hours a pack must stay unreferenced, between two runs, before it goes.
         #[arg(long, default_value_t = 24)]
         grace_hours: u64,
+        /// Print the report as one JSON object on stdout (shape in docs/json.md).
+        #[arg(long)]
+        json: bool,
     },
     /// Delete a repository: its file recipes, pack references and locks. Its packs go at
     /// the next `gc` runs unless other repositories use them.
