@@ -8,6 +8,8 @@
 //!   bytes), so a diff reads only tensors whose chunks differ.
 //! - [`tensor`]: per-tensor diff statistics and the model diff report.
 //! - [`table`]: CSV/TSV and JSON Lines row/column diffs.
+//! - [`merge`]: three-way merges: keyed tables row by row, and what each side of a model
+//!   merge changed, judged from headers and chunk ids.
 //! - [`manifest`]: `models.toml` (models, their inputs, params, metrics and stage gates).
 //! - [`metrics`]: metrics and params files (JSON, YAML, TOML, CSV) flattened to key/value
 //!   maps, their comparison and the `compare` table.
@@ -18,6 +20,7 @@
 pub mod dtype;
 pub mod gguf;
 pub mod manifest;
+pub mod merge;
 pub mod metrics;
 pub mod ranges;
 pub mod registry;
