@@ -34,6 +34,8 @@ const USER_AGENT: &str = concat!("git-model/", env!("CARGO_PKG_VERSION"));
 const ATTEMPTS: u32 = 5;
 /// Largest recipe accepted from the server (a 1 TiB file has ~16 M chunks × 36 B).
 const MAX_RECIPE_BYTES: u64 = 1 << 30;
+/// Largest JSON answer accepted.
+const MAX_JSON_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Credentials sent with every request.
 #[derive(Clone, Default)]
@@ -236,7 +238,7 @@ impl Remote {
                         .and_then(|v| v.trim().parse::<u64>().ok())
                         .map(Duration::from_secs);
                     let err = http_error(url, status, resp);
-                    if !(status == 429 || status >= 500) {
+                    if !transient(status) {
                         return Err(err);
                     }
                     (err, retry_after)
@@ -256,6 +258,43 @@ impl Remote {
             tracing::warn!("{err}; retrying in {:.1}s", wait.as_secs_f64());
             std::thread::sleep(wait);
             delay *= 2;
+        }
+    }
+
+    /// [`Remote::send`], then reads the whole answer (at most `limit` bytes). A connection
+    /// lost while the body arrives is retried like one lost before the answer: every call
+    /// is idempotent, and a half-read body is never returned.
+    fn send_read(
+        &self,
+        url: &str,
+        limit: u64,
+        make: impl Fn() -> Result<ureq::Response, ureq::Error>,
+    ) -> Result<Answer, ClientError> {
+        let mut delay = Duration::from_millis(200);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let resp = self.send(url, &make)?;
+            let status = resp.status();
+            let content_range = resp.header("Content-Range").map(str::to_string);
+            match Self::read_body(url, resp, limit) {
+                Ok(body) => {
+                    return Ok(Answer {
+                        status,
+                        content_range,
+                        body,
+                    })
+                }
+                Err(err @ ClientError::Transport { .. }) if attempt < ATTEMPTS => {
+                    tracing::warn!(
+                        "{err} (while reading the answer); retrying in {:.1}s",
+                        delay.as_secs_f64()
+                    );
+                    std::thread::sleep(delay);
+                    delay *= 2;
+                }
+                Err(err) => return Err(err),
+            }
         }
     }
 
@@ -282,12 +321,13 @@ impl Remote {
         let mut out = Vec::with_capacity(ids.len());
         for batch in ids.chunks(proto::MAX_QUERY_IDS) {
             let body = proto::encode_ids(batch.iter());
-            let resp = self.send(&url, || {
-                self.request("POST", &url)
-                    .set("Content-Type", proto::BINARY)
-                    .send_bytes(&body)
-            })?;
-            let answer = Self::read_body(&url, resp, batch.len() as u64)?;
+            let answer = self
+                .send_read(&url, batch.len() as u64, || {
+                    self.request("POST", &url)
+                        .set("Content-Type", proto::BINARY)
+                        .send_bytes(&body)
+                })?
+                .body;
             let present = proto::decode_presence(&answer, batch.len()).map_err(|e| {
                 ClientError::Protocol {
                     url: url.clone(),
@@ -311,12 +351,12 @@ impl Remote {
 
     pub fn put_pack(&self, id: &PackId, bytes: &[u8]) -> Result<proto::PackUploaded, ClientError> {
         let url = self.endpoint(&proto::pack_path(id));
-        let resp = self.send(&url, || {
+        let answer = self.send_read(&url, MAX_JSON_BYTES, || {
             self.request("PUT", &url)
                 .set("Content-Type", proto::BINARY)
                 .send_bytes(bytes)
         })?;
-        json(&url, resp)
+        json(&url, &answer.body)
     }
 
     /// Registers a batch of (unlocated) recipes; one result per recipe.
@@ -326,12 +366,12 @@ impl Remote {
         for r in recipes {
             r.unlocated().encode_into(&mut body);
         }
-        let resp = self.send(&url, || {
+        let answer = self.send_read(&url, MAX_JSON_BYTES, || {
             self.request("POST", &url)
                 .set("Content-Type", proto::BINARY)
                 .send_bytes(&body)
         })?;
-        let answer: proto::RegisterResponse = json(&url, resp)?;
+        let answer: proto::RegisterResponse = json(&url, &answer.body)?;
         if answer.files.len() != recipes.len() {
             return Err(ClientError::Protocol {
                 url,
@@ -344,12 +384,13 @@ impl Remote {
     /// The server's (located) recipe of `oid`; `Ok(None)` when the server lacks it.
     pub fn get_recipe(&self, oid: &Oid) -> Result<Option<Recipe>, ClientError> {
         let url = self.endpoint(&proto::file_path(oid));
-        let resp = match self.send(&url, || self.request("GET", &url).call()) {
-            Ok(r) => r,
+        let body = match self.send_read(&url, MAX_RECIPE_BYTES, || {
+            self.request("GET", &url).call()
+        }) {
+            Ok(a) => a.body,
             Err(ClientError::Http { status: 404, .. }) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let body = Self::read_body(&url, resp, MAX_RECIPE_BYTES)?;
         let recipe = Recipe::decode(&body).map_err(|e| ClientError::Protocol {
             url: url.clone(),
             what: e.to_string(),
@@ -367,16 +408,16 @@ impl Remote {
     pub fn get_range(&self, pack: &PackId, offset: u64, len: u64) -> Result<Vec<u8>, ClientError> {
         let url = self.endpoint(&proto::pack_path(pack));
         let range = format!("bytes={}-{}", offset, offset + len - 1);
-        let resp = self.send(&url, || {
+        let answer = self.send_read(&url, len, || {
             self.request("GET", &url).set("Range", &range).call()
         })?;
-        if resp.status() != 206 {
+        if answer.status != 206 {
             return Err(ClientError::Protocol {
                 url,
-                what: format!("range request answered {} instead of 206", resp.status()),
+                what: format!("range request answered {} instead of 206", answer.status),
             });
         }
-        let body = Self::read_body(&url, resp, len)?;
+        let body = answer.body;
         if body.len() as u64 != len {
             return Err(ClientError::Protocol {
                 url,
@@ -389,10 +430,12 @@ impl Remote {
     /// Pack length, via a one-byte range request's `Content-Range`.
     pub fn pack_len(&self, pack: &PackId) -> Result<u64, ClientError> {
         let url = self.endpoint(&proto::pack_path(pack));
-        let resp = self.send(&url, || {
+        let answer = self.send_read(&url, 1, || {
             self.request("GET", &url).set("Range", "bytes=0-0").call()
         })?;
-        resp.header("Content-Range")
+        answer
+            .content_range
+            .as_deref()
             .and_then(|v| v.rsplit('/').next())
             .and_then(|n| n.parse().ok())
             .ok_or_else(|| ClientError::Protocol {
@@ -607,9 +650,21 @@ fn http_error(url: &str, status: u16, resp: ureq::Response) -> ClientError {
     }
 }
 
-fn json<T: serde::de::DeserializeOwned>(url: &str, resp: ureq::Response) -> Result<T, ClientError> {
-    let body = Remote::read_body(url, resp, 64 * 1024 * 1024)?;
-    serde_json::from_slice(&body).map_err(|e| ClientError::Protocol {
+/// Whether a status is worth retrying: overload and passing server trouble. `501`, `505`
+/// and `507` (the server's disk is full) do not go away in seconds.
+fn transient(status: u16) -> bool {
+    status == 429 || (status >= 500 && !matches!(status, 501 | 505 | 507))
+}
+
+/// An answer read whole.
+struct Answer {
+    status: u16,
+    content_range: Option<String>,
+    body: Vec<u8>,
+}
+
+fn json<T: serde::de::DeserializeOwned>(url: &str, body: &[u8]) -> Result<T, ClientError> {
+    serde_json::from_slice(body).map_err(|e| ClientError::Protocol {
         url: url.to_string(),
         what: format!("malformed JSON answer: {e}"),
     })

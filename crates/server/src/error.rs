@@ -129,6 +129,7 @@ impl ApiError {
             RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Forbidden { .. } => StatusCode::FORBIDDEN,
+            Storage(e) if e.is_out_of_space() => StatusCode::INSUFFICIENT_STORAGE,
             Storage(_) | Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -161,6 +162,7 @@ impl ApiError {
             RateLimited { .. } => "rate_limited",
             Unauthorized { .. } => "unauthorized",
             Forbidden { .. } => "forbidden",
+            Storage(e) if e.is_out_of_space() => "insufficient_storage",
             Storage(_) | Internal { .. } => "internal",
         }
     }
@@ -169,6 +171,11 @@ impl ApiError {
     /// (under the request id): their details name internal paths and are no help remotely.
     pub fn public_message(&self) -> String {
         match self {
+            ApiError::Storage(e) if e.is_out_of_space() => {
+                "the server is out of storage space (507 Insufficient Storage): nothing of \
+                 this request was stored; retry once space is freed on the server"
+                    .to_string()
+            }
             ApiError::Storage(_) | ApiError::Internal { .. } => {
                 "internal server error; the server log has details under this request id"
                     .to_string()
@@ -241,7 +248,7 @@ mod tests {
 
     #[test]
     fn statuses_and_headers() {
-        let cases: Vec<(ApiError, StatusCode, &str)> = vec![
+        let mut cases: Vec<(ApiError, StatusCode, &str)> = vec![
             (
                 ApiError::RateLimited { retry_after: 7 },
                 StatusCode::TOO_MANY_REQUESTS,
@@ -268,6 +275,14 @@ mod tests {
                 "bad_json",
             ),
         ];
+        cases.push((
+            ApiError::Storage(StorageError::Io {
+                key: "packs/ab/x.pack".into(),
+                source: std::io::Error::from_raw_os_error(28),
+            }),
+            StatusCode::INSUFFICIENT_STORAGE,
+            "insufficient_storage",
+        ));
         for (error, status, code) in cases {
             assert_eq!((error.status(), error.code()), (status, code), "{error}");
         }

@@ -53,6 +53,23 @@ pub enum StorageError {
     },
 }
 
+impl StorageError {
+    /// The filesystem under the store is full (`ENOSPC`) or over its quota (`EDQUOT`):
+    /// answered `507 Insufficient Storage`, and not worth retrying until space is freed.
+    pub fn is_out_of_space(&self) -> bool {
+        let StorageError::Io { source, .. } = self else {
+            return false;
+        };
+        // By number (Linux), and by kind for errors wrapped with a path (tempfile's);
+        // the kinds are named through `Debug` because they are newer than our MSRV.
+        matches!(source.raw_os_error(), Some(28 | 122))
+            || matches!(
+                format!("{:?}", source.kind()).as_str(),
+                "StorageFull" | "QuotaExceeded"
+            )
+    }
+}
+
 /// An object store. Objects are immutable blobs addressed by key; every method is safe to
 /// call concurrently.
 #[async_trait]
