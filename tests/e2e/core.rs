@@ -1,4 +1,7 @@
 //! The core story: track, add, commit, push, clone, pull; dedup; faults.
+//!
+//! Every test runs twice: `core::local::<name>` with the server on a local directory and
+//! `core::s3::<name>` with it on a real Garage (see `crate::backend` for the gate).
 
 use std::fs;
 
@@ -8,6 +11,20 @@ use gitmodel_testkit::{dir_size, safetensors};
 use crate::{stored_blob, World};
 
 const MIB: usize = 1 << 20;
+
+on_each_backend!(
+    push_clone_pull_and_checkout_old_version,
+    pointer_only_clone_then_model_pull,
+    one_tensor_edit_stores_little,
+    push_fails_cleanly_when_the_server_is_down_then_completes,
+    missing_content_leaves_pointer_with_warning_and_pull_fetches_later,
+    corrupt_pack_on_server_is_detected_and_nothing_is_written,
+    existing_pre_push_hook_is_chained,
+    bad_configuration_gives_clear_errors,
+    install_uninstall_env_and_single_shot_filters,
+    many_files_and_nested_paths_round_trip,
+    scattered_row_edits_in_a_csv_store_little,
+);
 
 fn model(mib: usize, edited: &[usize]) -> Vec<u8> {
     let mut versions = vec![0u64; mib];
@@ -28,9 +45,7 @@ fn assert_same(path: &std::path::Path, want: &[u8]) {
     );
 }
 
-#[test]
-fn push_clone_pull_and_checkout_old_version() {
-    let w = World::new();
+fn push_clone_pull_and_checkout_old_version(w: World) {
     let repo = w.work_repo("work");
     let v1 = model(8, &[]);
     w.commit_file(&repo, "model.safetensors", &v1, "v1");
@@ -73,9 +88,7 @@ fn push_clone_pull_and_checkout_old_version() {
     assert_same(&other.join("model.safetensors"), &v2);
 }
 
-#[test]
-fn pointer_only_clone_then_model_pull() {
-    let w = World::new();
+fn pointer_only_clone_then_model_pull(w: World) {
     let repo = w.work_repo("work");
     let v1 = model(4, &[]);
     w.commit_file(&repo, "weights/a.safetensors", &v1, "v1");
@@ -96,20 +109,18 @@ fn pointer_only_clone_then_model_pull() {
     assert!(ls.contains("* weights/a.safetensors"), "{ls}");
 }
 
-#[test]
-fn one_tensor_edit_stores_little() {
-    let w = World::new();
+fn one_tensor_edit_stores_little(w: World) {
     let repo = w.work_repo("work");
     let v1 = model(64, &[]);
     w.commit_file(&repo, "model.safetensors", &v1, "v1");
     w.env.git(&repo, &["push", "-q", "origin", "main"]);
-    let after_v1 = dir_size(&w.server.data_dir);
+    let after_v1 = w.stored_bytes();
     assert!(after_v1 > 32 * MIB as u64, "v1 stored {after_v1} bytes");
 
     let v2 = model(64, &[17]);
     w.commit_file(&repo, "model.safetensors", &v2, "v2");
     w.env.git(&repo, &["push", "-q", "origin", "main"]);
-    let grown = dir_size(&w.server.data_dir) - after_v1;
+    let grown = w.stored_bytes() - after_v1;
     assert!(
         grown < (v2.len() / 10) as u64,
         "second version stored {grown} new bytes for a {}-byte file",
@@ -126,9 +137,7 @@ fn one_tensor_edit_stores_little() {
     assert_same(&other.join("model.safetensors"), &v2);
 }
 
-#[test]
-fn push_fails_cleanly_when_the_server_is_down_then_completes() {
-    let w = World::new();
+fn push_fails_cleanly_when_the_server_is_down_then_completes(w: World) {
     let repo = w.work_repo("work");
     // A port nothing listens on: bind one, learn it, release it.
     let dead = {
@@ -155,9 +164,7 @@ fn push_fails_cleanly_when_the_server_is_down_then_completes() {
     assert_same(&other.join("model.safetensors"), &v1);
 }
 
-#[test]
-fn missing_content_leaves_pointer_with_warning_and_pull_fetches_later() {
-    let w = World::new();
+fn missing_content_leaves_pointer_with_warning_and_pull_fetches_later(w: World) {
     let repo = w.work_repo("work");
     let v1 = model(2, &[]);
     w.commit_file(&repo, "model.safetensors", &v1, "v1");
@@ -186,24 +193,14 @@ fn missing_content_leaves_pointer_with_warning_and_pull_fetches_later() {
     assert_eq!(w.env.git(&other, &["status", "--porcelain"]), "");
 }
 
-#[test]
-fn corrupt_pack_on_server_is_detected_and_nothing_is_written() {
-    let w = World::new();
+fn corrupt_pack_on_server_is_detected_and_nothing_is_written(w: World) {
     let repo = w.work_repo("work");
     let v1 = model(2, &[]);
     w.commit_file(&repo, "model.safetensors", &v1, "v1");
     w.env.git(&repo, &["push", "-q", "origin", "main"]);
 
-    // Flip a byte in the middle of every pack on the server's disk.
-    let mut packs = Vec::new();
-    collect_files(&w.server.data_dir.join("packs"), &mut packs);
-    assert!(!packs.is_empty());
-    for p in &packs {
-        let mut b = fs::read(p).unwrap();
-        let at = b.len() / 2;
-        b[at] ^= 0x40;
-        fs::write(p, b).unwrap();
-    }
+    // Flip a byte in the middle of every pack the server stored (behind its back).
+    assert!(w.damage_packs() > 0);
 
     let other = w.clone_pointers_only("other");
     let out = w.env.git_output(&other, &["model", "pull"]);
@@ -217,9 +214,7 @@ fn corrupt_pack_on_server_is_detected_and_nothing_is_written() {
     assert_same(&other.join("model.safetensors"), &pointer);
 }
 
-#[test]
-fn existing_pre_push_hook_is_chained() {
-    let w = World::new();
+fn existing_pre_push_hook_is_chained(w: World) {
     let dir = w.env.path("hooked");
     w.env
         .git(w.env.home.path(), &["init", "-q", "-b", "main", "hooked"]);
@@ -239,9 +234,7 @@ fn existing_pre_push_hook_is_chained() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("chained-hook-ran"));
 }
 
-#[test]
-fn bad_configuration_gives_clear_errors() {
-    let w = World::new();
+fn bad_configuration_gives_clear_errors(w: World) {
     let repo = w.work_repo("work");
     w.env
         .git(&repo, &["config", "model.url", "ftp://example/acme/vision"]);
@@ -265,20 +258,7 @@ fn bad_configuration_gives_clear_errors() {
     );
 }
 
-fn collect_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
-    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            collect_files(&p, out);
-        } else {
-            out.push(p);
-        }
-    }
-}
-
-#[test]
-fn install_uninstall_env_and_single_shot_filters() {
-    let w = World::new();
+fn install_uninstall_env_and_single_shot_filters(w: World) {
     let repo = w.work_repo("work");
     let global = fs::read_to_string(w.env.path(".gitconfig")).unwrap();
     assert!(
@@ -345,9 +325,7 @@ fn install_uninstall_env_and_single_shot_filters() {
     assert!(!global.contains("filter-process"), "{global}");
 }
 
-#[test]
-fn many_files_and_nested_paths_round_trip() {
-    let w = World::new();
+fn many_files_and_nested_paths_round_trip(w: World) {
     let repo = w.work_repo("work");
     let mut files = Vec::new();
     for i in 0..40 {
@@ -368,9 +346,7 @@ fn many_files_and_nested_paths_round_trip() {
     assert_eq!(w.env.git(&other, &["status", "--porcelain"]), "");
 }
 
-#[test]
-fn scattered_row_edits_in_a_csv_store_little() {
-    let w = World::new();
+fn scattered_row_edits_in_a_csv_store_little(w: World) {
     let repo = w.work_repo("work");
     w.env.git(&repo, &["model", "track", "*.csv"]);
     w.env.git(&repo, &["add", ".gitattributes"]);
@@ -387,14 +363,14 @@ fn scattered_row_edits_in_a_csv_store_little() {
     let v1 = rows.join("\n").into_bytes();
     w.commit_file(&repo, "data/train.csv", &v1, "v1");
     w.env.git(&repo, &["push", "-q", "origin", "main"]);
-    let after_v1 = dir_size(&w.server.data_dir);
+    let after_v1 = w.stored_bytes();
     for i in (0..rows.len()).step_by(3_000) {
         rows[i] = format!("{i},edited,0.0,fixed");
     }
     let v2 = rows.join("\n").into_bytes();
     w.commit_file(&repo, "data/train.csv", &v2, "v2: 20 rows fixed");
     w.env.git(&repo, &["push", "-q", "origin", "main"]);
-    let grown = dir_size(&w.server.data_dir) - after_v1;
+    let grown = w.stored_bytes() - after_v1;
     assert!(
         grown < (v2.len() / 10) as u64,
         "20 scattered row edits stored {grown} bytes anew for a {}-byte table",

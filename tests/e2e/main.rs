@@ -1,5 +1,9 @@
 //! End-to-end tests: the real `git` binary with git-model as its filter and hook, and
-//! the real `git-model-server` on a free loopback port.
+//! the real `git-model-server` on a free loopback port (on a local directory, or on a
+//! real Garage for the S3 variants: see `backend`).
+
+#[macro_use]
+mod backend;
 
 mod adopt;
 mod core;
@@ -12,6 +16,7 @@ mod security;
 
 use std::path::{Path, PathBuf};
 
+use backend::Backend;
 use gitmodel_testkit::{GitEnv, Server};
 
 pub fn git_model_exe() -> PathBuf {
@@ -29,14 +34,27 @@ pub struct World {
     pub origin: PathBuf,
     pub model_url: String,
     _server_dir: tempfile::TempDir,
+    /// Dropped after the server: an S3 prefix is emptied once no node uses it.
+    pub backend: Backend,
 }
 
 impl World {
+    /// A world whose server keeps its objects in a local directory.
     #[allow(clippy::new_without_default)] // starts a server: not a default value
     pub fn new() -> World {
+        World::on(Backend::Local)
+    }
+
+    /// A world whose server keeps its objects under a fresh prefix (named after `what`)
+    /// of the Garage test bucket; `None` when the S3 tests are not enabled (see `backend`).
+    pub fn on_s3(what: &str) -> Option<World> {
+        Backend::s3(what).map(World::on)
+    }
+
+    pub fn on(backend: Backend) -> World {
         let env = GitEnv::new(&git_model_exe());
         let server_dir = tempfile::tempdir().unwrap();
-        let server = Server::start(&server_exe(), server_dir.path());
+        let server = backend.server(server_dir.path(), &[]);
         let origin = env.path("origin.git");
         env.git(
             env.home.path(),
@@ -51,7 +69,23 @@ impl World {
             origin,
             model_url,
             _server_dir: server_dir,
+            backend,
         }
+    }
+
+    /// Another server process on the same objects (a restart, or a second node).
+    pub fn start_server(&self, extra: &[&str]) -> Server {
+        self.backend.server(&self.server.data_dir, extra)
+    }
+
+    /// Bytes of every object the server stored.
+    pub fn stored_bytes(&self) -> u64 {
+        self.backend.stored_bytes(&self.server.data_dir)
+    }
+
+    /// Flips a byte in the middle of every pack the server stored; returns their count.
+    pub fn damage_packs(&self) -> usize {
+        self.backend.damage_packs(&self.server.data_dir)
     }
 
     /// A fresh working repository pushing to origin, tracking `*.safetensors`, with the

@@ -1,10 +1,8 @@
 //! S3 storage and stateless server nodes, against a real Garage (`scripts/garage`).
 //!
-//! Gate: `GIT_MODEL_TEST_S3=1` (`.ci/run` always sets it and starts Garage). Without the
-//! gate these tests print why and pass, so `cargo test` works without Garage; with it,
-//! a missing or unreachable Garage is a failure that says to run `scripts/garage`. The
-//! connection settings come from the env file `scripts/garage` writes
-//! (`$GIT_MODEL_TEST_S3_ENV`, else `${TMPDIR:-/tmp}/git-model-garage/env`).
+//! The gate and the connection settings are those of `crate::backend` (which also runs
+//! the core suite on Garage): without `GIT_MODEL_TEST_S3=1` these tests print why and
+//! pass; with it, a missing or unreachable Garage is a failure.
 //!
 //! Every test works under its own random prefix of the bucket, so tests run in parallel
 //! and reruns never see each other's objects. The test process's own environment is never
@@ -13,153 +11,17 @@
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::TryStreamExt;
 use gitmodel_format::pack::encode_chunk;
 use gitmodel_format::{ChunkId, Oid, PackBuilder, Pointer, Recipe, RecipeChunk};
 use gitmodel_server::{S3Location, S3Options, S3Store, Storage, StorageError};
 use gitmodel_testkit::{safetensors, GitEnv, Server};
-use object_store::aws::{AmazonS3, AmazonS3Builder};
-use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
-use crate::{git_model_exe, server_exe};
+use crate::backend::{runtime, S3Env};
+use crate::git_model_exe;
 
 const MIB: usize = 1 << 20;
-
-/// Connection settings for the test bucket.
-struct S3Env {
-    vars: Vec<(String, String)>,
-    bucket: String,
-}
-
-impl S3Env {
-    /// The settings, or `None` (after saying so) when the S3 tests are not enabled.
-    fn load() -> Option<S3Env> {
-        let gate = std::env::var("GIT_MODEL_TEST_S3").unwrap_or_default();
-        if gate.is_empty() || gate == "0" {
-            eprintln!(
-                "S3 tests not run: they need Garage. Run `scripts/garage`, then \
-                 `GIT_MODEL_TEST_S3=1 cargo test --test e2e s3` (.ci/run does both)."
-            );
-            return None;
-        }
-        let path = std::env::var_os("GIT_MODEL_TEST_S3_ENV")
-            .filter(|p| !p.is_empty())
-            .map(PathBuf::from)
-            .unwrap_or_else(|| std::env::temp_dir().join("git-model-garage").join("env"));
-        let text = fs::read_to_string(&path).unwrap_or_else(|e| {
-            panic!(
-                "GIT_MODEL_TEST_S3 is set but the Garage env file {} cannot be read ({e}): \
-                 run scripts/garage to start Garage and write it",
-                path.display()
-            )
-        });
-        let vars: Vec<(String, String)> = text
-            .lines()
-            .filter_map(|line| line.trim().strip_prefix("export "))
-            .filter_map(|kv| kv.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
-            .collect();
-        let get = |name: &str| {
-            vars.iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-                .unwrap_or_else(|| {
-                    panic!(
-                        "{} has no {name}: run scripts/garage to rewrite it",
-                        path.display()
-                    )
-                })
-        };
-        let endpoint = get("AWS_ENDPOINT_URL");
-        for name in ["AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
-            get(name);
-        }
-        let bucket = get("GIT_MODEL_TEST_S3_BUCKET");
-        let addr = endpoint.trim_start_matches("http://").trim_end_matches('/');
-        let reachable = addr.parse().ok().is_some_and(|addr| {
-            std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok()
-        });
-        assert!(
-            reachable,
-            "Garage does not answer at {endpoint} (from {}): run scripts/garage",
-            path.display()
-        );
-        Some(S3Env { vars, bucket })
-    }
-
-    fn var(&self, name: &str) -> &str {
-        self.vars
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-            .unwrap_or("")
-    }
-
-    /// `s3://<bucket>/<prefix>` for a fresh random prefix.
-    fn fresh_store(&self, what: &str) -> (String, String) {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let prefix = format!("e2e/{what}-{nanos:x}-{:x}", std::process::id());
-        (format!("s3://{}/{prefix}", self.bucket), prefix)
-    }
-
-    /// A server process on `store` (its data directory is unused but must exist).
-    fn server(&self, dir: &Path, store: &str, extra: &[&str]) -> Server {
-        let mut args = vec!["--store", store];
-        args.extend_from_slice(extra);
-        Server::start_with(&server_exe(), dir, &args, &self.vars)
-    }
-
-    fn builder(&self) -> AmazonS3Builder {
-        AmazonS3Builder::new()
-            .with_endpoint(self.var("AWS_ENDPOINT_URL"))
-            .with_region(self.var("AWS_REGION"))
-            .with_access_key_id(self.var("AWS_ACCESS_KEY_ID"))
-            .with_secret_access_key(self.var("AWS_SECRET_ACCESS_KEY"))
-    }
-
-    /// A raw client of the bucket, to look behind the server's back.
-    fn bucket(&self) -> Arc<AmazonS3> {
-        Arc::new(
-            self.builder()
-                .with_bucket_name(&self.bucket)
-                .with_allow_http(true)
-                .with_virtual_hosted_style_request(false)
-                .build()
-                .expect("an S3 client for the test bucket"),
-        )
-    }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// Every object below `prefix` with its size.
-fn objects(s3: &S3Env, prefix: &str) -> Vec<(String, u64)> {
-    let bucket = s3.bucket();
-    let prefix = ObjectPath::from(prefix);
-    runtime().block_on(async {
-        let metas: Vec<_> = bucket.list(Some(&prefix)).try_collect().await.unwrap();
-        metas
-            .into_iter()
-            .map(|m| (m.location.to_string(), m.size))
-            .collect()
-    })
-}
-
-fn stored_bytes(s3: &S3Env, prefix: &str) -> u64 {
-    objects(s3, prefix).iter().map(|(_, size)| size).sum()
-}
 
 fn model(mib: usize, edited: &[usize]) -> Vec<u8> {
     let mut versions = vec![0u64; mib];
@@ -253,7 +115,7 @@ fn s3_two_nodes_share_one_bucket_restart_and_dedup() {
     let started = Instant::now();
     let v1 = model(24, &[]);
     repos.commit_and_push(&v1, "v1", &a_url);
-    let after_v1 = stored_bytes(&s3, &prefix);
+    let after_v1 = s3.stored_bytes(&prefix);
     assert!(after_v1 > 12 * MIB as u64, "v1 stored {after_v1} bytes");
     eprintln!(
         "s3: pushed {} MiB through A in {:?}; bucket holds {after_v1} bytes",
@@ -279,7 +141,7 @@ fn s3_two_nodes_share_one_bucket_restart_and_dedup() {
     // Its index was rebuilt from the bucket: a one-tensor edit stores little.
     let v2 = model(24, &[5]);
     repos.commit_and_push(&v2, "v2", &a2_url);
-    let after_v2 = stored_bytes(&s3, &prefix);
+    let after_v2 = s3.stored_bytes(&prefix);
     let grown = after_v2 - after_v1;
     assert!(
         grown < (v2.len() / 10) as u64,
@@ -291,7 +153,7 @@ fn s3_two_nodes_share_one_bucket_restart_and_dedup() {
     std::thread::sleep(Duration::from_millis(2500));
     let v3 = model(24, &[5, 11]);
     repos.commit_and_push(&v3, "v3", &b_url);
-    let grown = stored_bytes(&s3, &prefix) - after_v2;
+    let grown = s3.stored_bytes(&prefix) - after_v2;
     assert!(
         grown < (v3.len() / 10) as u64,
         "v3 through B stored {grown} new bytes for a {}-byte file",
@@ -307,7 +169,7 @@ fn s3_two_nodes_share_one_bucket_restart_and_dedup() {
     eprintln!(
         "s3: three versions of {} MiB: bucket holds {} bytes",
         v1.len() / MIB,
-        stored_bytes(&s3, &prefix)
+        s3.stored_bytes(&prefix)
     );
 }
 
@@ -394,28 +256,8 @@ fn s3_corrupt_pack_in_the_bucket_fails_the_pull_and_writes_nothing() {
     repos.commit_and_push(&v1, "v1", &a_url);
 
     // Damage every pack behind the servers' back, through the S3 API.
-    let packs: Vec<String> = objects(&s3, &format!("{prefix}/packs"))
-        .into_iter()
-        .map(|(key, _)| key)
-        .collect();
+    let packs = s3.damage_packs(&prefix);
     assert!(!packs.is_empty());
-    let bucket = s3.bucket();
-    runtime().block_on(async {
-        for key in &packs {
-            let path = ObjectPath::from(key.as_str());
-            let mut bytes = bucket
-                .get(&path)
-                .await
-                .unwrap()
-                .bytes()
-                .await
-                .unwrap()
-                .to_vec();
-            let at = bytes.len() / 2;
-            bytes[at] ^= 0x40;
-            bucket.put(&path, PutPayload::from(bytes)).await.unwrap();
-        }
-    });
 
     let lazy = repos.clone_via("lazy", &b_url, true);
     let out = repos
@@ -582,7 +424,8 @@ fn s3_presigned_pack_downloads_bypass_the_server() {
     let repos = Repos::new(&a_url);
     let v1 = model(4, &[]);
     repos.commit_and_push(&v1, "v1", &a_url);
-    let (key, _) = objects(&s3, &format!("{prefix}/packs"))
+    let (key, _) = s3
+        .objects(&format!("{prefix}/packs"))
         .into_iter()
         .next()
         .expect("a pack");
