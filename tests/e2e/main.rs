@@ -11,6 +11,7 @@ mod daily;
 mod lfs;
 mod ml;
 mod registry;
+mod reliability;
 mod s3;
 mod security;
 

@@ -5,6 +5,9 @@
 //! the product itself.
 #![forbid(unsafe_code)]
 
+pub mod load;
+pub mod proxy;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -75,6 +78,11 @@ impl Server {
         format!("{}/{ns}/{repo}", self.url)
     }
 
+    /// The server's process id (for `/proc/<pid>/status`, see [`peak_rss_kib`]).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -84,6 +92,66 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Peak resident memory of process `pid` so far (`VmHWM` in `/proc/<pid>/status`), in KiB.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    let path = format!("/proc/{pid}/status");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
+    text.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmHWM line in {path}"))
+}
+
+/// A tmpfs of a fixed size mounted on a fresh directory (needs root), unmounted on drop:
+/// a disk that fills up, for tests of what a full disk does.
+pub struct Tmpfs {
+    pub dir: PathBuf,
+    _parent: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `mib` MiB. Panics (the test fails, it is not skipped) with the
+    /// reason when `mount` cannot: the test needs root and a kernel that allows it.
+    pub fn mount(mib: u64) -> Tmpfs {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("tmpfs");
+        std::fs::create_dir(&dir).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(&dir)
+            .output()
+            .unwrap_or_else(|e| panic!("running mount: {e}"));
+        check(
+            &format!(
+                "mount -t tmpfs -o size={mib}m (this test needs root and mount rights to                  make a small disk that fills up; it does not skip itself)"
+            ),
+            &dir,
+            &out,
+        );
+        Tmpfs {
+            dir,
+            _parent: parent,
+        }
+    }
+
+    /// Changes the size in place (`mount -o remount,size=…`): space comes back.
+    pub fn resize(&self, mib: u64) {
+        let out = Command::new("mount")
+            .args(["-o", &format!("remount,size={mib}m")])
+            .arg(&self.dir)
+            .output()
+            .unwrap();
+        check("mount -o remount", &self.dir, &out);
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Lazy: a server still holding a file open must not keep the mount alive.
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).output();
     }
 }
 

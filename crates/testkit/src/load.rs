@@ -1,0 +1,181 @@
+//! A load run: N clients push overlapping models to one server at once, then (after a
+//! server restart, so the pull has its own memory figure) N clients pull others' models
+//! at once. Every byte is compared; the server's peak RSS (`VmHWM`) is read after each
+//! phase. Used by the end-to-end load test and by `scripts/load`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Barrier;
+use std::time::Instant;
+
+use crate::{check, peak_rss_kib, safetensors, GitEnv, Server};
+
+/// How big a run is.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadSpec {
+    pub clients: usize,
+    /// Tensors per model, and bytes per tensor. Client `i` changes two tensors of a shared
+    /// base model (`i % tensors` and `(i * 7 + 3) % tensors`): most chunks are shared.
+    pub tensors: usize,
+    pub tensor_bytes: usize,
+}
+
+/// What a run measured.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadReport {
+    pub clients: usize,
+    /// Bytes of model files pushed (all clients together).
+    pub bytes_pushed: u64,
+    /// Bytes of model files pulled and compared (all clients together).
+    pub bytes_pulled: u64,
+    /// Bytes the server stores after the pushes (its data directory).
+    pub server_bytes: u64,
+    pub push_seconds: f64,
+    pub pull_seconds: f64,
+    /// The server's peak RSS while the clients pushed at once, in KiB.
+    pub push_peak_rss_kib: u64,
+    /// The restarted server's peak RSS while the clients pulled at once, in KiB.
+    pub pull_peak_rss_kib: u64,
+}
+
+/// Client `i`'s model.
+pub fn client_model(spec: &LoadSpec, i: usize) -> Vec<u8> {
+    let mut versions = vec![0u64; spec.tensors];
+    versions[i % spec.tensors] = 1 + i as u64;
+    versions[(i * 7 + 3) % spec.tensors] = 1000 + i as u64;
+    safetensors(4242, spec.tensor_bytes, &versions)
+}
+
+fn run_ok(env: &GitEnv, dir: &Path, extra: &[(&str, &str)], args: &[&str]) {
+    let mut cmd = env.cmd("git", dir);
+    cmd.args(args);
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running git {args:?}: {e}"));
+    check(&format!("git {}", args.join(" ")), dir, &out);
+}
+
+/// Runs the load: `git_model` and `server_exe` are the binaries, `work` an empty scratch
+/// directory (the server's data and every client's repository go there).
+pub fn run(git_model: &Path, server_exe: &Path, work: &Path, spec: LoadSpec) -> LoadReport {
+    let env = GitEnv::new(git_model);
+    let home = env.home.path().to_path_buf();
+    run_ok(&env, &home, &[], &["model", "install"]);
+    let origin = work.join("origin.git");
+    run_ok(
+        &env,
+        work,
+        &[],
+        &["init", "-q", "--bare", "-b", "main", "origin.git"],
+    );
+    let data = work.join("server");
+    let mut server = Server::start(server_exe, &data);
+    let url = server.repo_url("load", "shared");
+    let origin_s = origin.to_str().unwrap().to_string();
+
+    // Set up each client's repository (not measured), then push all at once.
+    let repos: Vec<PathBuf> = (0..spec.clients)
+        .map(|i| work.join(format!("client-{i}")))
+        .collect();
+    let barrier = Barrier::new(spec.clients);
+    let mut push_seconds = 0.0;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = repos
+            .iter()
+            .enumerate()
+            .map(|(i, repo)| {
+                let (env, barrier, url, origin_s) = (&env, &barrier, &url, &origin_s);
+                scope.spawn(move || {
+                    let vars = [("GIT_MODEL_URL", url.as_str()), ("GIT_MODEL_QUIET", "1")];
+                    let name = repo.file_name().unwrap().to_str().unwrap();
+                    run_ok(env, work, &[], &["init", "-q", "-b", "main", name]);
+                    run_ok(env, repo, &[], &["remote", "add", "origin", origin_s]);
+                    run_ok(env, repo, &[], &["model", "track", "*.safetensors"]);
+                    std::fs::write(repo.join("model.safetensors"), client_model(&spec, i)).unwrap();
+                    run_ok(
+                        env,
+                        repo,
+                        &vars,
+                        &["add", ".gitattributes", "model.safetensors"],
+                    );
+                    run_ok(
+                        env,
+                        repo,
+                        &vars,
+                        &["commit", "-q", "-m", &format!("client {i}")],
+                    );
+                    barrier.wait();
+                    let start = Instant::now();
+                    let branch = format!("main:client-{i}");
+                    run_ok(env, repo, &vars, &["push", "-q", "origin", &branch]);
+                    start.elapsed().as_secs_f64()
+                })
+            })
+            .collect();
+        for h in handles {
+            let t = h.join().expect("a pushing client panicked");
+            push_seconds = f64::max(push_seconds, t);
+        }
+    });
+    let push_peak_rss_kib = peak_rss_kib(server.pid());
+    let server_bytes = crate::dir_size(&data);
+
+    // A fresh server process on the same data: the pull phase's memory on its own.
+    server.kill();
+    let server = Server::start(server_exe, &data);
+    let url = server.repo_url("load", "shared");
+    let barrier = Barrier::new(spec.clients);
+    let mut pull_seconds = 0.0;
+    let mut bytes_pulled = 0;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..spec.clients)
+            .map(|i| {
+                let (env, barrier, url, origin_s) = (&env, &barrier, &url, &origin_s);
+                scope.spawn(move || {
+                    // Client i pulls the model client i+1 pushed.
+                    let other = (i + 1) % spec.clients;
+                    let name = format!("pull-{i}");
+                    let dir = work.join(&name);
+                    let vars = [("GIT_MODEL_URL", url.as_str()), ("GIT_MODEL_QUIET", "1")];
+                    let branch = format!("client-{other}");
+                    run_ok(
+                        env,
+                        work,
+                        &[("GIT_MODEL_SKIP_SMUDGE", "1")],
+                        &["clone", "-q", "-b", &branch, origin_s, &name],
+                    );
+                    barrier.wait();
+                    let start = Instant::now();
+                    run_ok(env, &dir, &vars, &["model", "pull"]);
+                    let secs = start.elapsed().as_secs_f64();
+                    let got = std::fs::read(dir.join("model.safetensors")).unwrap();
+                    assert!(
+                        got == client_model(&spec, other),
+                        "client {i}: the model of client {other} is not byte-exact"
+                    );
+                    (secs, got.len() as u64)
+                })
+            })
+            .collect();
+        for h in handles {
+            let (t, n) = h.join().expect("a pulling client panicked");
+            pull_seconds = f64::max(pull_seconds, t);
+            bytes_pulled += n;
+        }
+    });
+    let pull_peak_rss_kib = peak_rss_kib(server.pid());
+    LoadReport {
+        clients: spec.clients,
+        bytes_pushed: (0..spec.clients)
+            .map(|i| client_model(&spec, i).len() as u64)
+            .sum(),
+        bytes_pulled,
+        server_bytes,
+        push_seconds,
+        pull_seconds,
+        push_peak_rss_kib,
+        pull_peak_rss_kib,
+    }
+}
