@@ -113,25 +113,133 @@ impl Oid {
     }
 }
 
-/// Incremental SHA-256 producing an [`Oid`].
-#[derive(Default, Clone)]
-pub struct OidHasher(sha2::Sha256);
+/// Incremental SHA-256 producing an [`Oid`], whose state can be kept and resumed.
+///
+/// The compression function is `sha2`'s (SHA-NI where the CPU has it); this type adds
+/// only the buffering and the final padding, so that a clone of it taken after some
+/// prefix of a file is a complete, cheap record of that prefix's hash state. The server
+/// keeps such states at chunk boundaries of verified files and resumes from them when a
+/// new version shares a prefix, instead of hashing those bytes again.
+#[derive(Clone)]
+pub struct OidHasher {
+    state: [u32; 8],
+    /// Bytes hashed so far, buffered ones included.
+    len: u64,
+    buf: [u8; 64],
+}
+
+/// SHA-256's initial hash value (FIPS 180-4, 5.3.3).
+const SHA256_H0: [u32; 8] = [
+    0x6a09_e667,
+    0xbb67_ae85,
+    0x3c6e_f372,
+    0xa54f_f53a,
+    0x510e_527f,
+    0x9b05_688c,
+    0x1f83_d9ab,
+    0x5be0_cd19,
+];
+
+impl Default for OidHasher {
+    fn default() -> Self {
+        OidHasher {
+            state: SHA256_H0,
+            len: 0,
+            buf: [0; 64],
+        }
+    }
+}
+
+fn compress_block(state: &mut [u32; 8], block: &[u8]) {
+    use sha2::digest::generic_array::GenericArray;
+    sha2::compress256(state, std::slice::from_ref(GenericArray::from_slice(block)));
+}
 
 impl OidHasher {
     pub fn new() -> Self {
         Self::default()
     }
-    pub fn update(&mut self, data: &[u8]) {
-        sha2::Digest::update(&mut self.0, data);
+
+    /// Bytes hashed so far.
+    pub fn len(&self) -> u64 {
+        self.len
     }
-    pub fn finish(self) -> Oid {
-        Oid(sha2::Digest::finalize(self.0).into())
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn update(&mut self, mut data: &[u8]) {
+        let buffered = (self.len % 64) as usize;
+        self.len += data.len() as u64;
+        if buffered > 0 {
+            let take = (64 - buffered).min(data.len());
+            self.buf[buffered..buffered + take].copy_from_slice(&data[..take]);
+            data = &data[take..];
+            if buffered + take < 64 {
+                return;
+            }
+            let block = self.buf;
+            compress_block(&mut self.state, &block);
+        }
+        let mut blocks = data.chunks_exact(64);
+        for block in &mut blocks {
+            compress_block(&mut self.state, block);
+        }
+        let rest = blocks.remainder();
+        self.buf[..rest.len()].copy_from_slice(rest);
+    }
+
+    pub fn finish(mut self) -> Oid {
+        let bits = self.len.wrapping_mul(8);
+        let buffered = (self.len % 64) as usize;
+        let mut last = [0u8; 128];
+        last[..buffered].copy_from_slice(&self.buf[..buffered]);
+        last[buffered] = 0x80;
+        let total = if buffered < 56 { 64 } else { 128 };
+        last[total - 8..total].copy_from_slice(&bits.to_be_bytes());
+        for block in last[..total].chunks_exact(64) {
+            compress_block(&mut self.state, block);
+        }
+        let mut out = [0u8; 32];
+        for (o, w) in out.chunks_exact_mut(4).zip(self.state) {
+            o.copy_from_slice(&w.to_be_bytes());
+        }
+        Oid(out)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn oid_hasher_matches_sha256_at_any_split_and_resumes_from_clones() {
+        let data: Vec<u8> = (0..5000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        for len in [0usize, 1, 55, 56, 63, 64, 65, 119, 120, 128, 1000, 5000] {
+            let want = {
+                use sha2::Digest;
+                Oid(sha2::Sha256::digest(&data[..len]).into())
+            };
+            for split in [0usize, 1, 7, 63, 64, 65, 300] {
+                let split = split.min(len);
+                let mut h = OidHasher::new();
+                h.update(&data[..split]);
+                let saved = h.clone();
+                h.update(&data[split..len]);
+                assert_eq!(h.len(), len as u64);
+                assert_eq!(h.finish(), want, "len {len} split {split}");
+                let mut resumed = saved;
+                for piece in data[split..len].chunks(17) {
+                    resumed.update(piece);
+                }
+                assert_eq!(resumed.finish(), want, "resumed len {len} split {split}");
+            }
+        }
+        assert_eq!(OidHasher::new().finish(), Oid::empty());
+    }
 
     #[test]
     fn hex_round_trip_and_rejects() {

@@ -5,7 +5,8 @@
 //!   [`s3`]: the S3 backend ([`S3Store`], `--store s3://bucket/prefix`). See `docs/deploy.md`.
 //! - [`keys`]: where packs and recipes live in storage.
 //! - [`index`]: the in-memory [`ChunkIndex`], a rebuildable cache of the packs' indexes.
-//! - [`register`]: locating and verifying recipes on registration.
+//! - [`register`]: locating and verifying recipes on registration; [`prefix`]: hash
+//!   states of verified prefixes, so a new version is hashed only from where it differs.
 //! - [`api`]: routing and handlers; [`error`]: [`ApiError`] and its status mapping.
 //! - [`lfs`]: the Git LFS API (batch, basic transfers) over the same stores, with
 //!   [`upload`] (server-side chunking of a raw object), [`download`] (streaming a file
@@ -30,6 +31,7 @@ pub mod keys;
 pub mod lfs;
 pub mod locks;
 pub mod metrics;
+pub mod prefix;
 pub mod range;
 pub mod register;
 pub mod s3;

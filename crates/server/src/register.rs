@@ -17,6 +17,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use gitmodel_format::id::OidHasher;
+
+use crate::prefix;
 use gitmodel_format::pack::{parse_records, MAX_CHUNK_BYTES, RECORD_HEADER_LEN};
 use gitmodel_format::{ChunkId, PackId, Recipe, RecipeChunk, Segment};
 use gitmodel_proto::{ErrorDetail, RegisterResponse, RegisterResult, RepoName};
@@ -268,36 +270,51 @@ pub fn locate(
 }
 
 /// Rebuilds the file from storage and checks it against the recipe. The outer error is
-/// the server's failure (storage), the inner one the file's.
+/// the server's failure (storage), the inner one the file's. A prefix of chunks whose
+/// hash state this node remembers from an earlier verified file ([`crate::prefix`]) is
+/// neither fetched nor hashed again.
 async fn verify(state: &AppState, located: &Located) -> Result<Result<(), FileError>, ApiError> {
     let recipe = &located.recipe;
+    let fps = Arc::new(prefix::fingerprints(&recipe.chunks));
+    let (skip, hasher) = state
+        .prefix_states()
+        .longest(&fps)
+        .unwrap_or_else(|| (0, OidHasher::new()));
+    let mut progress = Progress {
+        hasher,
+        skip,
+        fps: Arc::clone(&fps),
+        states: Vec::new(),
+    };
+    let windows: Vec<&Window> = located
+        .windows
+        .iter()
+        .filter(|w| w.chunks.end > skip)
+        .collect();
     let fetch = |w: &Window| {
         let storage = Arc::clone(state.storage());
         let key = keys::pack_key(&w.pack);
         let range = w.offset..w.offset.saturating_add(w.length);
         async move { storage.get_range(&key, range).await }
     };
-    let mut progress = Progress {
-        hasher: OidHasher::new(),
-        size: 0,
-    };
-    let mut current = match located.windows.first() {
+    let mut current = match windows.first() {
         Some(w) => Some(fetch(w).await?),
         None => None,
     };
-    for (i, window) in located.windows.iter().enumerate() {
+    for (i, window) in windows.iter().enumerate() {
         let Some(bytes) = current.take() else { break };
         let chunks = recipe.chunks[window.chunks.clone()].to_vec();
+        let first = window.chunks.start;
         let pack = window.pack;
         let permit = state.verify_permit().await;
         let work = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let result = progress.feed(pack, &chunks, &bytes);
+            let result = progress.feed(pack, first, &chunks, &bytes);
             (progress, result)
         });
         // Fetch the next window while this one is checked.
         let next = async {
-            match located.windows.get(i + 1) {
+            match windows.get(i + 1) {
                 Some(w) => Some(fetch(w).await),
                 None => None,
             }
@@ -310,28 +327,36 @@ async fn verify(state: &AppState, located: &Located) -> Result<Result<(), FileEr
         }
         current = next.transpose()?;
     }
+    let size = progress.hasher.len();
     let actual = progress.hasher.finish();
-    if actual != recipe.oid || progress.size != recipe.size {
+    if actual != recipe.oid || size != recipe.size {
         return Ok(Err(FileError::hash_mismatch(format!(
-            "the chunks rebuild a file of {} bytes hashing to {actual}, not the claimed {} \
+            "the chunks rebuild a file of {size} bytes hashing to {actual}, not the claimed {} \
              ({} bytes)",
-            progress.size, recipe.oid, recipe.size
+            recipe.oid, recipe.size
         ))));
     }
+    state.prefix_states().remember(progress.states);
     Ok(Ok(()))
 }
 
 /// The running hash of a file being rebuilt.
 struct Progress {
     hasher: OidHasher,
-    size: u64,
+    /// Chunks before this index are already in `hasher` (a remembered prefix).
+    skip: usize,
+    fps: Arc<Vec<prefix::Fingerprint>>,
+    /// Hash states at every [`prefix::STRIDE`]th chunk boundary, to remember on success.
+    states: Vec<(prefix::Fingerprint, OidHasher)>,
 }
 
 impl Progress {
-    /// Checks the records in `span` against `chunks` and hashes their content.
+    /// Checks the records in `span` (chunks `first..` of the recipe) against `chunks`
+    /// and hashes their content.
     fn feed(
         &mut self,
         pack: PackId,
+        first: usize,
         chunks: &[RecipeChunk],
         span: &Bytes,
     ) -> Result<(), FileError> {
@@ -349,12 +374,16 @@ impl Progress {
                 chunks.len()
             )));
         }
-        for (record, chunk) in records.iter().zip(chunks) {
+        for (j, (record, chunk)) in records.iter().zip(chunks).enumerate() {
+            let index = first + j;
             if record.id != chunk.id {
                 return Err(corrupt(format!(
                     "record {} where chunk {} was expected",
                     record.id, chunk.id
                 )));
+            }
+            if index < self.skip {
+                continue;
             }
             let raw = record.decode().map_err(|e| corrupt(e.to_string()))?;
             if raw.len() != chunk.raw_len as usize {
@@ -366,7 +395,10 @@ impl Progress {
                 )));
             }
             self.hasher.update(&raw);
-            self.size += raw.len() as u64;
+            if (index + 1) % prefix::STRIDE == 0 {
+                let fp = self.fps[(index + 1) / prefix::STRIDE];
+                self.states.push((fp, self.hasher.clone()));
+            }
         }
         Ok(())
     }

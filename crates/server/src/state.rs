@@ -125,6 +125,8 @@ pub struct AppState {
     index: ChunkIndex,
     authorizer: Arc<dyn Authorizer>,
     verify_permits: Arc<Semaphore>,
+    /// Hash states of verified files' prefixes ([`crate::prefix`]).
+    prefix_states: crate::prefix::PrefixStates,
     /// Serializes Git LFS lock mutations (check-then-write) within this process.
     lock_mutations: Mutex<()>,
     /// Packs being stored right now (see [`crate::tenancy`]).
@@ -172,6 +174,7 @@ impl AppState {
             index,
             authorizer,
             verify_permits: Arc::new(Semaphore::new(config.verify_concurrency.max(1))),
+            prefix_states: Default::default(),
             lock_mutations: Mutex::new(()),
             claims: PackClaims::default(),
             last_refresh: Mutex::new(Some(started)),
@@ -241,6 +244,10 @@ impl AppState {
     }
 
     /// Waits for a slot to run a CPU-heavy verification.
+    pub(crate) fn prefix_states(&self) -> &crate::prefix::PrefixStates {
+        &self.prefix_states
+    }
+
     pub(crate) async fn verify_permit(&self) -> OwnedSemaphorePermit {
         Arc::clone(&self.verify_permits)
             .acquire_owned()
