@@ -1,4 +1,6 @@
-//! A load run: N clients push overlapping models to one server at once, then (after a
+//! A load run: one client pushes a base model; then N clients push models derived from it
+//! to one server at once (each changes two tensors of its own and one that all of them
+//! change the same way, so they also race to upload the same new chunks); then (after a
 //! server restart, so the pull has its own memory figure) N clients pull others' models
 //! at once. Every byte is compared; the server's peak RSS (`VmHWM`) is read after each
 //! phase. Used by the end-to-end load test and by `scripts/load`.
@@ -13,8 +15,9 @@ use crate::{check, peak_rss_kib, safetensors, GitEnv, Server};
 #[derive(Debug, Clone, Copy)]
 pub struct LoadSpec {
     pub clients: usize,
-    /// Tensors per model, and bytes per tensor. Client `i` changes two tensors of a shared
-    /// base model (`i % tensors` and `(i * 7 + 3) % tensors`): most chunks are shared.
+    /// Tensors per model (at least 2), and bytes per tensor. Client `i` changes tensors
+    /// `i % (tensors - 1)` and `(i * 7 + 3) % (tensors - 1)` its own way, and the last
+    /// one as every client does: most chunks are shared.
     pub tensors: usize,
     pub tensor_bytes: usize,
 }
@@ -27,7 +30,9 @@ pub struct LoadReport {
     pub bytes_pushed: u64,
     /// Bytes of model files pulled and compared (all clients together).
     pub bytes_pulled: u64,
-    /// Bytes the server stores after the pushes (its data directory).
+    /// Bytes the server stores after the base model (its data directory).
+    pub base_server_bytes: u64,
+    /// Bytes the server stores after the concurrent pushes.
     pub server_bytes: u64,
     pub push_seconds: f64,
     pub pull_seconds: f64,
@@ -37,11 +42,18 @@ pub struct LoadReport {
     pub pull_peak_rss_kib: u64,
 }
 
+/// The base model every client starts from.
+pub fn base_model(spec: &LoadSpec) -> Vec<u8> {
+    safetensors(4242, spec.tensor_bytes, &vec![0u64; spec.tensors])
+}
+
 /// Client `i`'s model.
 pub fn client_model(spec: &LoadSpec, i: usize) -> Vec<u8> {
+    let own = spec.tensors - 1;
     let mut versions = vec![0u64; spec.tensors];
-    versions[i % spec.tensors] = 1 + i as u64;
-    versions[(i * 7 + 3) % spec.tensors] = 1000 + i as u64;
+    versions[i % own] = 1 + i as u64;
+    versions[(i * 7 + 3) % own] = 1000 + i as u64;
+    versions[own] = 999_999;
     safetensors(4242, spec.tensor_bytes, &versions)
 }
 
@@ -60,6 +72,10 @@ fn run_ok(env: &GitEnv, dir: &Path, extra: &[(&str, &str)], args: &[&str]) {
 /// Runs the load: `git_model` and `server_exe` are the binaries, `work` an empty scratch
 /// directory (the server's data and every client's repository go there).
 pub fn run(git_model: &Path, server_exe: &Path, work: &Path, spec: LoadSpec) -> LoadReport {
+    assert!(
+        spec.tensors >= 2,
+        "a load run needs at least 2 tensors per model"
+    );
     let env = GitEnv::new(git_model);
     let home = env.home.path().to_path_buf();
     run_ok(&env, &home, &[], &["model", "install"]);
@@ -74,6 +90,23 @@ pub fn run(git_model: &Path, server_exe: &Path, work: &Path, spec: LoadSpec) -> 
     let mut server = Server::start(server_exe, &data);
     let url = server.repo_url("load", "shared");
     let origin_s = origin.to_str().unwrap().to_string();
+
+    // The base model, pushed once before the load.
+    let seed = work.join("seed");
+    let vars = [("GIT_MODEL_URL", url.as_str()), ("GIT_MODEL_QUIET", "1")];
+    run_ok(&env, work, &[], &["init", "-q", "-b", "main", "seed"]);
+    run_ok(&env, &seed, &[], &["remote", "add", "origin", &origin_s]);
+    run_ok(&env, &seed, &[], &["model", "track", "*.safetensors"]);
+    std::fs::write(seed.join("model.safetensors"), base_model(&spec)).unwrap();
+    run_ok(
+        &env,
+        &seed,
+        &vars,
+        &["add", ".gitattributes", "model.safetensors"],
+    );
+    run_ok(&env, &seed, &vars, &["commit", "-q", "-m", "base"]);
+    run_ok(&env, &seed, &vars, &["push", "-q", "origin", "main"]);
+    let base_server_bytes = crate::dir_size(&data);
 
     // Set up each client's repository (not measured), then push all at once.
     let repos: Vec<PathBuf> = (0..spec.clients)
@@ -90,16 +123,14 @@ pub fn run(git_model: &Path, server_exe: &Path, work: &Path, spec: LoadSpec) -> 
                 scope.spawn(move || {
                     let vars = [("GIT_MODEL_URL", url.as_str()), ("GIT_MODEL_QUIET", "1")];
                     let name = repo.file_name().unwrap().to_str().unwrap();
-                    run_ok(env, work, &[], &["init", "-q", "-b", "main", name]);
-                    run_ok(env, repo, &[], &["remote", "add", "origin", origin_s]);
-                    run_ok(env, repo, &[], &["model", "track", "*.safetensors"]);
-                    std::fs::write(repo.join("model.safetensors"), client_model(&spec, i)).unwrap();
                     run_ok(
                         env,
-                        repo,
-                        &vars,
-                        &["add", ".gitattributes", "model.safetensors"],
+                        work,
+                        &[("GIT_MODEL_SKIP_SMUDGE", "1")],
+                        &["clone", "-q", origin_s, name],
                     );
+                    std::fs::write(repo.join("model.safetensors"), client_model(&spec, i)).unwrap();
+                    run_ok(env, repo, &vars, &["add", "model.safetensors"]);
                     run_ok(
                         env,
                         repo,
@@ -172,6 +203,7 @@ pub fn run(git_model: &Path, server_exe: &Path, work: &Path, spec: LoadSpec) -> 
             .map(|i| client_model(&spec, i).len() as u64)
             .sum(),
         bytes_pulled,
+        base_server_bytes,
         server_bytes,
         push_seconds,
         pull_seconds,
