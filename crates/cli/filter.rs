@@ -66,6 +66,24 @@ impl ModelFilter {
         self.remote.as_ref().unwrap().as_ref().map_err(Clone::clone)
     }
 
+    /// Whether the content of `p` is here. A long-running filter opened the store before
+    /// git started: content another process stored since (the merge driver's merged
+    /// tables) has a recipe on disk the store's chunk index does not know yet, so the
+    /// store is opened again before anything is fetched.
+    fn have_locally(&mut self, p: &Pointer) -> bool {
+        if crate::lfs::have_locally(&self.repo.repo, &self.store, p) {
+            return true;
+        }
+        if !matches!(self.store.recipe(&p.oid), Ok(Some(_))) {
+            return false;
+        }
+        match self.repo.store() {
+            Ok(store) => self.store = store,
+            Err(e) => tracing::warn!("reopening the local store: {e:#}"),
+        }
+        self.store.has_file(&p.oid)
+    }
+
     fn fetch(&mut self, path: &str, p: &Pointer) -> Result<(), String> {
         let file = FileRef {
             oid: p.oid,
@@ -141,7 +159,7 @@ impl Filter for ModelFilter {
             out.write_all(stored).map_err(io_err)?;
             return Ok(());
         }
-        if !crate::lfs::have_locally(&self.repo.repo, &self.store, &p) {
+        if !self.have_locally(&p) {
             if let Err(why) = self.fetch(path, &p) {
                 eprintln!(
                     "git-model: {path}: content of {} not available ({why}); left as a pointer, \
@@ -165,7 +183,7 @@ impl Filter for ModelFilter {
         if p.size == 0
             || skip_smudge()
             || !self.paths.allows(path)
-            || crate::lfs::have_locally(&self.repo.repo, &self.store, &p)
+            || self.have_locally(&p)
             || self.remote().is_err()
         {
             return false;

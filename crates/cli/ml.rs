@@ -9,6 +9,8 @@
 
 mod diff;
 mod history;
+mod merge;
+mod plot;
 mod tables;
 
 use std::cell::{Cell, RefCell};
@@ -53,6 +55,10 @@ pub enum Command {
         /// Example rows shown per kind of change.
         #[arg(long, default_value_t = 5)]
         examples: usize,
+        /// Also draw the relative L2 change of every tensor that differs, per model, as
+        /// an SVG chart.
+        #[arg(long, value_name = "FILE.svg")]
+        plot: Option<PathBuf>,
     },
     /// git's external diff driver (`diff.model.command`, set by `install`).
     #[command(hide = true)]
@@ -96,6 +102,34 @@ pub enum Command {
         json: bool,
         #[arg(long)]
         csv: bool,
+        /// Also draw a metric across the compared versions as an SVG bar chart.
+        #[arg(long, value_name = "FILE.svg")]
+        plot: Option<PathBuf>,
+        /// The metric --plot draws (default: the --sort metric, else the first one).
+        #[arg(long, requires = "plot")]
+        metric: Option<String>,
+    },
+    /// git's merge driver for `merge=model` files (`merge.model.driver`, set by
+    /// `install`): `%O %A %B %P %X %Y`.
+    #[command(hide = true)]
+    MergeDriver {
+        #[arg(allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Settle a merge conflict on a tracked file: stage that version and write it to the
+    /// working tree (downloading it when needed); `git commit` then finishes the merge.
+    #[command(group(clap::ArgGroup::new("version").required(true).args(["ours", "theirs", "rev"])))]
+    Resolve {
+        path: String,
+        /// The version of the branch merged into (HEAD).
+        #[arg(long)]
+        ours: bool,
+        /// The version of the branch being merged.
+        #[arg(long)]
+        theirs: bool,
+        /// The version at this revision.
+        #[arg(long, value_name = "R")]
+        rev: Option<String>,
     },
     /// What a model version was made from: dataset versions, params, code commit.
     Lineage {
@@ -118,7 +152,15 @@ pub fn run(cmd: Command) -> Result<()> {
             key,
             json,
             examples,
-        } => diff::diff(&revs, &paths, key.as_deref(), json, examples),
+            plot,
+        } => diff::diff(
+            &revs,
+            &paths,
+            key.as_deref(),
+            json,
+            examples,
+            plot.as_deref(),
+        ),
         Command::DiffDriver { args } => diff::driver(&args),
         Command::Textconv { file } => diff::textconv(&file),
         Command::Log { path, rev, json } => history::log(&path, &rev, json),
@@ -130,7 +172,30 @@ pub fn run(cmd: Command) -> Result<()> {
             asc,
             json,
             csv,
-        } => tables::compare(&refs, sort.as_deref(), asc, json, csv),
+            plot,
+            metric,
+        } => tables::compare(
+            &refs,
+            sort.as_deref(),
+            asc,
+            json,
+            csv,
+            plot.as_deref().map(|p| (p, metric.as_deref())),
+        ),
+        Command::MergeDriver { args } => merge::driver(&args),
+        Command::Resolve {
+            path,
+            ours,
+            theirs: _,
+            rev,
+        } => merge::resolve(
+            &path,
+            match (rev, ours) {
+                (Some(r), _) => merge::Pick::Rev(r),
+                (None, true) => merge::Pick::Ours,
+                (None, false) => merge::Pick::Theirs,
+            },
+        ),
         Command::Lineage {
             model,
             reverse,
@@ -675,6 +740,16 @@ impl Read for ContentReader<'_> {
         self.pos += data.len() as u64;
         Ok(data.len())
     }
+}
+
+/// Writes a chart (atomically: a half-written SVG never replaces a good one).
+pub fn write_plot(file: &Path, svg: &str) -> Result<()> {
+    gitmodel_store::fsutil::write_atomic(file, svg.as_bytes())
+        .with_context(|| format!("writing {}", file.display()))?;
+    if !crate::progress::quiet() {
+        eprintln!("git-model: wrote {}", file.display());
+    }
+    Ok(())
 }
 
 /// The first 10 hex digits of an id.

@@ -1,5 +1,8 @@
 //! The ML layer end to end: per-tensor diffs that read little (also through `git diff`),
-//! table diffs, `log`, metrics/params comparison across branches, lineage.
+//! table diffs, `log`, metrics/params comparison across branches, lineage, charts; merges
+//! in [`merge`].
+
+mod merge;
 
 use std::path::Path;
 
@@ -323,6 +326,48 @@ fn log_metrics_params_and_compare_across_branches() {
     assert_eq!(names, vec!["main", "exp/a", "exp/b"]);
     assert_eq!(out["rows"][2]["params"]["lr"], 0.05);
     assert!((out["rows"][2]["deltas"]["loss"].as_f64().unwrap() + 0.05).abs() < 1e-9);
+    // The same comparison as a chart of accuracy, baseline first.
+    gm(
+        &w,
+        &repo,
+        &[
+            "compare", "main", "exp/*", "--sort", "accuracy", "--plot", "acc.svg",
+        ],
+    );
+    let svg = std::fs::read_to_string(repo.join("acc.svg")).expect("compare --plot wrote it");
+    assert!(svg.starts_with("<svg"), "{svg}");
+    let texts = svg_texts(&svg);
+    for text in [
+        "accuracy by version",
+        "main",
+        "exp/a",
+        "exp/b",
+        "0.9",
+        "0.93 (+0.03)",
+        "0.91 (+0.01)",
+    ] {
+        assert!(
+            texts.contains(&text),
+            "{text:?} not in the chart: {texts:?}"
+        );
+    }
+    let at = |t: &str| texts.iter().position(|x| *x == t).unwrap();
+    assert!(
+        at("main") < at("exp/b") && at("exp/b") < at("exp/a"),
+        "bars in the table's order: {texts:?}"
+    );
+    let out = w.env.git_output(
+        &repo,
+        &[
+            "model", "compare", "main", "exp/a", "--plot", "x.svg", "--metric", "nope",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("no compared version has the metric \"nope\""),
+        "{out:?}"
+    );
     let csv = gm(&w, &repo, &["compare", "main", "exp/a", "--csv"]);
     assert!(
         csv.starts_with("ref,commit,epochs,lr,accuracy,loss\n"),
@@ -487,4 +532,142 @@ fn gguf_diff_per_tensor_including_quantized_blocks() {
     assert_eq!(t[1]["dtype"], "Q4_0");
     assert_eq!(t[1]["fraction_changed"], 1.0);
     assert_eq!(t[1]["relative_l2"], Value::Null);
+}
+
+/// The text of every `<text>` element of an SVG, in document order.
+fn svg_texts(svg: &str) -> Vec<&str> {
+    svg.split("<text")
+        .skip(1)
+        .filter_map(|t| {
+            let body = &t[t.find('>')? + 1..];
+            Some(body[..body.find("</text>")?].trim_matches('\n'))
+        })
+        .collect()
+}
+
+fn f32s(values: impl IntoIterator<Item = f32>) -> Vec<u8> {
+    values.into_iter().flat_map(f32::to_le_bytes).collect()
+}
+
+#[test]
+fn diff_reports_dtype_shape_inserted_and_removed_tensors_and_plots_them() {
+    use gitmodel_ml::safetensors::build;
+    let w = World::new();
+    let repo = w.work_repo("work");
+    let ramp = |n: usize, k: f32| f32s((0..n).map(move |i| (i as f32 + 1.0) * k));
+    let v1 = build(&[
+        ("embed", "F32", vec![16, 8], ramp(128, 0.01)),
+        ("layers.0.w", "F32", vec![64], ramp(64, 0.02)),
+        ("layers.1.w", "F32", vec![64], ramp(64, 0.03)),
+        ("head", "F32", vec![8, 4], ramp(32, 0.5)),
+        ("old", "F32", vec![10], ramp(10, 1.0)),
+    ]);
+    // head: every other element +0.25 (16 of 32 change, max |Δ| 0.25, a known L2).
+    let head: Vec<f32> = (0..32)
+        .map(|i| (i as f32 + 1.0) * 0.5 + if i % 2 == 0 { 0.25 } else { 0.0 })
+        .collect();
+    let v2 = build(&[
+        ("embed", "F32", vec![16, 8], ramp(128, 0.01)),
+        ("layers.0.w", "F16", vec![64], vec![0x3c; 128]),
+        ("layers.1.w", "F32", vec![128], ramp(128, 0.03)),
+        ("head", "F32", vec![8, 4], f32s(head)),
+        ("new", "F32", vec![4], ramp(4, 2.0)),
+    ]);
+    w.commit_file(&repo, "model.safetensors", &v1, "v1");
+    w.commit_file(&repo, "model.safetensors", &v2, "v2");
+
+    let out = json(&gm(
+        &w,
+        &repo,
+        &["diff", "HEAD~1", "HEAD", "--json", "--plot", "change.svg"],
+    ));
+    let d = &out[0];
+    assert_eq!(d["format"], "safetensors");
+    assert_eq!(
+        (d["old_tensors"].as_u64(), d["new_tensors"].as_u64()),
+        (Some(5), Some(5))
+    );
+    assert_eq!(d["unchanged"], 1, "{d}");
+    let by_name = |name: &str| -> &Value {
+        d["tensors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {d}"))
+    };
+    let t = by_name("layers.0.w");
+    assert_eq!(t["change"], "retyped");
+    assert_eq!(
+        (t["old_dtype"].as_str(), t["new_dtype"].as_str()),
+        (Some("F32"), Some("F16"))
+    );
+    assert_eq!(t["old_shape"], serde_json::json!([64]));
+    let t = by_name("layers.1.w");
+    assert_eq!(t["change"], "retyped");
+    assert_eq!(t["old_shape"], serde_json::json!([64]));
+    assert_eq!(t["new_shape"], serde_json::json!([128]));
+    let t = by_name("head");
+    assert_eq!(t["change"], "changed");
+    assert_eq!(t["elements"], 32);
+    assert_eq!(t["changed"], 16);
+    assert_eq!(t["fraction_changed"], 0.5);
+    assert!(
+        (t["max_abs_diff"].as_f64().unwrap() - 0.25).abs() < 1e-6,
+        "{t}"
+    );
+    // ‖Δ‖ = 0.25·√16 = 1; ‖old‖² = 0.25·Σ_{k=1..32} k² = 0.25·11440.
+    let rel = 1.0 / (0.25f64 * 11440.0).sqrt();
+    assert!(
+        (t["relative_l2"].as_f64().unwrap() - rel).abs() < 1e-6,
+        "{t}"
+    );
+    let t = by_name("new");
+    assert_eq!(t["change"], "added");
+    assert_eq!(t["shape"], serde_json::json!([4]));
+    let t = by_name("old");
+    assert_eq!(t["change"], "removed");
+    assert_eq!(t["bytes"], 40);
+    assert!(d["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t["name"] != "embed"));
+
+    // The chart: one row per tensor that differs, with what happened to it.
+    let svg = std::fs::read_to_string(repo.join("change.svg")).expect("diff --plot wrote the SVG");
+    assert!(svg.starts_with("<svg"), "{svg}");
+    let texts = svg_texts(&svg);
+    let notes: Vec<&str> = texts.iter().map(|t| t.trim()).collect();
+    for text in [
+        "model.safetensors: 5 of 6 tensors differ",
+        "layers.0.w",
+        "layers.1.w",
+        "head",
+        "new",
+        "old",
+        "F32 [64] → F16 [64]",
+        "F32 [64] → F32 [128]",
+        "added F32 [4]",
+        "removed F32 [10]",
+        &format!("{} (50.0% of elements)", gitmodel_ml::metrics::fmt_num(rel)),
+        "relative L2 change ‖new − old‖ / ‖old‖",
+    ] {
+        assert!(
+            notes.contains(&text),
+            "{text:?} not in the chart: {notes:?}"
+        );
+    }
+    assert!(!notes.contains(&"embed"), "unchanged tensors are not drawn");
+    // No model among the changes: a clear error, and no file.
+    let out = w.env.git_output(
+        &repo,
+        &["model", "diff", "HEAD", "HEAD", "--plot", "none.svg"],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nothing to plot"),
+        "{out:?}"
+    );
+    assert!(!repo.join("none.svg").exists());
 }

@@ -96,7 +96,7 @@ pub fn render(path: &str, d: &FileDiff) -> String {
 }
 
 /// Reads a model header of the given kind.
-fn header(ctx: &Ctx, kind: FileKind, c: &Content) -> Result<ModelHeader, String> {
+pub fn header(ctx: &Ctx, kind: FileKind, c: &Content) -> Result<ModelHeader, String> {
     let size = c.size();
     match kind {
         FileKind::Gguf => {
@@ -363,6 +363,7 @@ pub fn diff(
     key: Option<&str>,
     json: bool,
     examples: usize,
+    plot: Option<&std::path::Path>,
 ) -> Result<()> {
     let ctx = Ctx::open()?;
     let (old_rev, new_rev) = match revs {
@@ -423,6 +424,17 @@ pub fn diff(
                 diff: d,
             });
         }
+    }
+    if let Some(file) = plot {
+        let models: Vec<(String, &ModelDiff)> = entries
+            .iter()
+            .filter_map(|e| match &e.diff {
+                FileDiff::Model(m) => Some((e.path.clone(), m)),
+                _ => None,
+            })
+            .collect();
+        let svg = super::plot::diff_chart(&models)?;
+        super::write_plot(file, &svg)?;
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&entries)?);

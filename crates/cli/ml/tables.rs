@@ -159,6 +159,7 @@ pub fn compare(
     ascending: bool,
     json: bool,
     csv: bool,
+    plot: Option<(&std::path::Path, Option<&str>)>,
 ) -> Result<()> {
     let ctx = Ctx::open()?;
     let mut rows = Vec::new();
@@ -179,6 +180,27 @@ pub fn compare(
         }
     }
     let table = metrics::compare(rows, sort, ascending).map_err(usage)?;
+    if let Some((file, metric)) = plot {
+        let first = table
+            .columns
+            .iter()
+            .find(|c| c.kind == "metric")
+            .map(|c| c.name.as_str());
+        let Some(metric) = metric.or(sort).or(first) else {
+            return Err(usage("--plot: the compared versions have no metrics"));
+        };
+        let values: Vec<(String, Option<f64>)> = table
+            .rows
+            .iter()
+            .map(|r| {
+                let v = r.metrics.get(metric).or_else(|| r.params.get(metric));
+                (r.name.clone(), v.and_then(|v| v.as_f64()))
+            })
+            .collect();
+        let svg = super::plot::compare_chart(metric, &values)
+            .map_err(|e| usage(format!("--plot: {e:#}")))?;
+        super::write_plot(file, &svg)?;
+    }
     if json {
         println!("{}", table.to_json());
     } else if csv {

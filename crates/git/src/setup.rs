@@ -41,6 +41,17 @@ pub fn filter_config(exe: &str) -> Vec<(&'static str, String)> {
         ("diff.model.command", format!("{exe} diff-driver")),
         ("diff.model.textconv", format!("{exe} textconv")),
         ("diff.model.cachetextconv", "true".to_string()),
+        // `merge=model` (written by `track`): git merges pointers; the driver takes the
+        // side that changed, merges keyed tables row by row, and explains a conflict.
+        // %X/%Y (ours'/theirs' labels, git 2.44+) let it name the sides' commits.
+        (
+            "merge.model.name",
+            "git-model: models and datasets".to_string(),
+        ),
+        (
+            "merge.model.driver",
+            format!("{exe} merge-driver %O %A %B %P %X %Y"),
+        ),
     ]
 }
 

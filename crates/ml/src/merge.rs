@@ -463,14 +463,7 @@ mod tests {
         }
         // The same edit on both sides is no conflict.
         let (text, _) = merged(
-            merge_tables(
-                base.as_bytes(),
-                ours.as_bytes(),
-                ours.as_bytes(),
-                CSV,
-                "id",
-            )
-            .unwrap(),
+            merge_tables(base.as_bytes(), ours.as_bytes(), ours.as_bytes(), CSV, "id").unwrap(),
         );
         assert_eq!(text, ours);
     }

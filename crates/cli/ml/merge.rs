@@ -1,0 +1,557 @@
+//! git's merge driver for `merge=model` files (`git model merge-driver`, configured by
+//! `install`) and `git model resolve`, which settles a conflict it left.
+//!
+//! git merges the stored blobs, which for tracked files are pointers: the driver gets
+//! three temp files holding the base's, ours' and theirs' pointer, and leaves the result
+//! (a pointer) in ours' file. One side changed → that side. Both changed a table whose
+//! path has a `merge-key` attribute → a row-wise merge ([`gitmodel_ml::merge`]); the
+//! merged content is cleaned into the local store like any `git add`, so the checkout
+//! that follows writes it and the next push uploads it. Anything else both sides changed
+//! is a conflict: ours stays in place and the message names each side's version, what it
+//! changed against the base (from headers and chunk ids, plus the few chunks at the edges
+//! of edited regions: no tensor is read whole) and its metrics, and how to settle it.
+
+use std::path::Path;
+
+use anyhow::{anyhow, Context, Result};
+use gitmodel_client::FileRef;
+use gitmodel_format::{ChunkParams, Oid, Pointer};
+use gitmodel_ml::merge::{self as mlmerge, TableFormat, TableMerge};
+use gitmodel_ml::metrics::Flat;
+use gitmodel_ml::ranges::ChunkLayout;
+use gitmodel_ml::tensor::human_bytes;
+use gitmodel_ml::FileKind;
+use gitmodel_ml::TensorInfo;
+use gitmodel_store::fsutil;
+
+use super::{repo_path, short, tables, Content, Ctx, Side};
+use crate::app::usage;
+
+/// The attribute naming a table's key column, e.g. `data/*.csv merge-key=id`.
+pub const KEY_ATTR: &str = "merge-key";
+
+/// One version as git hands it to the driver.
+struct Version {
+    bytes: Vec<u8>,
+    pointer: Option<Pointer>,
+}
+
+impl Version {
+    fn read(file: &str) -> Result<Version> {
+        let bytes = std::fs::read(file).with_context(|| format!("reading {file}"))?;
+        let pointer = Pointer::parse(&bytes);
+        Ok(Version { bytes, pointer })
+    }
+
+    /// The content's SHA-256: a pointer's oid, else the bytes' own.
+    fn oid(&self) -> Oid {
+        match &self.pointer {
+            Some(p) => p.oid,
+            None => Oid::of(&self.bytes),
+        }
+    }
+
+    fn size(&self) -> u64 {
+        match &self.pointer {
+            Some(p) => p.size,
+            None => self.bytes.len() as u64,
+        }
+    }
+
+    fn content(&self, ctx: &Ctx) -> Result<Content> {
+        match self.pointer {
+            Some(p) => ctx.stored(p),
+            None => Ok(Content::Bytes(self.bytes.clone())),
+        }
+    }
+
+    fn label(&self) -> String {
+        if self.bytes.is_empty() {
+            return "(no file)".into();
+        }
+        format!(
+            "sha256:{} {}",
+            short(&self.oid().to_hex()),
+            human_bytes(self.size())
+        )
+    }
+}
+
+/// `git model merge-driver %O %A %B %P [%X %Y]`: exit 0 with the result in `%A`, or an
+/// error (exit 1) for a conflict, `%A` untouched.
+pub fn driver(args: &[String]) -> Result<()> {
+    let [base, ours_file, theirs, path, labels @ ..] = args else {
+        return Err(usage(
+            "merge-driver expects git's arguments: %O %A %B %P [%X %Y]",
+        ));
+    };
+    let (o, a, b) = (
+        Version::read(base)?,
+        Version::read(ours_file)?,
+        Version::read(theirs)?,
+    );
+    if a.oid() == b.oid() || o.oid() == b.oid() {
+        return Ok(());
+    }
+    if o.oid() == a.oid() {
+        fsutil::write_atomic(Path::new(ours_file), &b.bytes)
+            .with_context(|| format!("writing {ours_file}"))?;
+        return Ok(());
+    }
+    let ctx = Ctx::open()?;
+    let kind = FileKind::detect(path, &[]);
+    let mut notes = Vec::new();
+    if kind.is_table() {
+        match key_column(&ctx, path)? {
+            Some(key) => match merge_table(&ctx, path, kind, &key, [&o, &a, &b]) {
+                Ok(Merged::Done(result)) => {
+                    fsutil::write_atomic(Path::new(ours_file), &result)
+                        .with_context(|| format!("writing {ours_file}"))?;
+                    return Ok(());
+                }
+                Ok(Merged::Conflict(why)) => notes.push(why),
+                Err(e) => notes.push(format!("rows not merged: {e:#}")),
+            },
+            None => notes.push(format!(
+                "rows are merged only when a key column is named: add \
+                 `{path} {KEY_ATTR}=<column>` to .gitattributes"
+            )),
+        }
+    }
+    let ours_label = labels.first().map(String::as_str);
+    let theirs_label = labels.get(1).map(String::as_str);
+    Err(anyhow!(conflict_message(
+        &ctx,
+        path,
+        kind,
+        [&o, &a, &b],
+        [ours_label, theirs_label],
+        &notes
+    )))
+}
+
+/// The `merge-key` attribute of `path`, if set to a column name.
+fn key_column(ctx: &Ctx, path: &str) -> Result<Option<String>> {
+    let out = ctx
+        .repo
+        .git
+        .run(&["check-attr", KEY_ATTR, "--", path])
+        .context("git check-attr")?;
+    // `<path>: merge-key: <value>`; the path itself may contain ": ".
+    let value = out
+        .rsplit_once(": ")
+        .map(|(_, v)| v.trim())
+        .unwrap_or_default();
+    Ok(match value {
+        "" | "unspecified" | "unset" | "set" => None,
+        v => Some(v.to_string()),
+    })
+}
+
+enum Merged {
+    /// What `%A` gets: a pointer to the merged content (or the content itself when the
+    /// versions were stored as plain blobs).
+    Done(Vec<u8>),
+    Conflict(String),
+}
+
+fn merge_table(
+    ctx: &Ctx,
+    path: &str,
+    kind: FileKind,
+    key: &str,
+    [o, a, b]: [&Version; 3],
+) -> Result<Merged> {
+    let read = |v: &Version| -> Result<Vec<u8>> {
+        let c = v.content(ctx)?;
+        ctx.read_all(&c)
+            .with_context(|| format!("reading {}", v.label()))
+    };
+    let format = match kind {
+        FileKind::Tsv => TableFormat::Delimited(b'\t'),
+        FileKind::Jsonl => TableFormat::JsonLines,
+        _ => TableFormat::Delimited(b','),
+    };
+    let merged = mlmerge::merge_tables(&read(o)?, &read(a)?, &read(b)?, format, key)
+        .map_err(|e| anyhow!("{e}"))?;
+    let (bytes, stats) = match merged {
+        TableMerge::Merged { bytes, stats } => (bytes, stats),
+        TableMerge::Conflict(c) => {
+            let mut why = format!("rows keyed on {key:?} not merged: {}", c.why);
+            if !c.keys.is_empty() {
+                let shown: Vec<&str> = c.keys.iter().take(10).map(String::as_str).collect();
+                why.push_str(&format!("; {key} = {}", shown.join(", ")));
+                if c.keys.len() > 10 {
+                    why.push_str(&format!(" (and {} more)", c.keys.len() - 10));
+                }
+            }
+            return Ok(Merged::Conflict(why));
+        }
+    };
+    let result = if a.pointer.is_some() || b.pointer.is_some() {
+        let ingested = ctx
+            .store
+            .ingest_with(std::io::Cursor::new(&bytes), ChunkParams::for_path(path))
+            .with_context(|| format!("storing the merged {path}"))?;
+        ctx.store.sync()?;
+        if ingested.pointer.size == 0 {
+            Vec::new()
+        } else {
+            ingested.pointer.to_bytes()
+        }
+    } else {
+        bytes
+    };
+    if !crate::progress::quiet() {
+        eprintln!(
+            "git-model: merged {path} row by row on {key:?}: theirs added {}, changed {}, removed {} row(s)",
+            stats.added, stats.changed, stats.removed
+        );
+    }
+    Ok(Merged::Done(result))
+}
+
+/// The commit a merge label (`%X`, `%Y`) names, if it is one and holds `v` at `path`.
+fn side_commit(
+    ctx: &Ctx,
+    label: Option<&str>,
+    fallbacks: &[String],
+    path: &str,
+    v: &Version,
+) -> Option<git2::Oid> {
+    let mut candidates: Vec<String> = Vec::new();
+    if let Some(l) = label.filter(|l| !l.starts_with('%') && !l.is_empty()) {
+        candidates.push(l.to_string());
+        // `branch:path` after renames; `abc1234 (subject)` in a rebase.
+        if let Some((r, _)) = l.split_once(':') {
+            candidates.push(r.to_string());
+        }
+        if let Some(w) = l.split_whitespace().next() {
+            candidates.push(w.to_string());
+        }
+    }
+    candidates.extend(fallbacks.iter().cloned());
+    candidates.into_iter().find_map(|c| {
+        let commit = ctx.commit(&c).ok()?.id();
+        let (_, blob) = ctx.blob_at(commit, path).ok()??;
+        let same = match (Pointer::parse(&blob), &v.pointer) {
+            (Some(p), Some(q)) => p == *q,
+            _ => blob == v.bytes,
+        };
+        same.then_some(commit)
+    })
+}
+
+/// The commits `git merge` is merging in: MERGE_HEAD when it exists, else the
+/// `GITHEAD_<id>` variables git sets for the driver.
+fn theirs_fallbacks() -> Vec<String> {
+    let mut out = vec![
+        "MERGE_HEAD".to_string(),
+        "CHERRY_PICK_HEAD".into(),
+        "REBASE_HEAD".into(),
+    ];
+    for (k, _) in std::env::vars() {
+        if let Some(id) = k.strip_prefix("GITHEAD_") {
+            out.push(id.to_string());
+        }
+    }
+    out
+}
+
+/// Numeric metrics of the model at `path` recorded at `commit`.
+fn metrics_at(ctx: &Ctx, commit: git2::Oid, path: &str) -> Flat {
+    let side = Side::Rev(commit);
+    let Ok(manifest) = ctx.manifest(side) else {
+        return Flat::new();
+    };
+    let files = match manifest.as_ref().and_then(|m| m.model_for_path(path)) {
+        Some(spec) if !spec.metrics.is_empty() => spec.metrics.clone(),
+        _ => tables::Kind::Metrics.files(manifest.as_ref()),
+    };
+    tables::load_files(ctx, side, &files).unwrap_or_default()
+}
+
+/// What `v` changed against `base`, from headers and chunk lists (models) or rows
+/// (tables), or why that could not be said.
+fn summary(ctx: &Ctx, path: &str, kind: FileKind, base: &Version, v: &Version) -> String {
+    if base.bytes.is_empty() {
+        return "new (the base has no such file)".into();
+    }
+    let run = || -> Result<String> {
+        let (bc, vc) = (base.content(ctx)?, v.content(ctx)?);
+        if kind.is_model() {
+            let bh = super::diff::header(ctx, kind, &bc).map_err(|e| anyhow!(e))?;
+            let vh = super::diff::header(ctx, kind, &vc).map_err(|e| anyhow!(e))?;
+            let (Some(bl), Some(vl)) = (bc.layout(), vc.layout()) else {
+                return Ok(format!(
+                    "{} → {} tensors",
+                    bh.tensors.len(),
+                    vh.tensors.len()
+                ));
+            };
+            let mut s = mlmerge::model_summary(&bh, bl, &vh, vl);
+            // Chunk ids vouch for most tensors. A tensor sharing a chunk with an edited
+            // neighbour is settled by comparing just the parts they cannot vouch for,
+            // stopping at the first difference: a few chunks, never whole tensors.
+            let mut changed = Vec::new();
+            for name in std::mem::take(&mut s.changed) {
+                let o = bh.tensors.iter().find(|t| t.name == name);
+                let n = vh.tensors.iter().find(|t| t.name == name);
+                let (Some(o), Some(n)) = (o, n) else { continue };
+                if differs(ctx, (&bc, bl, o), (&vc, vl, n))? {
+                    changed.push(name);
+                } else {
+                    s.unchanged += 1;
+                }
+            }
+            s.changed = changed;
+            Ok(s.render())
+        } else if kind.is_table() {
+            match super::diff::diff_file(ctx, path, Some(&bc), Some(&vc), None, 0)? {
+                Some(super::diff::FileDiff::Table(t)) => Ok(format!(
+                    "rows vs base: {} added, {} removed, {} changed",
+                    t.rows_added, t.rows_removed, t.rows_changed
+                )),
+                _ => Ok(String::new()),
+            }
+        } else {
+            Ok(String::new())
+        }
+    };
+    match run() {
+        Ok(s) => s,
+        Err(e) => format!("(not compared: {e:#})"),
+    }
+}
+
+/// Whether a tensor's bytes differ between two versions, reading only the parts chunk
+/// ids do not prove equal, piece by piece until the first difference.
+fn differs(
+    ctx: &Ctx,
+    (old, old_layout, o): (&Content, &ChunkLayout, &TensorInfo),
+    (new, new_layout, n): (&Content, &ChunkLayout, &TensorInfo),
+) -> Result<bool> {
+    const STEP: u64 = 64 << 10;
+    for r in gitmodel_ml::ranges::unproven(old_layout, o.range(), new_layout, n.range()) {
+        let mut at = r.start;
+        while at < r.end {
+            let len = STEP.min(r.end - at);
+            if ctx.read_at(old, o.start + at, len)? != ctx.read_at(new, n.start + at, len)? {
+                return Ok(true);
+            }
+            at += len;
+        }
+    }
+    Ok(false)
+}
+
+fn conflict_message(
+    ctx: &Ctx,
+    path: &str,
+    kind: FileKind,
+    [o, a, b]: [&Version; 3],
+    [ours_label, theirs_label]: [Option<&str>; 2],
+    notes: &[String],
+) -> String {
+    let ours_commit = side_commit(ctx, ours_label, &["HEAD".into()], path, a);
+    let theirs_commit = side_commit(ctx, theirs_label, &theirs_fallbacks(), path, b);
+    let name = |label: Option<&str>, commit: Option<git2::Oid>| match (label, commit) {
+        (Some(l), _) if !l.starts_with('%') => l.to_string(),
+        (_, Some(c)) => short(&c.to_string()).to_string(),
+        _ => String::new(),
+    };
+    let mut m = format!("merge conflict in {path}: both sides changed it\n");
+    for (side, v, label, commit) in [
+        ("ours  ", a, name(ours_label, ours_commit), ours_commit),
+        (
+            "theirs",
+            b,
+            name(theirs_label, theirs_commit),
+            theirs_commit,
+        ),
+    ] {
+        let label = if label.is_empty() {
+            String::new()
+        } else {
+            format!(" ({label})")
+        };
+        m.push_str(&format!("  {side}{label}: {}\n", v.label()));
+        let s = summary(ctx, path, kind, o, v);
+        if !s.is_empty() {
+            m.push_str(&format!("      {s}\n"));
+        }
+        if let Some(c) = commit {
+            let metrics = metrics_at(ctx, c, path);
+            if !metrics.is_empty() {
+                let text: Vec<String> = metrics.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                m.push_str(&format!("      metrics: {}\n", text.join(" ")));
+            }
+        }
+    }
+    m.push_str(&format!("  base: {}\n", o.label()));
+    for n in notes {
+        m.push_str(&format!("  {n}\n"));
+    }
+    m.push_str(&format!(
+        "  the working tree keeps ours; settle it with one of\n    \
+         git model resolve {path} --ours\n    \
+         git model resolve {path} --theirs\n    \
+         git model resolve {path} --rev <commit>\n  \
+         then `git commit`"
+    ));
+    m
+}
+
+/// Which version `resolve` takes.
+pub enum Pick {
+    Ours,
+    Theirs,
+    Rev(String),
+}
+
+/// `git model resolve <path> --ours|--theirs|--rev R`: that version's pointer into the
+/// index (stage 0, ending the conflict) and its content into the working tree.
+pub fn resolve(given: &str, pick: Pick) -> Result<()> {
+    let ctx = Ctx::open()?;
+    let workdir = ctx.repo.workdir()?.clone();
+    let path = repo_path(&ctx, given);
+    let conflict = ctx.git().index()?.conflict_get(Path::new(&path)).ok();
+    let (entry, which): (Option<(git2::Oid, u32)>, String) = match &pick {
+        Pick::Ours | Pick::Theirs => {
+            let Some(c) = &conflict else {
+                return Err(usage(format!(
+                    "{path} is not in conflict (`git status` lists the conflicted paths); \
+                     `--rev R` takes any version"
+                )));
+            };
+            let (e, name) = match pick {
+                Pick::Ours => (&c.our, "ours"),
+                _ => (&c.their, "theirs"),
+            };
+            (e.as_ref().map(|e| (e.id, e.mode)), name.to_string())
+        }
+        Pick::Rev(r) => {
+            let commit = ctx.commit(r)?;
+            let tree = commit.tree()?;
+            let entry = tree.get_path(Path::new(&path)).ok();
+            if let Some(e) = &entry {
+                if e.kind() != Some(git2::ObjectType::Blob) {
+                    return Err(usage(format!("{path} at {r} is not a file")));
+                }
+            }
+            (
+                entry.map(|e| (e.id(), e.filemode() as u32)),
+                format!("{r} ({})", short(&commit.id().to_string())),
+            )
+        }
+    };
+    let target = workdir.join(&path);
+    let Some((blob_id, mode)) = entry else {
+        // That version has no such file: resolving means removing it.
+        ctx.repo.git.run(&[
+            "rm",
+            "-q",
+            "--cached",
+            "--ignore-unmatch",
+            "--",
+            &format!(":(literal){path}"),
+        ])?;
+        if target.exists() {
+            std::fs::remove_file(&target).with_context(|| target.display().to_string())?;
+        }
+        println!("git-model: resolved {path}: removed, as in {which}; `git commit` to finish");
+        return Ok(());
+    };
+    let blob = ctx.git().find_blob(blob_id)?.content().to_vec();
+    let pointer = Pointer::parse(&blob).filter(|p| p.size > 0);
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent).with_context(|| parent.display().to_string())?;
+    }
+    match pointer {
+        Some(p) => {
+            if !crate::lfs::have_locally(ctx.git(), &ctx.store, &p) {
+                let remote = ctx.remote()?;
+                let file = FileRef {
+                    oid: p.oid,
+                    size: p.size,
+                    path: path.clone(),
+                };
+                gitmodel_client::download(&ctx.store, &remote, &[file]).with_context(|| {
+                    format!("downloading {path} ({}) from {}", p.oid, remote.url())
+                })?;
+            }
+            ctx.store
+                .materialize(&p.oid, &target, mode & 0o111 != 0)
+                .with_context(|| format!("writing {path}"))?;
+            ctx.store.sync()?;
+            // The `git add` below then cleans it without hashing it again.
+            if let Err(e) =
+                crate::statcache::StatCache::save(ctx.store.root(), &workdir, &[(path.clone(), p)])
+            {
+                tracing::warn!("could not save the stat cache: {e}");
+            }
+        }
+        None => {
+            fsutil::write_atomic(&target, &blob).with_context(|| target.display().to_string())?
+        }
+    }
+    // Exactly that blob at stage 0 (which drops the conflict's stages 1-3), then a
+    // refresh of its stat data through the clean filter.
+    let info = format!("{mode:o} {blob_id} 0\t{path}\n");
+    index_info(&ctx, &info)?;
+    if pointer.is_some() {
+        ctx.repo
+            .git
+            .run(&["add", "--", &format!(":(literal){path}")])?;
+        let mut index = ctx.git().index()?;
+        index.read(true)?;
+        let staged = index.get_path(Path::new(&path), 0).map(|e| e.id);
+        if staged != Some(blob_id) {
+            return Err(anyhow!(
+                "{path}: the working-tree file does not clean to the chosen version ({which}); \
+                 it is staged as {which} but check the filter configuration (`git model env`)"
+            ));
+        }
+    }
+    let size = match pointer {
+        Some(p) => p.size,
+        None => blob.len() as u64,
+    };
+    println!(
+        "git-model: resolved {path} with {which}: {}; `git commit` to finish",
+        match pointer {
+            Some(p) => format!("sha256:{} {}", short(&p.oid.to_hex()), human_bytes(size)),
+            None => human_bytes(size),
+        }
+    );
+    Ok(())
+}
+
+/// `git update-index --index-info` with `lines` on its standard input.
+fn index_info(ctx: &Ctx, lines: &str) -> Result<()> {
+    use std::io::Write;
+    let mut child = ctx
+        .repo
+        .git
+        .command()
+        .args(["update-index", "--index-info"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("running git update-index")?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(lines.as_bytes())
+        .context("writing to git update-index")?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        return Err(anyhow!(
+            "git update-index --index-info failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(())
+}
