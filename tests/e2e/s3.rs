@@ -9,14 +9,20 @@
 //! changed: the `AWS_*` variables are passed to the server processes only.
 
 use std::fs;
-use std::io::Read;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gitmodel_format::pack::encode_chunk;
-use gitmodel_format::{ChunkId, Oid, PackBuilder, Pointer, Recipe, RecipeChunk};
+use gitmodel_format::pack::{encode_chunk, verify_pack};
+use gitmodel_format::{ChunkId, Oid, PackBuilder, PackId, Pointer, Recipe, RecipeChunk};
 use gitmodel_server::{S3Location, S3Options, S3Store, Storage, StorageError};
 use gitmodel_testkit::{safetensors, GitEnv, Server};
+use object_store::path::Path as ObjectPath;
+use object_store::ObjectStoreExt;
 
 use crate::backend::{runtime, S3Env};
 use crate::git_model_exe;
@@ -473,4 +479,302 @@ fn s3_presigned_pack_downloads_bypass_the_server() {
     // The client follows the redirects: a clone through B is byte-exact.
     let cloned = repos.clone_via("via-b", &b_url, false);
     assert_same(&cloned.join("model.safetensors"), &v1);
+}
+
+/// A TCP relay in front of a server that lets the first `packs` pack uploads through and
+/// then holds every further upload and every file registration: the push it carries can
+/// store exactly `packs` packs and can never complete, whatever the timing. When the server
+/// goes away, the relay closes the client's connections (and refuses new ones).
+///
+/// It spots requests by their request line in the client's byte stream (pack bodies are
+/// compressed tensors: the 30-odd byte pattern does not occur in them by chance).
+struct UploadGate {
+    url: String,
+    held: Arc<AtomicUsize>,
+}
+
+impl UploadGate {
+    fn start(server: &Server, repo_path: &str, packs: usize) -> UploadGate {
+        let upstream = server.url.trim_start_matches("http://").to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let put = format!("PUT /{repo_path}/model/v1/packs/").into_bytes();
+        let register = format!("POST /{repo_path}/model/v1/files HTTP/").into_bytes();
+        let admitted = Arc::new(AtomicUsize::new(0));
+        let held = Arc::new(AtomicUsize::new(0));
+        let gate = (put, register, packs, admitted, Arc::clone(&held));
+        let gate = Arc::new(gate);
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue; // the server is gone: dropping the client closes it
+                };
+                let gate = Arc::clone(&gate);
+                let (client_in, server_out) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let (put, register, packs, admitted, held) = &*gate;
+                    UploadGate::pump_up(client_in, server_out, &[put, register], |which| {
+                        let pass = which == 0 && admitted.fetch_add(1, Ordering::SeqCst) < *packs;
+                        if !pass {
+                            held.fetch_add(1, Ordering::SeqCst);
+                        }
+                        pass
+                    });
+                });
+                std::thread::spawn(move || {
+                    let (mut from, mut to) = (server, client);
+                    let _ = std::io::copy(&mut from, &mut to);
+                    // The server closed or died: so does the client's connection.
+                    let _ = to.shutdown(Shutdown::Both);
+                    let _ = from.shutdown(Shutdown::Both);
+                });
+            }
+        });
+        UploadGate { url, held }
+    }
+
+    /// Copies `from` to `to` until a pattern occurs that `admit` refuses: the bytes before
+    /// it are forwarded, the rest is never sent.
+    fn pump_up(
+        mut from: TcpStream,
+        mut to: TcpStream,
+        patterns: &[&Vec<u8>],
+        mut admit: impl FnMut(usize) -> bool,
+    ) {
+        let longest = patterns.iter().map(|p| p.len()).max().unwrap();
+        let mut pending: Vec<u8> = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) | Err(_) => {
+                    let _ = to.write_all(&pending);
+                    let _ = to.shutdown(Shutdown::Write);
+                    return;
+                }
+                Ok(n) => n,
+            };
+            pending.extend_from_slice(&buf[..n]);
+            // Everything may go on except a tail that could begin a pattern.
+            let tail = (1..=pending.len().min(longest - 1))
+                .rev()
+                .find(|&k| {
+                    patterns
+                        .iter()
+                        .any(|p| k < p.len() && pending.ends_with(&p[..k]))
+                })
+                .unwrap_or(0);
+            let mut sendable = pending.len() - tail;
+            let mut from_at = 0;
+            while let Some((at, which)) = patterns
+                .iter()
+                .enumerate()
+                .filter_map(|(i, p)| find(&pending[from_at..], p).map(|at| (from_at + at, i)))
+                .min()
+            {
+                if !admit(which) {
+                    let _ = to.write_all(&pending[..at]);
+                    return; // hold: the request never reaches the server
+                }
+                from_at = at + 1;
+                sendable = sendable.max(from_at);
+            }
+            if to.write_all(&pending[..sendable]).is_err() {
+                return;
+            }
+            pending.drain(..sendable);
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Chunks in the packs below `prefix`, each pack read back and verified.
+fn chunks_in_packs(s3: &S3Env, prefix: &str) -> usize {
+    let bucket = s3.bucket();
+    let keys: Vec<String> = s3
+        .objects(&format!("{prefix}/packs"))
+        .into_iter()
+        .map(|(key, _)| key)
+        .collect();
+    runtime().block_on(async {
+        let mut chunks = 0;
+        for key in keys {
+            let hex = key.rsplit('/').next().unwrap().trim_end_matches(".pack");
+            let id = PackId::from_hex(hex).unwrap();
+            let bytes = bucket
+                .get(&ObjectPath::from(key.as_str()))
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
+            chunks += verify_pack(&id, &bytes)
+                .unwrap_or_else(|e| panic!("{key}: {e}"))
+                .len();
+        }
+        chunks
+    })
+}
+
+/// `gitmodel_index_chunks` of a node's `/metrics`.
+fn indexed_chunks(server: &Server) -> usize {
+    let text = ureq::get(&format!("{}/metrics", server.url))
+        .call()
+        .expect("GET /metrics")
+        .into_string()
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("gitmodel_index_chunks "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no gitmodel_index_chunks in:\n{text}"))
+}
+
+/// Waits (polling, up to a minute) until `done` holds; panics naming `what` otherwise.
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `(chunks sent, chunks needed, packs sent)` from a push's summary line.
+fn push_summary(stderr: &str) -> (usize, usize, usize) {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains(" chunks new, "))
+        .unwrap_or_else(|| panic!("no upload summary in: {stderr}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let before = |word: &str| -> usize {
+        let i = words.iter().position(|w| *w == word).unwrap();
+        words[i - 1].parse().unwrap()
+    };
+    let of = words.iter().position(|w| *w == "of").unwrap();
+    (
+        words[of - 1].parse().unwrap(),
+        words[of + 1].parse().unwrap(),
+        before("pack(s),"),
+    )
+}
+
+#[test]
+fn s3_node_killed_mid_push_then_the_push_completes_through_another_node() {
+    let Some(s3) = S3Env::load() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (store, prefix) = s3.fresh_store("killed");
+    let mut a = s3.server(dir.path(), &store, &[]);
+    // B re-lists the bucket every second, so it learns of what A stored before it died.
+    let b = s3.server(dir.path(), &store, &["--index-refresh", "1"]);
+    let b_url = b.repo_url("acme", "vision");
+    // The client reaches A through a gate that lets exactly two packs through.
+    const PASSED: usize = 2;
+    let gate = UploadGate::start(&a, "acme/vision", PASSED);
+    let via_gate = format!("{}/acme/vision", gate.url);
+    let repos = Repos::new(&via_gate);
+    let v1 = model(64, &[]);
+    fs::write(repos.work.join("model.safetensors"), &v1).unwrap();
+    repos.env.git(&repos.work, &["add", "model.safetensors"]);
+    repos.env.git(&repos.work, &["commit", "-q", "-m", "v1"]);
+    let local_packs = gitmodel_testkit::dir_size(&repos.work.join(".git/model/packs"));
+
+    let started = Instant::now();
+    // Its output goes to a file: a pipe nobody reads while it runs could fill and block it.
+    let log = repos.env.path("push.log");
+    let push = repos
+        .env
+        .cmd("git", &repos.work)
+        .args(["push", "origin", "main"])
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    // Mid-push: two packs and their grants are in the bucket, the next upload is held.
+    let grants = format!("{prefix}/repos/acme/vision/packs");
+    wait_for("two packs stored through A", || {
+        s3.objects(&format!("{prefix}/packs")).len() == PASSED
+            && s3.objects(&grants).len() == PASSED
+    });
+    wait_for("the gate to hold an upload", || {
+        gate.held.load(Ordering::SeqCst) > 0
+    });
+    a.kill(); // SIGKILL
+    let status = push.wait_with_output().unwrap().status;
+    let stderr = fs::read_to_string(&log).unwrap();
+    assert!(
+        !status.success(),
+        "push through the killed node succeeded: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("cannot reach {}", gate.url)),
+        "the failed push does not say which server it could not reach: {stderr}"
+    );
+    let refs = repos.env.git(&repos.origin, &["for-each-ref"]);
+    assert!(
+        !refs.contains("refs/heads/main"),
+        "failed push published the branch: {refs}"
+    );
+    let stored_at_kill = s3.stored_bytes(&format!("{prefix}/packs"));
+    let chunks_at_kill = chunks_in_packs(&s3, &prefix);
+    eprintln!(
+        "s3: node A killed {:?} into the push, with {PASSED} packs ({stored_at_kill} bytes, \
+         {chunks_at_kill} chunks) of {local_packs} bytes stored; the push said: {}",
+        started.elapsed(),
+        stderr
+            .lines()
+            .rfind(|l| l.contains("cannot reach"))
+            .unwrap_or_default()
+    );
+
+    // B has indexed what A stored (its one-second refresh), then the push goes through B.
+    wait_for("B to index A's packs", || {
+        indexed_chunks(&b) == chunks_at_kill
+    });
+    repos.env.git(&repos.work, &["config", "model.url", &b_url]);
+    let started = Instant::now();
+    let out = repos
+        .env
+        .git_output(&repos.work, &["push", "origin", "main"]);
+    crate::check_ok("git push through B", &out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (sent, needed, packs) = push_summary(&stderr);
+    let stored = s3.stored_bytes(&format!("{prefix}/packs"));
+    eprintln!(
+        "s3: retry through B in {:?}: {sent} of {needed} chunks, {packs} pack(s), \
+         {} bytes",
+        started.elapsed(),
+        stored - stored_at_kill
+    );
+    // Only what A had not stored travelled again, and nothing is stored twice.
+    assert_eq!(sent, needed - chunks_at_kill, "{stderr}");
+    assert!(packs >= 1, "{stderr}");
+    assert_eq!(chunks_in_packs(&s3, &prefix), needed);
+    // The bucket's packs hold the local store's records once (per-pack headers differ).
+    assert!(
+        stored.abs_diff(local_packs) < 4096,
+        "bucket packs {stored} bytes, local packs {local_packs} bytes"
+    );
+
+    // Byte-exact through B, and through a node started now from nothing but the bucket.
+    let c = s3.server(dir.path(), &store, &[]);
+    for (name, server) in [("via-b", &b), ("via-c", &c)] {
+        let url = server.repo_url("acme", "vision");
+        let lazy = repos.clone_via(name, &url, true);
+        let out = repos
+            .env
+            .git_with(&lazy, &[("GIT_MODEL_URL", &url)], &["model", "pull"]);
+        crate::check_ok(&format!("git model pull {name}"), &out);
+        assert_same(&lazy.join("model.safetensors"), &v1);
+        let out = repos.env.git_with(
+            &lazy,
+            &[("GIT_MODEL_URL", &url)],
+            &["model", "fsck", "--remote"],
+        );
+        crate::check_ok(&format!("git model fsck --remote {name}"), &out);
+    }
+    let cloned = repos.clone_via("full", &c.repo_url("acme", "vision"), false);
+    assert_same(&cloned.join("model.safetensors"), &v1);
+    s3.delete_prefix(&prefix);
 }
