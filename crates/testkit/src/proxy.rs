@@ -49,7 +49,7 @@ impl Rule {
             Some(end) => path.ends_with(end),
             None => path.contains(self.path_contains),
         };
-        self.method.map_or(true, |m| m == method) && path_ok
+        self.method.is_none_or(|m| m == method) && path_ok
     }
 }
 
