@@ -205,5 +205,19 @@ fn migrate_moves_lfs_objects_resumably() {
         out.contains("migrated 0 object(s)") && err.contains("2 already migrated"),
         "{out}{err}"
     );
+    // The same, as JSON (docs/json.md).
+    let (out, _) = git(&w, &mig, &["model", "migrate", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect(&out);
+    assert_eq!(
+        (
+            &v["command"],
+            &v["objects"],
+            &v["already_migrated"],
+            &v["migrated"]
+        ),
+        (&"migrate".into(), &2.into(), &2.into(), &0.into()),
+        "{v}"
+    );
+    assert_eq!(v["bytes_sent"], 0, "{v}");
     git(&w, &mig, &["model", "fsck", "--remote", "--all"]);
 }
