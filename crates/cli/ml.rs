@@ -746,6 +746,10 @@ impl Read for ContentReader<'_> {
 pub fn write_plot(file: &Path, svg: &str) -> Result<()> {
     gitmodel_store::fsutil::write_atomic(file, svg.as_bytes())
         .with_context(|| format!("writing {}", file.display()))?;
+    // The temp file behind the atomic write is private; a chart is for sharing.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o644))
+        .with_context(|| format!("setting the mode of {}", file.display()))?;
     if !crate::progress::quiet() {
         eprintln!("git-model: wrote {}", file.display());
     }

@@ -650,7 +650,7 @@ fn diff_reports_dtype_shape_inserted_and_removed_tensors_and_plots_them() {
         "F32 [64] → F32 [128]",
         "added F32 [4]",
         "removed F32 [10]",
-        &format!("{} (50.0% of elements)", gitmodel_ml::metrics::fmt_num(rel)),
+        &format!("{rel:.4} (50.0% of elements)"),
         "relative L2 change ‖new − old‖ / ‖old‖",
     ] {
         assert!(

@@ -380,7 +380,9 @@ fn conflict_message(
         if !s.is_empty() {
             m.push_str(&format!("      {s}\n"));
         }
-        if let Some(c) = commit {
+        // Metrics describe models; a dataset's would be the repository's, the same noise
+        // on both sides.
+        if let Some(c) = commit.filter(|_| kind.is_model()) {
             let metrics = metrics_at(ctx, c, path);
             if !metrics.is_empty() {
                 let text: Vec<String> = metrics.iter().map(|(k, v)| format!("{k}={v}")).collect();

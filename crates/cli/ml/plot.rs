@@ -38,7 +38,7 @@ pub fn compare_chart(metric: &str, rows: &[(String, Option<f64>)]) -> Result<Str
     let n = rows.len();
     let longest = rows.iter().map(|(r, _)| r.len()).max().unwrap_or(4);
     let width = (160 + n * 110).max(480) as u32;
-    let label_area = (30 + longest.min(40) * 5) as u32;
+    let label_area = (24 + longest.min(40) * 2) as u32;
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (width, 420)).into_drawing_area();
@@ -48,7 +48,8 @@ pub fn compare_chart(metric: &str, rows: &[(String, Option<f64>)]) -> Result<Str
             .margin(16)
             .x_label_area_size(label_area)
             .y_label_area_size(70)
-            .build_cartesian_2d((0..n as i32).into_segmented(), bottom..top)
+            // An integer range is inclusive: 0..n-1 gives n bars.
+            .build_cartesian_2d((0..n as i32 - 1).into_segmented(), bottom..top)
             .map_err(err)?;
         let names: Vec<String> = rows.iter().map(|(r, _)| r.clone()).collect();
         let x_label = |v: &SegmentValue<i32>| match v {
@@ -132,11 +133,7 @@ fn bars(d: &ModelDiff) -> Vec<TensorBar> {
                     ..
                 } => (
                     Some(*r),
-                    format!(
-                        "{} ({:.1}% of elements)",
-                        fmt_num(*r),
-                        fraction_changed * 100.0
-                    ),
+                    format!("{r:.4} ({:.1}% of elements)", fraction_changed * 100.0),
                 ),
                 TensorChange::Changed {
                     fraction_changed, ..
@@ -228,7 +225,7 @@ pub fn diff_chart(models: &[(String, &ModelDiff)]) -> Result<String> {
                 .margin(12)
                 .x_label_area_size(40)
                 .y_label_area_size(label_area)
-                .build_cartesian_2d(0.0..max * 1.6, (0..n as i32).into_segmented())
+                .build_cartesian_2d(0.0..max * 1.6, (0..n as i32 - 1).into_segmented())
                 .map_err(err)?;
             // Top to bottom in file order.
             let row_of = |i: usize| (n - 1 - i) as i32;
