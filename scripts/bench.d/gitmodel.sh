@@ -38,7 +38,12 @@
 # binaries (GIT_MODEL_BIN, GIT_MODEL_SERVER_BIN; default target/release/ of this repo).
 # Env: RUN (label, default 1), SCRATCH (default /tmp/bench/scratch/gitmodel-WL-RUN),
 #      KEEP=1 keeps the scratch dir, BENCH_PIDFILE (the server's PID is appended there so
-#      the caller can stop it even if this script is killed).
+#      the caller can stop it even if this script is killed),
+#      GM_S3_ENV: an env file as scripts/garage writes it; the server then keeps its objects
+#      under a fresh prefix of that bucket (`--store s3://BUCKET/bench/...`, the AWS_*
+#      variables for the server process only) instead of the scratch --data-dir; the lines
+#      say "tool":"git-model-s3", server_store_bytes is the prefix's object bytes (listed
+#      with s3.py) and the prefix is deleted at exit.
 set -euo pipefail
 
 die() { echo "gitmodel.sh: $*" >&2; exit 1; }
@@ -66,6 +71,15 @@ GM_VERSION=$("$GM_BIN" --version | awk '{print $2}')
 # GIT_MODEL_REV: set by scripts/bench when it snapshots the binaries (commit, build time)
 GM_COMMIT=${GIT_MODEL_REV:-$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)}
 TOOL_VERSION="git-$GIT_VERSION git-model-$GM_VERSION ($GM_COMMIT)"
+TOOL=git-model SERVER_KIND=git-model-server S3_PREFIX=""
+if [ -n "${GM_S3_ENV:-}" ]; then
+  [ -f "$GM_S3_ENV" ] || die "GM_S3_ENV=$GM_S3_ENV: no such env file (run scripts/garage)"
+  GM_S3_ENV=$(realpath "$GM_S3_ENV")
+  S3_BUCKET=$(sed -n "s/^export GIT_MODEL_TEST_S3_BUCKET=//p" "$GM_S3_ENV" | tr -d "'\"")
+  [ -n "$S3_BUCKET" ] || die "$GM_S3_ENV sets no GIT_MODEL_TEST_S3_BUCKET"
+  S3_PREFIX="bench/$WL-$RUN-$(date +%s)-$$"
+  TOOL=git-model-s3 SERVER_KIND="git-model-server (S3)"
+fi
 
 rm -rf "$SCRATCH"; mkdir -p "$SCRATCH"/{server/data,shim}
 REMOTE="$SCRATCH/server/remote.git"
@@ -97,13 +111,18 @@ export PATH="$SCRATCH/shim:$PATH"
 
 # --- server: bare git repo + git-model-server on 127.0.0.1, port picked by the server
 git init -q --bare "$REMOTE"
-RUST_LOG=${RUST_LOG:-warn} "$SRV_BIN" --listen 127.0.0.1:0 --data-dir "$STORE" \
+STORE_ARGS=()
+[ -n "$S3_PREFIX" ] && STORE_ARGS=(--store "s3://$S3_BUCKET/$S3_PREFIX")
+# the AWS_* variables (S3 runs) reach the server process only; exec keeps its PID
+( [ -n "$S3_PREFIX" ] && { set -a; . "$GM_S3_ENV"; set +a; }
+  RUST_LOG=${RUST_LOG:-warn} exec "$SRV_BIN" --listen 127.0.0.1:0 --data-dir "$STORE" "${STORE_ARGS[@]}" ) \
   >"$SCRATCH/server.out" 2>"$SCRATCH/server.log" &
 SERVER_PID=$!
 [ -n "${BENCH_PIDFILE:-}" ] && echo "$SERVER_PID" >> "$BENCH_PIDFILE"
 cleanup() {
   kill "$SERVER_PID" 2>/dev/null || true
   wait "$SERVER_PID" 2>/dev/null || true
+  if [ -n "$S3_PREFIX" ]; then python3 "$HERE/s3.py" "$GM_S3_ENV" rm "$S3_PREFIX/" >&2 || true; fi
   if [ -s "$SCRATCH/server.log" ]; then
     echo "gitmodel.sh: server log (last lines):" >&2; tail -n 20 "$SCRATCH/server.log" >&2 || true
   fi
@@ -121,7 +140,7 @@ for _ in $(seq 1 200); do
 done
 [ -n "$ADDR" ] || die "git-model-server did not announce a 127.0.0.1 address: $(cat "$SCRATCH/server.out")"
 MODEL_URL="$ADDR/bench/$WL"
-echo "gitmodel.sh: $WL ($NV versions, track: $TRACK) server pid $SERVER_PID at $MODEL_URL, scratch $SCRATCH" >&2
+echo "gitmodel.sh: $WL ($NV versions, track: $TRACK) server pid $SERVER_PID at $MODEL_URL${S3_PREFIX:+ on s3://$S3_BUCKET/$S3_PREFIX}, scratch $SCRATCH" >&2
 
 # --- helpers (same conventions as peer_gitlfs.sh)
 now() { date +%s.%N; }
@@ -144,11 +163,17 @@ phase_end() {
   OTHER_CPU_S=$(awk -v a="$C0" -v b="$c1" -v t="$CPU_S" -v s="$SRV_CPU_S" 'BEGIN{printf "%.2f", (b-a)/100-t-s}')
   LOAD1=$(cut -d' ' -f1 /proc/loadavg)
 }
+# bytes the server stores: its data dir, or the objects below its bucket prefix (S3 runs)
+store_bytes() {
+  if [ -n "$S3_PREFIX" ]; then python3 "$HERE/s3.py" "$GM_S3_ENV" du "$S3_PREFIX/" | cut -d' ' -f1
+  else dub "$STORE"; fi
+}
 emit() { # phase version [extra json fields]
-  local sg ss
-  sg=$(dub "$REMOTE"); ss=$(dub "$STORE")
-  printf '{"tool":"git-model","tool_version":"%s","server":"git-model-server","workload":"%s","run":"%s","phase":"%s","version":%s,"wall_s":%s,"server_bytes":%s,"server_store_bytes":%s,"server_git_bytes":%s,"server_disk_bytes":%s,"client_git_bytes":%s,"client_store_bytes":%s,"peak_rss_kb":%s,"tree_peak_rss_kb":%s,"server_peak_rss_kb":%s,"cpu_s":%s,"server_cpu_s":%s,"other_cpu_s":%s,"load1":%s,"logical_bytes":%s%s}\n' \
-    "$TOOL_VERSION" "$WL" "$RUN" "$1" "$2" "$WALL" $((sg + ss)) "$ss" "$sg" "$(duk "$REMOTE" "$STORE")" \
+  local sg ss sd
+  sg=$(dub "$REMOTE"); ss=$(store_bytes)
+  sd=$(duk "$REMOTE" "$STORE"); [ -n "$S3_PREFIX" ] && sd=$((sd + ss))
+  printf '{"tool":"%s","tool_version":"%s","server":"%s","workload":"%s","run":"%s","phase":"%s","version":%s,"wall_s":%s,"server_bytes":%s,"server_store_bytes":%s,"server_git_bytes":%s,"server_disk_bytes":%s,"client_git_bytes":%s,"client_store_bytes":%s,"peak_rss_kb":%s,"tree_peak_rss_kb":%s,"server_peak_rss_kb":%s,"cpu_s":%s,"server_cpu_s":%s,"other_cpu_s":%s,"load1":%s,"logical_bytes":%s%s}\n' \
+    "$TOOL" "$TOOL_VERSION" "$SERVER_KIND" "$WL" "$RUN" "$1" "$2" "$WALL" $((sg + ss)) "$ss" "$sg" "$sd" \
     "$(dub "$CLIENT/.git")" "$(dub "$CLIENT/.git/model")" "$(gm_rss)" "$TRSS" "$(srv_rss)" "$CPU_S" "$SRV_CPU_S" "$OTHER_CPU_S" "$LOAD1" "$(vbytes "$2")" "${3:-}"
 }
 # verify DIR K -> true/false: byte for byte against vK (diff -r) and the manifest's sha256s

@@ -3,8 +3,9 @@
 
 Writes docs/benchmarks.md (Markdown, on stdout) from the JSON lines that scripts/bench
 collected: RESULTS/{gitmodel,gitlfs,dvc}.jsonl (one line per tool, workload, run, phase,
-version), failures.jsonl, dedup_anchor.jsonl, limits.jsonl, machine.json, plus each
-workload's manifest.json.  Medians are over runs; the spread is min–max over runs.
+version), gitmodel-s3.jsonl and s3.json (git-model with its server on an S3 bucket, and
+whether that ran), failures.jsonl, dedup_anchor.jsonl, limits.jsonl, machine.json, plus
+each workload's manifest.json.  Medians are over runs; the spread is min–max over runs.
 """
 import argparse
 import json
@@ -112,6 +113,52 @@ def group_stats(lines_by_run, phase, vf, is_clone):
         "verified": all(p["verified"] for p in per),
         "runs": len(per),
     }
+
+
+def s3_section(P, results, by, workloads, manifests):
+    """git-model with the server on S3 (gitmodel-s3.jsonl) beside the local directory."""
+    note = (load(os.path.join(results, "s3.json")) or [{}])[0]
+    s3 = defaultdict(lambda: defaultdict(list))
+    for r in load(os.path.join(results, "gitmodel-s3.jsonl")):
+        s3[r["workload"]][str(r["run"])].append(r)
+    if not note and not s3:
+        return  # results from before the S3 option
+    P("## S3 backend (git-model-server on a bucket) beside the local directory\n")
+    if not s3:
+        P(f"Not run: {note.get('why', 'no S3 results')}.\n")
+        return
+    P(f"The same `gitmodel.sh` flow with the server started as `git-model-server --store "
+      f"s3://BUCKET/PREFIX` (a fresh prefix per run, deleted afterwards) on "
+      f"{note.get('store') or 'an S3-compatible store'} at {note.get('where', '?')}"
+      + (" (as `scripts/garage` starts it: a single node, replication factor 1, on this "
+         "machine's loopback, sharing its cores with everything else)"
+         if (note.get("store") or "").startswith("Garage") else "")
+      + ". \"local\" is the git-model rows above (server on its "
+      "data directory). Bucket MiB: the bytes of every object under the prefix (listed "
+      "through the S3 API), plus the bare git remote, after the phase group.\n")
+    P("| workload | phase | local s | S3 s | S3 ÷ local | spread (S3) | local server MiB | "
+      "S3 server MiB | local server RSS MiB | S3 server RSS MiB | verified (S3) |")
+    P("|---|---|---:|---:|---:|---|---:|---:|---:|---:|---|")
+    for w in workloads:
+        if w not in s3:
+            continue
+        nv = manifests.get(w, {}).get("n_versions") or max(
+            r["version"] for ls in s3[w].values() for r in ls)
+        # add+commit never talks to the server: only the phases that do
+        rows = [("push, all versions", "push", lambda v: True, False)] + [
+            g for g in groups(nv) if g[1] != "add_commit"]
+        for label, phase, vf, is_clone in rows:
+            loc = group_stats(by.get((w, "git-model"), {}), phase, vf, is_clone)
+            rem = group_stats(s3[w], phase, vf, is_clone)
+            if not rem:
+                continue
+            P(f"| {w} | {label} | {secs(loc and loc['wall'])} | {secs(rem['wall'])} | "
+              f"{ratio(rem['wall'], loc and loc['wall'])} | {spread(rem['walls'])} | "
+              f"{mib(loc and loc['server'])} | {mib(rem['server'])} | "
+              f"{mib(loc['srv_rss']) if loc and loc['srv_rss'] else '-'} | "
+              f"{mib(rem['srv_rss']) if rem['srv_rss'] else '-'} | "
+              f"{'yes' if rem['verified'] else '**NO**'} |")
+    P()
 
 
 def main():
@@ -284,6 +331,8 @@ def main():
               f"{ratio(push and push['server'], cdc)} | {mib(push and push['client'])} | "
               f"{mib(rss)} | {vcell(w, t, ver)} | " + " | ".join(rat) + " |")
     P()
+
+    s3_section(P, res, by, workloads, manifests)
 
     # ---- ideal bytes
     if anchors:
