@@ -293,18 +293,32 @@ fn summary(ctx: &Ctx, path: &str, kind: FileKind, base: &Version, v: &Version) -
             // Chunk ids vouch for most tensors. A tensor sharing a chunk with an edited
             // neighbour is settled by comparing just the parts they cannot vouch for,
             // stopping at the first difference: a few chunks, never whole tensors.
-            let mut changed = Vec::new();
-            for name in std::mem::take(&mut s.changed) {
-                let o = bh.tensors.iter().find(|t| t.name == name);
-                let n = vh.tensors.iter().find(|t| t.name == name);
-                let (Some(o), Some(n)) = (o, n) else { continue };
+            let pairs: Vec<(&TensorInfo, &TensorInfo)> = std::mem::take(&mut s.changed)
+                .iter()
+                .filter_map(|name| {
+                    let o = bh.tensors.iter().find(|t| &t.name == name)?;
+                    Some((o, vh.tensors.iter().find(|t| &t.name == name)?))
+                })
+                .collect();
+            // The first piece of each such part, fetched together (one range request per
+            // run of chunks instead of one per chunk): usually all that gets compared.
+            let (mut first_old, mut first_new) = (Vec::new(), Vec::new());
+            for (o, n) in &pairs {
+                for r in gitmodel_ml::ranges::unproven(bl, o.range(), vl, n.range()) {
+                    let len = STEP.min(r.end - r.start);
+                    first_old.push(o.start + r.start..o.start + r.start + len);
+                    first_new.push(n.start + r.start..n.start + r.start + len);
+                }
+            }
+            ctx.prefetch(&bc, &first_old)?;
+            ctx.prefetch(&vc, &first_new)?;
+            for (o, n) in pairs {
                 if differs(ctx, (&bc, bl, o), (&vc, vl, n))? {
-                    changed.push(name);
+                    s.changed.push(n.name.clone());
                 } else {
                     s.unchanged += 1;
                 }
             }
-            s.changed = changed;
             Ok(s.render())
         } else if kind.is_table() {
             match super::diff::diff_file(ctx, path, Some(&bc), Some(&vc), None, 0)? {
@@ -324,6 +338,9 @@ fn summary(ctx: &Ctx, path: &str, kind: FileKind, base: &Version, v: &Version) -
     }
 }
 
+/// Bytes compared at a time when settling a tensor chunk ids cannot vouch for.
+const STEP: u64 = 64 << 10;
+
 /// Whether a tensor's bytes differ between two versions, reading only the parts chunk
 /// ids do not prove equal, piece by piece until the first difference.
 fn differs(
@@ -331,7 +348,6 @@ fn differs(
     (old, old_layout, o): (&Content, &ChunkLayout, &TensorInfo),
     (new, new_layout, n): (&Content, &ChunkLayout, &TensorInfo),
 ) -> Result<bool> {
-    const STEP: u64 = 64 << 10;
     for r in gitmodel_ml::ranges::unproven(old_layout, o.range(), new_layout, n.range()) {
         let mut at = r.start;
         while at < r.end {

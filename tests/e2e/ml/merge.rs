@@ -292,7 +292,13 @@ fn keyed_csv_merges_row_wise_and_overlapping_rows_conflict() {
         std::fs::read_to_string(repo.join("data/train.csv")).unwrap(),
         csv(&two)
     );
-    gm(&w, &repo, &["resolve", "data/train.csv", "--theirs"]);
+    // From a subdirectory, by revision: the branch being merged.
+    let out = gm(
+        &w,
+        &repo.join("data"),
+        &["resolve", "train.csv", "--rev", "one"],
+    );
+    assert!(out.contains("resolved data/train.csv with one ("), "{out}");
     w.env.git(&repo, &["commit", "-q", "--no-edit"]);
     assert_eq!(
         std::fs::read_to_string(repo.join("data/train.csv")).unwrap(),
