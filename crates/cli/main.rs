@@ -175,7 +175,44 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
-    let result = match cli.command {
+    let result = if cli.json && !reports_json(&cli.command) {
+        Err(app::usage(
+            "--json is not supported by this command (it is by push, fetch, pull, fsck, \
+             prune, status, ls-files, env, migrate and the ML and registry commands)",
+        ))
+    } else {
+        run(cli.command)
+    };
+    if let Err(err) = result {
+        eprintln!("git-model: {err:#}");
+        std::process::exit(match err.downcast_ref::<app::UsageError>() {
+            Some(_) => 2,
+            None => 1,
+        });
+    }
+}
+
+/// Whether `command` prints its result as JSON with the global `--json`. The ML and
+/// registry commands declare their own `--json`, which clap sets together with this one.
+fn reports_json(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Ml(_)
+            | Command::Registry(_)
+            | Command::Push { .. }
+            | Command::Fetch { .. }
+            | Command::Pull { .. }
+            | Command::Fsck { .. }
+            | Command::Prune { .. }
+            | Command::LsFiles { .. }
+            | Command::Status
+            | Command::Env
+            | Command::Migrate { .. }
+    )
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Install { lfs: true, .. } => lfs::install_lfs(),
         Command::Install {
             local, skip_repo, ..
@@ -199,12 +236,5 @@ fn main() {
         Command::PrePush { remote, url } => cmd::pre_push(&remote, url.as_deref()),
         Command::Ml(c) => ml::run(c),
         Command::Registry(c) => registry::run(c),
-    };
-    if let Err(err) = result {
-        eprintln!("git-model: {err:#}");
-        std::process::exit(match err.downcast_ref::<app::UsageError>() {
-            Some(_) => 2,
-            None => 1,
-        });
     }
 }

@@ -203,6 +203,11 @@ fn json_reports_match_what_happened() {
         gitmodel_format::Oid::of(&b).to_hex()
     );
 
+    // A command without a result to report refuses the flag instead of ignoring it.
+    let out = w.env.git_output(&repo, &["model", "track", "--json"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--json is not supported"));
+
     // The server's gc dry run, against the packs on disk.
     let out = std::process::Command::new(crate::server_exe())
         .args(["gc", "--dry-run", "--json", "--data-dir"])
