@@ -270,6 +270,19 @@ impl Backend {
         }
     }
 
+    /// A `git-model-server` maintenance command (`gc`, `delete-repo`, ...) on this
+    /// backend's objects: on S3 `--store` (a top-level option: before the subcommand)
+    /// and the `AWS_*` variables, then `args` and the data directory.
+    pub fn maintenance(&self, data_dir: &Path, args: &[&str]) -> std::process::Command {
+        let mut cmd = std::process::Command::new(server_exe());
+        if let Backend::S3(p) = self {
+            cmd.args(["--store", &p.store]);
+            cmd.envs(p.s3.vars.iter().map(|(k, v)| (k, v)));
+        }
+        cmd.args(args).arg("--data-dir").arg(data_dir);
+        cmd
+    }
+
     /// Bytes of every stored object (packs, recipes, grants, locks).
     pub fn stored_bytes(&self, data_dir: &Path) -> u64 {
         match self {

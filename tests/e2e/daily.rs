@@ -1,4 +1,7 @@
 //! Daily-use robustness: partial fetch, fsck, prune, interrupted transfers.
+//!
+//! The tests that involve the server run on both backends (`daily::local::<name>`,
+//! `daily::s3::<name>` on Garage; see `crate::backend`).
 
 use std::fs;
 
@@ -11,13 +14,21 @@ fn model(seed: u64, mib: usize) -> Vec<u8> {
     safetensors(seed, 1 << 20, &vec![0; mib])
 }
 
+on_each_backend!(
+    partial_fetch_with_include_exclude_and_config,
+    fsck_finds_missing_and_corrupt_content,
+    prune_frees_old_versions_but_never_unpushed_content,
+    killed_pull_leaves_no_half_written_file_and_rerun_completes,
+    server_killed_during_push_then_push_completes,
+    server_gc_removes_a_deleted_repository_packs_and_keeps_the_rest,
+    metrics_count_requests_and_chunks,
+);
+
 fn pointer_bytes(data: &[u8]) -> Vec<u8> {
     Pointer::new(Oid::of(data), data.len() as u64).to_bytes()
 }
 
-#[test]
-fn partial_fetch_with_include_exclude_and_config() {
-    let w = World::new();
+fn partial_fetch_with_include_exclude_and_config(w: World) {
     let repo = w.work_repo("work");
     let a = model(1, 1);
     let b = model(2, 1);
@@ -68,9 +79,7 @@ fn partial_fetch_with_include_exclude_and_config() {
     assert_eq!(w.env.git(&lazy, &["status", "--porcelain"]), "");
 }
 
-#[test]
-fn fsck_finds_missing_and_corrupt_content() {
-    let w = World::new();
+fn fsck_finds_missing_and_corrupt_content(w: World) {
     let repo = w.work_repo("work");
     let a = model(4, 2);
     w.commit_file(&repo, "a.safetensors", &a, "a");
@@ -101,9 +110,7 @@ fn fsck_finds_missing_and_corrupt_content() {
     );
 }
 
-#[test]
-fn prune_frees_old_versions_but_never_unpushed_content() {
-    let w = World::new();
+fn prune_frees_old_versions_but_never_unpushed_content(w: World) {
     let repo = w.work_repo("work");
     let v1 = model(5, 4);
     let v2 = model(6, 4);
@@ -130,9 +137,7 @@ fn prune_frees_old_versions_but_never_unpushed_content() {
     assert!(fs::read(repo.join("m.safetensors")).unwrap() == v1);
 }
 
-#[test]
-fn killed_pull_leaves_no_half_written_file_and_rerun_completes() {
-    let w = World::new();
+fn killed_pull_leaves_no_half_written_file_and_rerun_completes(w: World) {
     let repo = w.work_repo("work");
     let big = model(7, 48);
     w.commit_file(&repo, "big.safetensors", &big, "big");
@@ -174,9 +179,7 @@ fn killed_pull_leaves_no_half_written_file_and_rerun_completes() {
     w.env.git(&lazy, &["model", "fsck"]);
 }
 
-#[test]
-fn server_killed_during_push_then_push_completes() {
-    let mut w = World::new();
+fn server_killed_during_push_then_push_completes(mut w: World) {
     let repo = w.work_repo("work");
     let big = model(8, 96);
     w.commit_file(&repo, "big.safetensors", &big, "big");
@@ -190,8 +193,7 @@ fn server_killed_during_push_then_push_completes() {
     w.server.kill();
     let status = push.wait().unwrap();
     // Either the push finished before the kill, or it failed; never a pointer without content.
-    let restarted =
-        gitmodel_testkit::Server::start(&crate::server_exe(), &w.server.data_dir.clone());
+    let restarted = w.start_server(&[]);
     let url = restarted.repo_url("acme", "vision");
     w.env.git(&repo, &["config", "model.url", &url]);
     if !status.success() {
@@ -229,9 +231,7 @@ fn an_edit_after_pull_is_never_mistaken_for_the_pulled_file() {
     assert_eq!(staged.as_bytes(), &pointer_bytes(&edited)[..]);
 }
 
-#[test]
-fn server_gc_removes_a_deleted_repository_packs_and_keeps_the_rest() {
-    let w = World::new();
+fn server_gc_removes_a_deleted_repository_packs_and_keeps_the_rest(w: World) {
     let repo = w.work_repo("work");
     let keep = model(10, 3);
     w.commit_file(&repo, "keep.safetensors", &keep, "keep");
@@ -243,15 +243,10 @@ fn server_gc_removes_a_deleted_repository_packs_and_keeps_the_rest() {
     w.commit_file(&repo, "tmp.safetensors", &tmp, "tmp");
     w.env.git(&repo, &["model", "push"]);
     w.env.git(&repo, &["config", "--unset", "model.url"]);
-    let before = dir_size(&w.server.data_dir);
+    let before = w.stored_bytes();
 
     let server = |args: &[&str]| {
-        let out = std::process::Command::new(crate::server_exe())
-            .args(args)
-            .arg("--data-dir")
-            .arg(&w.server.data_dir)
-            .output()
-            .unwrap();
+        let out = w.server_command(args).output().unwrap();
         crate::check_ok(&format!("git-model-server {args:?}"), &out);
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
@@ -266,7 +261,7 @@ fn server_gc_removes_a_deleted_repository_packs_and_keeps_the_rest() {
     );
     let out = server(&["gc", "--grace-hours", "0"]);
     assert!(!out.contains("deleted 0"), "{out}");
-    let after = dir_size(&w.server.data_dir);
+    let after = w.stored_bytes();
     assert!(
         after + (tmp.len() as u64) / 2 < before,
         "before {before}, after {after}"
@@ -275,8 +270,7 @@ fn server_gc_removes_a_deleted_repository_packs_and_keeps_the_rest() {
     // The other repository is whole: a fresh clone through a restarted server.
     let mut w = w;
     w.server.kill();
-    let restarted =
-        gitmodel_testkit::Server::start(&crate::server_exe(), &w.server.data_dir.clone());
+    let restarted = w.start_server(&[]);
     let other = w.clone_pointers_only("other");
     w.env.git(
         &other,
@@ -287,9 +281,7 @@ fn server_gc_removes_a_deleted_repository_packs_and_keeps_the_rest() {
     w.server = restarted;
 }
 
-#[test]
-fn metrics_count_requests_and_chunks() {
-    let w = World::new();
+fn metrics_count_requests_and_chunks(w: World) {
     let repo = w.work_repo("work");
     w.commit_file(&repo, "m.safetensors", &model(12, 2), "m");
     w.env.git(&repo, &["push", "-q", "origin", "main"]);

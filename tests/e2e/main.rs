@@ -79,6 +79,12 @@ impl World {
         self.backend.server(&self.server.data_dir, extra)
     }
 
+    /// A `git-model-server` maintenance command (`gc`, `delete-repo`, ...) on the same
+    /// objects as the server.
+    pub fn server_command(&self, args: &[&str]) -> std::process::Command {
+        self.backend.maintenance(&self.server.data_dir, args)
+    }
+
     /// Bytes of every object the server stored.
     pub fn stored_bytes(&self) -> u64 {
         self.backend.stored_bytes(&self.server.data_dir)
