@@ -167,6 +167,93 @@ impl Chunker {
     }
 }
 
+/// Cut candidates in a buffer that starts at a chunk boundary: every end offset `e` in
+/// `from..=data.len()` (with `from >= 64`) where the gear hash of the 64 bytes before `e`
+/// passes the mask. The gear hash at a position depends only on those 64 bytes (older
+/// bytes are shifted out), so candidates need no history and [`select_cuts`] turns them
+/// into exactly the cuts of [`Chunker`]. The scan runs four independent hash chains side
+/// by side (one per quarter of the range): the loop is bound by the latency of one chain,
+/// and four of them keep the core busy about four times as much.
+pub fn cut_candidates(params: ChunkParams, data: &[u8], from: usize) -> Vec<usize> {
+    assert!(from >= 64, "a candidate needs 64 bytes before it");
+    let mask = params.mask();
+    let mut out = Vec::new();
+    if from > data.len() {
+        return out;
+    }
+    // Positions p = e - 1 of the last byte; p in [from - 1, data.len()).
+    let start = from - 1;
+    let span = data.len() - start;
+    let lane = span / 4;
+    let warm = |p: usize| -> u64 {
+        data[p - 63..p]
+            .iter()
+            .fold(0u64, |h, &b| (h << 1).wrapping_add(GEAR[b as usize]))
+    };
+    let starts = [start, start + lane, start + 2 * lane, start + 3 * lane];
+    let [mut h0, mut h1, mut h2, mut h3] = starts.map(warm);
+    let mut found: [Vec<usize>; 4] = Default::default();
+    let q = |j: usize| &data[starts[j]..starts[j] + lane];
+    for (k, (((&b0, &b1), &b2), &b3)) in q(0).iter().zip(q(1)).zip(q(2)).zip(q(3)).enumerate() {
+        h0 = (h0 << 1).wrapping_add(GEAR[b0 as usize]);
+        h1 = (h1 << 1).wrapping_add(GEAR[b1 as usize]);
+        h2 = (h2 << 1).wrapping_add(GEAR[b2 as usize]);
+        h3 = (h3 << 1).wrapping_add(GEAR[b3 as usize]);
+        if ((h0 & mask) == 0) | ((h1 & mask) == 0) | ((h2 & mask) == 0) | ((h3 & mask) == 0) {
+            for (j, h) in [h0, h1, h2, h3].into_iter().enumerate() {
+                if h & mask == 0 {
+                    found[j].push(starts[j] + k + 1);
+                }
+            }
+        }
+    }
+    let h = [h0, h1, h2, h3];
+    // The rest of the last quarter (span not divisible by four).
+    let mut last = h[3];
+    for (p, &b) in data.iter().enumerate().skip(start + 4 * lane) {
+        last = (last << 1).wrapping_add(GEAR[b as usize]);
+        if last & mask == 0 {
+            found[3].push(p + 1);
+        }
+    }
+    for f in found {
+        out.extend(f);
+    }
+    out
+}
+
+/// The cuts of a buffer starting at a chunk boundary, from its [`cut_candidates`] (with
+/// `from <= params.min_size`): end offsets of every chunk that ends inside `data`. With
+/// `at_end`, the rest after the last cut is a final chunk; otherwise it is left over
+/// (shorter than `max_size`) for the caller to carry into the next buffer.
+pub fn select_cuts(
+    params: ChunkParams,
+    candidates: &[usize],
+    len: usize,
+    at_end: bool,
+) -> Vec<usize> {
+    let mut cuts = Vec::new();
+    let mut start = 0;
+    for &e in candidates {
+        while e - start > params.max_size {
+            start += params.max_size;
+            cuts.push(start);
+        }
+        if e - start >= params.min_size {
+            cuts.push(e);
+            start = e;
+        }
+    }
+    while len - start >= params.max_size {
+        start += params.max_size;
+        cuts.push(start);
+    }
+    if at_end && start < len {
+        cuts.push(len);
+    }
+    cuts
+}
+
 /// Chunk boundaries of a whole in-memory buffer: the end offset of every chunk.
 pub fn boundaries(params: ChunkParams, data: &[u8]) -> Vec<usize> {
     let mut chunker = Chunker::new(params);
@@ -282,6 +369,30 @@ mod tests {
             cuts.push(data.len());
         }
         assert_eq!(cuts, whole);
+    }
+
+    #[test]
+    fn candidate_scan_gives_the_chunker_cuts() {
+        for (params, len, seed) in [
+            (ChunkParams::V1, 3 << 20, 11),
+            (ChunkParams::V2_TEXT, (1 << 20) + 3, 12),
+            (ChunkParams::V1, 70_000, 13),
+            (ChunkParams::V1, 100, 14),
+        ] {
+            let mut data = seeded(len, seed);
+            // A long run of one byte: no candidates, forced max_size cuts.
+            if len > 600_000 {
+                data[200_000..600_000].fill(0);
+            }
+            let cands = cut_candidates(params, &data, params.min_size);
+            let cuts = select_cuts(params, &cands, data.len(), true);
+            assert_eq!(cuts, boundaries(params, &data), "{params:?} len {len}");
+            // Without the end, the rest is shorter than max_size and not a cut.
+            let open = select_cuts(params, &cands, data.len(), false);
+            let last = open.last().copied().unwrap_or(0);
+            assert!(data.len() - last < params.max_size);
+            assert_eq!(open[..], cuts[..open.len()]);
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub mod pack;
 pub mod pointer;
 pub mod recipe;
 
-pub use chunk::{ChunkParams, Chunker};
+pub use chunk::{cut_candidates, select_cuts, ChunkParams, Chunker};
 pub use id::{ChunkId, IdError, Oid, PackId};
 pub use pack::{Codec, PackBuilder, PackEntry, PackError};
 pub use pointer::Pointer;

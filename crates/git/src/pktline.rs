@@ -82,11 +82,12 @@ pub fn read_text_list<R: Read + ?Sized>(r: &mut R) -> io::Result<Option<Vec<Stri
     }
 }
 
-/// `Read` over data packets up to the next flush.
+/// `Read` over data packets up to the next flush. Payload bytes go straight from the
+/// underlying reader into the caller's buffer: no copy or allocation per packet.
 pub struct PacketReader<'a, R: Read + ?Sized> {
     inner: &'a mut R,
-    buf: Vec<u8>,
-    pos: usize,
+    /// Payload bytes of the current packet not yet read.
+    remaining: usize,
     done: bool,
 }
 
@@ -94,8 +95,7 @@ impl<'a, R: Read + ?Sized> PacketReader<'a, R> {
     pub fn new(inner: &'a mut R) -> Self {
         PacketReader {
             inner,
-            buf: Vec::new(),
-            pos: 0,
+            remaining: 0,
             done: false,
         }
     }
@@ -103,30 +103,58 @@ impl<'a, R: Read + ?Sized> PacketReader<'a, R> {
     /// Consumes whatever is left up to the flush (after an early error, to keep the
     /// stream in sync).
     pub fn drain(&mut self) -> io::Result<()> {
-        let mut sink = [0u8; 65536];
+        let mut sink = vec![0u8; 65536];
         while self.read(&mut sink)? > 0 {}
         Ok(())
+    }
+
+    /// Reads the next packet's header; `false` at the flush.
+    fn next_packet(&mut self) -> io::Result<bool> {
+        let mut header = [0u8; 4];
+        self.inner.read_exact(&mut header).map_err(|e| {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                invalid("end of stream before flush".into())
+            } else {
+                e
+            }
+        })?;
+        let text = std::str::from_utf8(&header)
+            .map_err(|_| invalid(format!("bad pkt-line header {header:?}")))?;
+        let len = usize::from_str_radix(text, 16)
+            .map_err(|_| invalid(format!("bad pkt-line header {text:?}")))?;
+        match len {
+            0 => Ok(false),
+            1..=4 => Err(invalid(format!("unsupported pkt-line length {len}"))),
+            _ if len - 4 > MAX_DATA => Err(invalid(format!("pkt-line of {len} bytes is too long"))),
+            _ => {
+                self.remaining = len - 4;
+                Ok(true)
+            }
+        }
     }
 }
 
 impl<R: Read + ?Sized> Read for PacketReader<'_, R> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.buf.len() {
-            if self.done {
+        if out.is_empty() {
+            return Ok(0);
+        }
+        while self.remaining == 0 {
+            if self.done || !self.next_packet()? {
+                self.done = true;
                 return Ok(0);
             }
-            match read_packet(self.inner)? {
-                Some(Packet::Data(d)) => {
-                    self.buf = d;
-                    self.pos = 0;
-                }
-                Some(Packet::Flush) => self.done = true,
-                None => return Err(invalid("end of stream before flush".into())),
-            }
         }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
+        let want = out.len().min(self.remaining);
+        let n = loop {
+            match self.inner.read(&mut out[..want]) {
+                Ok(0) => return Err(invalid("end of stream inside a pkt-line".into())),
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        };
+        self.remaining -= n;
         Ok(n)
     }
 }

@@ -43,7 +43,7 @@ pub fn fingerprints(chunks: &[RecipeChunk]) -> Vec<Fingerprint> {
         h.update(c.id.as_bytes());
         h.update(&c.raw_len.to_le_bytes());
         fp = *h.finalize().as_bytes();
-        if (i + 1) % STRIDE == 0 {
+        if (i + 1).is_multiple_of(STRIDE) {
             out.push(fp);
         }
     }

@@ -395,7 +395,7 @@ impl Progress {
                 )));
             }
             self.hasher.update(&raw);
-            if (index + 1) % prefix::STRIDE == 0 {
+            if (index + 1).is_multiple_of(prefix::STRIDE) {
                 let fp = self.fps[(index + 1) / prefix::STRIDE];
                 self.states.push((fp, self.hasher.clone()));
             }

@@ -1,10 +1,12 @@
 //! The clean path: a stream of file bytes in, chunks stored once, a recipe and pointer out.
 //!
-//! A reader thread pulls blocks from the input and feeds SHA-256 (the file oid) while the
-//! calling thread cuts chunks and, on the rayon pool, hashes each chunk with BLAKE3 and
-//! compresses the ones the store lacks. Memory stays at a few blocks whatever the file
-//! size. Packs are written as they fill; the recipe last, so a recipe never names chunks
-//! that are not on disk.
+//! A reader thread pulls blocks from the input and feeds SHA-256 (the file oid). The
+//! calling thread finds each block's cut candidates and then hashes (BLAKE3) and
+//! compresses the new chunks, both as tasks on the rayon pool, so that every core works
+//! whatever the mix; a writer thread writes full packs. Memory stays at a few blocks
+//! whatever the file size, and the only bytes copied before compression are the
+//! unfinished chunk carried from one block to the next. Packs are written as they fill;
+//! the recipe last, so a recipe never names chunks that are not on disk.
 
 use std::collections::HashSet;
 use std::io::Read;
@@ -13,13 +15,18 @@ use std::sync::mpsc;
 use gitmodel_format::id::OidHasher;
 use gitmodel_format::pack::{encode_chunk, Codec};
 use gitmodel_format::recipe::RecipeChunk;
-use gitmodel_format::{ChunkId, ChunkParams, Chunker, PackBuilder, Pointer, Recipe};
+use gitmodel_format::{
+    cut_candidates, select_cuts, ChunkId, ChunkParams, PackBuilder, Pointer, Recipe,
+};
 use rayon::prelude::*;
 
 use crate::{LocalStore, Result, StoreError};
 
 /// Bytes read from the input per step.
 const BLOCK: usize = 8 * 1024 * 1024;
+
+/// Bytes of a block scanned for cut candidates by one task.
+const SCAN_PIECE: usize = 1024 * 1024;
 
 /// What [`LocalStore::ingest`] did.
 #[derive(Debug, Clone)]
@@ -44,11 +51,21 @@ impl LocalStore {
     /// [`LocalStore::ingest`] with chosen chunking parameters (recorded in the recipe).
     pub fn ingest_with<R: Read + Send>(&self, input: R, params: ChunkParams) -> Result<Ingested> {
         let (tx, rx) = mpsc::sync_channel::<std::io::Result<Vec<u8>>>(2);
+        let (pack_tx, pack_rx) = mpsc::sync_channel::<PackBuilder>(1);
         std::thread::scope(|scope| {
-            let reader = scope.spawn(move || read_blocks(input, tx));
-            let stored = self.chunk_and_store(params, rx);
+            let head = params.max_size;
+            let reader = scope.spawn(move || read_blocks(input, tx, head));
+            let writer = scope.spawn(move || -> Result<()> {
+                for pack in pack_rx {
+                    self.write_pack(pack)?;
+                }
+                Ok(())
+            });
+            let stored = self.chunk_and_store(params, rx, pack_tx);
+            let written = writer.join().expect("pack writer thread panicked");
             let (oid, size) = reader.join().expect("reader thread panicked");
             let (chunks, counts) = stored?;
+            written?;
             let recipe = Recipe {
                 chunker: params.version,
                 oid,
@@ -72,40 +89,53 @@ impl LocalStore {
         })
     }
 
+    /// Cuts the blocks from `rx` into chunks, hashes them and compresses the new ones on
+    /// the rayon pool, and hands full packs to `packs` (written by another thread, so
+    /// cutting goes on while the kernel copies a pack). Each block arrives with
+    /// `params.max_size` free bytes at its front, where the unfinished chunk of the
+    /// previous block is put: the only bytes ever copied before compression.
     #[allow(clippy::type_complexity)]
     fn chunk_and_store(
         &self,
         params: ChunkParams,
         rx: mpsc::Receiver<std::io::Result<Vec<u8>>>,
+        packs: mpsc::SyncSender<PackBuilder>,
     ) -> Result<(Vec<RecipeChunk>, (usize, u64, u64))> {
-        let mut chunker = Chunker::new(params);
-        let mut buf: Vec<u8> = Vec::with_capacity(BLOCK + params.max_size);
+        let head = params.max_size;
+        let mut carry: Vec<u8> = Vec::with_capacity(head);
         let mut recipe = Vec::new();
         let mut pack = PackBuilder::new();
         let mut in_pack: HashSet<ChunkId> = HashSet::new();
         let (mut new_chunks, mut new_bytes, mut stored_bytes) = (0usize, 0u64, 0u64);
-        let mut eof = false;
-        while !eof {
-            // Bytes at the front of `buf` were already scanned by the chunker.
-            let scanned = buf.len();
-            match rx.recv() {
-                Ok(block) => buf.extend_from_slice(&block.map_err(StoreError::Input)?),
-                Err(_) => eof = true,
-            }
-            let mut cuts = Vec::new();
-            let mut pos = scanned;
-            while pos < buf.len() {
-                match chunker.next_boundary(&buf[pos..]) {
-                    Some(n) => {
-                        pos += n;
-                        cuts.push(pos);
-                    }
-                    None => break,
-                }
-            }
-            if eof && cuts.last().copied().unwrap_or(0) < buf.len() {
-                cuts.push(buf.len());
-            }
+        let send = |pack: PackBuilder| {
+            packs
+                .send(pack)
+                .map_err(|_| StoreError::Input(std::io::Error::other("the pack writer stopped")))
+        };
+        loop {
+            let (mut block, eof) = match rx.recv() {
+                Ok(block) => (block.map_err(StoreError::Input)?, false),
+                Err(_) => (std::mem::take(&mut carry), true),
+            };
+            let start = if eof {
+                0
+            } else {
+                let start = head - carry.len();
+                block[start..head].copy_from_slice(&carry);
+                start
+            };
+            // `data` starts at a chunk boundary: its cut candidates are found in pieces
+            // on every core, then turned into cuts in order.
+            let data = &block[start..];
+            let pieces: Vec<(usize, usize)> = (params.min_size..=data.len())
+                .step_by(SCAN_PIECE)
+                .map(|a| (a, (a + SCAN_PIECE - 1).min(data.len())))
+                .collect();
+            let candidates: Vec<Vec<usize>> = pieces
+                .par_iter()
+                .map(|&(a, b)| cut_candidates(params, &data[..b], a))
+                .collect();
+            let cuts = select_cuts(params, &candidates.concat(), data.len(), eof);
             let ranges: Vec<(usize, usize)> = cuts
                 .iter()
                 .scan(0, |start, &end| {
@@ -117,9 +147,9 @@ impl LocalStore {
             let encoded: Vec<(ChunkId, Option<(Codec, Vec<u8>)>)> = ranges
                 .par_iter()
                 .map(|&(a, b)| {
-                    let data = &buf[a..b];
-                    let id = ChunkId::of(data);
-                    let enc = (!self.has_chunk(&id)).then(|| encode_chunk(data));
+                    let chunk = &data[a..b];
+                    let id = ChunkId::of(chunk);
+                    let enc = (!self.has_chunk(&id)).then(|| encode_chunk(chunk));
                     (id, enc)
                 })
                 .collect();
@@ -131,60 +161,56 @@ impl LocalStore {
                     continue;
                 }
                 if !pack.fits(stored.len()) {
-                    self.write_pack(std::mem::replace(&mut pack, PackBuilder::new()))?;
+                    send(std::mem::replace(&mut pack, PackBuilder::new()))?;
                 }
                 pack.push(id, raw_len, codec, &stored);
                 new_chunks += 1;
                 new_bytes += raw_len as u64;
                 stored_bytes += stored.len() as u64 + gitmodel_format::pack::RECORD_HEADER_LEN;
             }
+            if eof {
+                break;
+            }
             let consumed = cuts.last().copied().unwrap_or(0);
-            buf.drain(..consumed);
+            carry.clear();
+            carry.extend_from_slice(&data[consumed..]);
+            debug_assert!(
+                carry.len() < head,
+                "an unfinished chunk is shorter than max_size"
+            );
+            block.clear();
         }
         if !pack.is_empty() {
-            self.write_pack(pack)?;
+            send(pack)?;
         }
         Ok((recipe, (new_chunks, new_bytes, stored_bytes)))
     }
 }
 
-/// Reads `input` in blocks, hashing as it goes; returns the oid and size.
+/// Reads `input` in blocks of [`BLOCK`] bytes, each after `head` free bytes, hashing as
+/// it goes; returns the oid and size.
 fn read_blocks<R: Read>(
     mut input: R,
     tx: mpsc::SyncSender<std::io::Result<Vec<u8>>>,
+    head: usize,
 ) -> (gitmodel_format::Oid, u64) {
     let mut hasher = OidHasher::new();
-    let mut size = 0u64;
     loop {
-        let mut block = vec![0u8; BLOCK];
-        let mut filled = 0;
-        let result = loop {
-            match input.read(&mut block[filled..]) {
-                Ok(0) => break Ok(()),
-                Ok(n) => {
-                    filled += n;
-                    if filled == BLOCK {
-                        break Ok(());
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => break Err(e),
-            }
-        };
-        if let Err(e) = result {
+        let mut block = Vec::with_capacity(head + BLOCK);
+        block.resize(head, 0);
+        if let Err(e) = input.by_ref().take(BLOCK as u64).read_to_end(&mut block) {
             let _ = tx.send(Err(e));
-            return (hasher.finish(), size);
+            break;
         }
-        block.truncate(filled);
-        hasher.update(&block);
-        size += filled as u64;
-        let done = filled < BLOCK;
+        let filled = block.len() - head;
+        hasher.update(&block[head..]);
         if filled > 0 && tx.send(Ok(block)).is_err() {
             break;
         }
-        if done {
+        if filled < BLOCK {
             break;
         }
     }
+    let size = hasher.len();
     (hasher.finish(), size)
 }

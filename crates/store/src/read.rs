@@ -217,6 +217,51 @@ mod tests {
         assert_eq!(empty.pointer.size, 0);
     }
 
+    /// Hands out its bytes in awkward, varying pieces, as a pipe does.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl std::io::Read for Trickle<'_> {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            self.step = (self.step * 7 + 13) % 70_001 + 1;
+            let n = self.step.min(out.len()).min(self.data.len());
+            out[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn blocks_and_pieces_do_not_move_cut_points() {
+        use gitmodel_format::{ChunkParams, Chunker};
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path().join("model")).unwrap();
+        // Spans several 8 MiB read blocks, with a tail shorter than a chunk.
+        let v = data((17 << 20) + 12_345, 3);
+        for params in [ChunkParams::V1, ChunkParams::V2_TEXT] {
+            let got = store
+                .ingest_with(Trickle { data: &v, step: 1 }, params)
+                .unwrap();
+            assert_eq!(got.pointer.oid, Oid::of(&v));
+            let recipe = store.recipe(&got.pointer.oid).unwrap().unwrap();
+            let mut want = Vec::new();
+            let mut chunker = Chunker::new(params);
+            let mut pos = 0;
+            while pos < v.len() {
+                let n = chunker.next_boundary(&v[pos..]).unwrap_or(v.len() - pos);
+                want.push(gitmodel_format::ChunkId::of(&v[pos..pos + n]));
+                pos += n;
+            }
+            let ids: Vec<_> = recipe.chunks.iter().map(|c| c.id).collect();
+            assert_eq!(ids, want, "chunker v{}", params.version);
+            let mut out = Vec::new();
+            store.write_file(&got.pointer.oid, &mut out).unwrap();
+            assert!(out == v);
+        }
+    }
+
     #[test]
     fn corruption_is_detected_and_target_untouched() {
         let dir = tempfile::tempdir().unwrap();
