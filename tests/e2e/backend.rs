@@ -206,6 +206,16 @@ impl S3Env {
         packs
     }
 
+    /// A guard that empties `prefix` when dropped, unless the test is failing (the
+    /// objects are then kept to look at). Declare it before the servers that use the
+    /// prefix: it is dropped after them.
+    pub fn cleanup(&self, prefix: &str) -> Cleanup<'_> {
+        Cleanup {
+            s3: self,
+            prefix: prefix.to_string(),
+        }
+    }
+
     /// Deletes every object below `prefix` (best effort).
     pub fn delete_prefix(&self, prefix: &str) {
         let bucket = self.bucket();
@@ -226,6 +236,20 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
+}
+
+/// See [`S3Env::cleanup`].
+pub struct Cleanup<'a> {
+    s3: &'a S3Env,
+    prefix: String,
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            self.s3.delete_prefix(&self.prefix);
+        }
+    }
 }
 
 /// A prefix of the test bucket that one test owns; its objects are deleted when the test

@@ -112,6 +112,7 @@ fn s3_two_nodes_share_one_bucket_restart_and_dedup() {
     let Some(s3) = S3Env::load() else { return };
     let dir = tempfile::tempdir().unwrap();
     let (store, prefix) = s3.fresh_store("share");
+    let _cleanup = s3.cleanup(&prefix);
     let mut a = s3.server(dir.path(), &store, &[]);
     // B re-lists packs every second, so it learns of A's pushes on its own.
     let b = s3.server(dir.path(), &store, &["--index-refresh", "1"]);
@@ -213,7 +214,8 @@ fn noise(seed: u64, len: usize) -> Vec<u8> {
 fn s3_register_through_another_node_than_the_upload() {
     let Some(s3) = S3Env::load() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let (store, _) = s3.fresh_store("register");
+    let (store, prefix) = s3.fresh_store("register");
+    let _cleanup = s3.cleanup(&prefix);
     // The default refresh interval (30 s): B can only learn of the pack on its miss.
     let a = s3.server(dir.path(), &store, &[]);
     let b = s3.server(dir.path(), &store, &[]);
@@ -254,6 +256,7 @@ fn s3_corrupt_pack_in_the_bucket_fails_the_pull_and_writes_nothing() {
     let Some(s3) = S3Env::load() else { return };
     let dir = tempfile::tempdir().unwrap();
     let (store, prefix) = s3.fresh_store("corrupt");
+    let _cleanup = s3.cleanup(&prefix);
     let a = s3.server(dir.path(), &store, &[]);
     let b = s3.server(dir.path(), &store, &[]);
     let (a_url, b_url) = (a.repo_url("acme", "vision"), b.repo_url("acme", "vision"));
@@ -287,7 +290,8 @@ fn s3_corrupt_pack_in_the_bucket_fails_the_pull_and_writes_nothing() {
 #[test]
 fn s3_store_conformance() {
     let Some(s3) = S3Env::load() else { return };
-    let (store_url, _) = s3.fresh_store("conformance");
+    let (store_url, prefix) = s3.fresh_store("conformance");
+    let _cleanup = s3.cleanup(&prefix);
     let location = S3Location::parse(&store_url).unwrap();
     let mut store = S3Store::with_builder(s3.builder(), location, S3Options::default()).unwrap();
     runtime().block_on(async {
@@ -391,7 +395,8 @@ fn s3_store_conformance() {
 fn s3_lfs_locks_are_shared_by_the_nodes() {
     let Some(s3) = S3Env::load() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let (store, _) = s3.fresh_store("locks");
+    let (store, prefix) = s3.fresh_store("locks");
+    let _cleanup = s3.cleanup(&prefix);
     let a = s3.server(dir.path(), &store, &[]);
     let b = s3.server(dir.path(), &store, &[]);
     let lock = |server: &Server, path: &str| {
@@ -424,6 +429,7 @@ fn s3_presigned_pack_downloads_bypass_the_server() {
     let Some(s3) = S3Env::load() else { return };
     let dir = tempfile::tempdir().unwrap();
     let (store, prefix) = s3.fresh_store("presign");
+    let _cleanup = s3.cleanup(&prefix);
     let a = s3.server(dir.path(), &store, &[]);
     let b = s3.server(dir.path(), &store, &["--presign-downloads"]);
     let (a_url, b_url) = (a.repo_url("acme", "vision"), b.repo_url("acme", "vision"));
@@ -665,6 +671,7 @@ fn s3_node_killed_mid_push_then_the_push_completes_through_another_node() {
     let Some(s3) = S3Env::load() else { return };
     let dir = tempfile::tempdir().unwrap();
     let (store, prefix) = s3.fresh_store("killed");
+    let _cleanup = s3.cleanup(&prefix);
     let mut a = s3.server(dir.path(), &store, &[]);
     // B re-lists the bucket every second, so it learns of what A stored before it died.
     let b = s3.server(dir.path(), &store, &["--index-refresh", "1"]);
@@ -776,5 +783,4 @@ fn s3_node_killed_mid_push_then_the_push_completes_through_another_node() {
     }
     let cloned = repos.clone_via("full", &c.repo_url("acme", "vision"), false);
     assert_same(&cloned.join("model.safetensors"), &v1);
-    s3.delete_prefix(&prefix);
 }
