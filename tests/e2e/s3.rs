@@ -157,7 +157,10 @@ fn s3_two_nodes_share_one_bucket_restart_and_dedup() {
     );
 
     // B picked up A's packs by itself (refresh every second): a push through B dedups too.
-    std::thread::sleep(Duration::from_millis(2500));
+    let stored_chunks = chunks_in_packs(&s3, &prefix);
+    wait_for("B to index every pack in the bucket", || {
+        indexed_chunks(&b) == stored_chunks
+    });
     let v3 = model(24, &[5, 11]);
     repos.commit_and_push(&v3, "v3", &b_url);
     let grown = s3.stored_bytes(&prefix) - after_v2;
