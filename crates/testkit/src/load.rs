@@ -5,7 +5,7 @@
 //! at once. Every byte is compared; the server's peak RSS (`VmHWM`) is read after each
 //! phase. Used by the end-to-end load test and by `scripts/load`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Barrier;
 use std::time::Instant;
 
@@ -109,93 +109,72 @@ pub fn run(git_model: &Path, server_exe: &Path, work: &Path, spec: LoadSpec) -> 
     let base_server_bytes = crate::dir_size(&data);
 
     // Set up each client's repository (not measured), then push all at once.
-    let repos: Vec<PathBuf> = (0..spec.clients)
-        .map(|i| work.join(format!("client-{i}")))
-        .collect();
-    let barrier = Barrier::new(spec.clients);
-    let mut push_seconds = 0.0;
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = repos
-            .iter()
-            .enumerate()
-            .map(|(i, repo)| {
-                let (env, barrier, url, origin_s) = (&env, &barrier, &url, &origin_s);
-                scope.spawn(move || {
-                    let vars = [("GIT_MODEL_URL", url.as_str()), ("GIT_MODEL_QUIET", "1")];
-                    let name = repo.file_name().unwrap().to_str().unwrap();
-                    run_ok(
-                        env,
-                        work,
-                        &[("GIT_MODEL_SKIP_SMUDGE", "1")],
-                        &["clone", "-q", origin_s, name],
-                    );
-                    std::fs::write(repo.join("model.safetensors"), client_model(&spec, i)).unwrap();
-                    run_ok(env, repo, &vars, &["add", "model.safetensors"]);
-                    run_ok(
-                        env,
-                        repo,
-                        &vars,
-                        &["commit", "-q", "-m", &format!("client {i}")],
-                    );
-                    barrier.wait();
-                    let start = Instant::now();
-                    let branch = format!("main:client-{i}");
-                    run_ok(env, repo, &vars, &["push", "-q", "origin", &branch]);
-                    start.elapsed().as_secs_f64()
-                })
-            })
-            .collect();
-        for h in handles {
-            let t = h.join().expect("a pushing client panicked");
-            push_seconds = f64::max(push_seconds, t);
-        }
-    });
+    let vars = |url: &str| {
+        [
+            ("GIT_MODEL_URL", url.to_string()),
+            ("GIT_MODEL_QUIET", "1".into()),
+        ]
+    };
+    let push_vars = vars(&url);
+    let push_vars: Vec<(&str, &str)> = push_vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let repo = |i: usize| work.join(format!("client-{i}"));
+    let push_seconds = at_once(
+        spec.clients,
+        |i| {
+            let name = format!("client-{i}");
+            let skip = [("GIT_MODEL_SKIP_SMUDGE", "1")];
+            run_ok(&env, work, &skip, &["clone", "-q", &origin_s, &name]);
+            std::fs::write(repo(i).join("model.safetensors"), client_model(&spec, i)).unwrap();
+            run_ok(&env, &repo(i), &push_vars, &["add", "model.safetensors"]);
+            let message = format!("client {i}");
+            run_ok(
+                &env,
+                &repo(i),
+                &push_vars,
+                &["commit", "-q", "-m", &message],
+            );
+        },
+        |i| {
+            let branch = format!("main:client-{i}");
+            run_ok(
+                &env,
+                &repo(i),
+                &push_vars,
+                &["push", "-q", "origin", &branch],
+            );
+        },
+    );
     let push_peak_rss_kib = peak_rss_kib(server.pid());
     let server_bytes = crate::dir_size(&data);
 
-    // A fresh server process on the same data: the pull phase's memory on its own.
+    // A fresh server process on the same data: the pull phase's memory on its own. Client
+    // i pulls the model client i+1 pushed.
     server.kill();
     let server = Server::start(server_exe, &data);
-    let url = server.repo_url("load", "shared");
-    let barrier = Barrier::new(spec.clients);
-    let mut pull_seconds = 0.0;
+    let pull_vars = vars(&server.repo_url("load", "shared"));
+    let pull_vars: Vec<(&str, &str)> = pull_vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let other = |i: usize| (i + 1) % spec.clients;
+    let clone = |i: usize| work.join(format!("pull-{i}"));
+    let pull_seconds = at_once(
+        spec.clients,
+        |i| {
+            let (name, branch) = (format!("pull-{i}"), format!("client-{}", other(i)));
+            let skip = [("GIT_MODEL_SKIP_SMUDGE", "1")];
+            let args = ["clone", "-q", "-b", &branch, &origin_s, &name];
+            run_ok(&env, work, &skip, &args);
+        },
+        |i| run_ok(&env, &clone(i), &pull_vars, &["model", "pull"]),
+    );
     let mut bytes_pulled = 0;
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..spec.clients)
-            .map(|i| {
-                let (env, barrier, url, origin_s) = (&env, &barrier, &url, &origin_s);
-                scope.spawn(move || {
-                    // Client i pulls the model client i+1 pushed.
-                    let other = (i + 1) % spec.clients;
-                    let name = format!("pull-{i}");
-                    let dir = work.join(&name);
-                    let vars = [("GIT_MODEL_URL", url.as_str()), ("GIT_MODEL_QUIET", "1")];
-                    let branch = format!("client-{other}");
-                    run_ok(
-                        env,
-                        work,
-                        &[("GIT_MODEL_SKIP_SMUDGE", "1")],
-                        &["clone", "-q", "-b", &branch, origin_s, &name],
-                    );
-                    barrier.wait();
-                    let start = Instant::now();
-                    run_ok(env, &dir, &vars, &["model", "pull"]);
-                    let secs = start.elapsed().as_secs_f64();
-                    let got = std::fs::read(dir.join("model.safetensors")).unwrap();
-                    assert!(
-                        got == client_model(&spec, other),
-                        "client {i}: the model of client {other} is not byte-exact"
-                    );
-                    (secs, got.len() as u64)
-                })
-            })
-            .collect();
-        for h in handles {
-            let (t, n) = h.join().expect("a pulling client panicked");
-            pull_seconds = f64::max(pull_seconds, t);
-            bytes_pulled += n;
-        }
-    });
+    for i in 0..spec.clients {
+        let got = std::fs::read(clone(i).join("model.safetensors")).unwrap();
+        assert!(
+            got == client_model(&spec, other(i)),
+            "client {i}: the model of client {} is not byte-exact",
+            other(i)
+        );
+        bytes_pulled += got.len() as u64;
+    }
     let pull_peak_rss_kib = peak_rss_kib(server.pid());
     LoadReport {
         clients: spec.clients,
@@ -210,4 +189,40 @@ pub fn run(git_model: &Path, server_exe: &Path, work: &Path, spec: LoadSpec) -> 
         push_peak_rss_kib,
         pull_peak_rss_kib,
     }
+}
+
+/// Runs `setup(i)` for every client (in parallel, not timed), then `work(i)` for every
+/// client at once; returns the longest `work` in seconds. Nothing that can fail runs
+/// between the start line and the work, so a failing client cannot leave the others
+/// waiting at it.
+fn at_once(clients: usize, setup: impl Fn(usize) + Sync, work: impl Fn(usize) + Sync) -> f64 {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..clients)
+            .map(|i| {
+                let setup = &setup;
+                scope.spawn(move || setup(i))
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("a client's set-up failed");
+        }
+    });
+    let start = Barrier::new(clients);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..clients)
+            .map(|i| {
+                let (start, work) = (&start, &work);
+                scope.spawn(move || {
+                    start.wait();
+                    let t = Instant::now();
+                    work(i);
+                    t.elapsed().as_secs_f64()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a client failed"))
+            .fold(0.0, f64::max)
+    })
 }
