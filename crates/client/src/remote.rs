@@ -384,9 +384,8 @@ impl Remote {
     /// The server's (located) recipe of `oid`; `Ok(None)` when the server lacks it.
     pub fn get_recipe(&self, oid: &Oid) -> Result<Option<Recipe>, ClientError> {
         let url = self.endpoint(&proto::file_path(oid));
-        let body = match self.send_read(&url, MAX_RECIPE_BYTES, || {
-            self.request("GET", &url).call()
-        }) {
+        let body = match self.send_read(&url, MAX_RECIPE_BYTES, || self.request("GET", &url).call())
+        {
             Ok(a) => a.body,
             Err(ClientError::Http { status: 404, .. }) => return Ok(None),
             Err(e) => return Err(e),
@@ -668,4 +667,19 @@ fn json<T: serde::de::DeserializeOwned>(url: &str, body: &[u8]) -> Result<T, Cli
         url: url.to_string(),
         what: format!("malformed JSON answer: {e}"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::transient;
+
+    #[test]
+    fn overload_and_passing_server_trouble_are_retried_a_full_disk_is_not() {
+        for status in [429, 500, 502, 503, 504] {
+            assert!(transient(status), "{status}");
+        }
+        for status in [400, 401, 404, 413, 422, 501, 505, 507] {
+            assert!(!transient(status), "{status}");
+        }
+    }
 }
