@@ -532,6 +532,43 @@ fn gguf_diff_per_tensor_including_quantized_blocks() {
     assert_eq!(t[1]["dtype"], "Q4_0");
     assert_eq!(t[1]["fraction_changed"], 1.0);
     assert_eq!(t[1]["relative_l2"], Value::Null);
+
+    // A third version: one tensor converted to F16, one dropped, a new block added.
+    let v3 = gitmodel_ml::gguf::build(
+        &[("general.name", "tiny-ft")],
+        &[
+            ("token_embd.weight", 0, vec![64, 64], f32s(3)),
+            ("blk.0.ffn_up.weight", 1, vec![4096], vec![0; 8192]),
+            ("blk.1.attn_q.weight", 2, vec![2048], quant(5)),
+        ],
+    );
+    w.commit_file(&repo, "tiny.gguf", &v3, "v3");
+    let out = json(&gm(&w, &repo, &["diff", "HEAD~1", "HEAD", "--json"]));
+    let d = &out[0];
+    assert_eq!(d["unchanged"], 1, "{d}");
+    assert_eq!(d["metadata_changed"], serde_json::json!([]));
+    let changes: Vec<(&str, &str)> = d["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["name"].as_str().unwrap(), t["change"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        changes,
+        vec![
+            ("blk.0.ffn_up.weight", "retyped"),
+            ("blk.1.attn_q.weight", "added"),
+            ("blk.0.attn_q.weight", "removed"),
+        ]
+    );
+    let t = &d["tensors"][0];
+    assert_eq!(
+        (t["old_dtype"].as_str(), t["new_dtype"].as_str()),
+        (Some("F32"), Some("F16"))
+    );
+    assert_eq!(t["new_shape"], serde_json::json!([4096]));
+    assert_eq!(d["tensors"][1]["dtype"], "Q4_0");
+    assert_eq!(d["tensors"][2]["bytes"], 18 * 64);
 }
 
 /// The text of every `<text>` element of an SVG, in document order.
