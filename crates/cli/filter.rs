@@ -27,8 +27,11 @@ struct ModelFilter {
     delayed: Vec<FileRef>,
     /// `model.fetchinclude` / `fetchexclude`: other paths stay pointers on checkout.
     paths: PathFilter,
-    /// Files `git model pull` just wrote: cleaned without hashing them again.
+    /// Files `git model pull` or an earlier checkout wrote: cleaned without hashing them
+    /// again.
     stat_cache: StatCache,
+    /// Files smudged in this session: recorded in the stat cache once git is done.
+    smudged: Vec<(String, Pointer)>,
 }
 
 fn skip_smudge() -> bool {
@@ -56,6 +59,7 @@ impl ModelFilter {
             delayed: Vec::new(),
             paths,
             stat_cache,
+            smudged: Vec::new(),
         })
     }
 
@@ -172,8 +176,9 @@ impl Filter for ModelFilter {
         }
         self.store
             .write_file(&p.oid, out)
-            .map(|_| ())
-            .map_err(|e| FilterError(format!("{path} ({}): {e}", p.oid)))
+            .map_err(|e| FilterError(format!("{path} ({}): {e}", p.oid)))?;
+        self.smudged.push((path.to_string(), p));
+        Ok(())
     }
 
     fn delay(&mut self, path: &str, stored: &[u8]) -> bool {
@@ -219,7 +224,15 @@ pub fn process() -> Result<()> {
     let input = BufReader::with_capacity(1 << 16, io::stdin());
     let output = io::BufWriter::with_capacity(1 << 16, io::stdout());
     gitmodel_git::filter::run(input, output, &mut filter)?;
-    // git has closed the stream: make this session's writes durable before exiting.
+    // git closes the stream as it exits, when the files it smudged are in place: record
+    // their stat data, so that git's next look at them (a "racily clean" file is cleaned
+    // again before a checkout may replace it) does not hash them again.
+    if let (Some(workdir), false) = (&filter.repo.workdir, filter.smudged.is_empty()) {
+        if let Err(e) = StatCache::save(filter.store.root(), workdir, &filter.smudged) {
+            tracing::warn!("recording checked-out files in the stat cache: {e}");
+        }
+    }
+    // Make this session's writes durable before exiting.
     filter.store.sync()?;
     Ok(())
 }

@@ -1,6 +1,7 @@
-//! Files `git model pull` just wrote, with their stat data, so the clean filter that git
-//! runs right after (to refresh the index) can answer their pointer without hashing the
-//! content again. An entry counts only while size, mtime, ctime and inode all still match
+//! Files `git model pull` just wrote, or the filter just smudged for a checkout, with their
+//! stat data, so the clean filter that git runs later (to refresh the index, or on a
+//! "racily clean" file before the next checkout) can answer their pointer without hashing
+//! the content again. An entry counts only while size, mtime, ctime and inode all still match
 //! (ctime cannot be set from user space, so a later edit always misses).
 
 use std::collections::HashMap;
@@ -65,23 +66,37 @@ impl StatCache {
         StatCache { entries }
     }
 
-    /// Records files just written (paths relative to `workdir`) and saves the cache.
+    /// Records files just written (paths relative to `workdir`) and saves the cache,
+    /// keeping the earlier entries that still match their files. A file whose size is
+    /// not its pointer's (left as a pointer, or already changed) is not recorded.
     pub fn save(
         store_dir: &Path,
         workdir: &Path,
         files: &[(String, Pointer)],
     ) -> std::io::Result<()> {
-        let mut out = String::new();
+        let mut cache = StatCache::load(store_dir);
+        cache
+            .entries
+            .retain(|path, (st, _)| stat(&workdir.join(path)).as_ref() == Some(st));
         for (path, p) in files {
             if path.contains(['\t', '\n']) {
                 continue;
             }
-            if let Some(st) = stat(&workdir.join(path)) {
-                out.push_str(&format!(
-                    "{}\t{}\t{}\t{}\t{}\t{path}\n",
-                    st.size, st.mtime_ns, st.ctime_ns, st.ino, p.oid
-                ));
+            match stat(&workdir.join(path)) {
+                Some(st) if st.size == p.size => {
+                    cache.entries.insert(path.clone(), (st, *p));
+                }
+                _ => {
+                    cache.entries.remove(path);
+                }
             }
+        }
+        let mut out = String::new();
+        for (path, (st, p)) in &cache.entries {
+            out.push_str(&format!(
+                "{}\t{}\t{}\t{}\t{}\t{path}\n",
+                st.size, st.mtime_ns, st.ctime_ns, st.ino, p.oid
+            ));
         }
         gitmodel_store::fsutil::write_atomic_unsynced(&store_dir.join(FILE), out.as_bytes())
     }
