@@ -46,7 +46,8 @@ pub enum Command {
         /// Limit to these paths.
         #[arg(last = true)]
         paths: Vec<String>,
-        /// Match table rows on this column.
+        /// Match table rows on this column (default: the path's `merge-key` attribute,
+        /// else the first column when its values are unique).
         #[arg(long)]
         key: Option<String>,
         /// Machine-readable output.

@@ -416,6 +416,12 @@ pub fn diff(
             other += 1;
             continue;
         }
+        // Without --key, a table's `merge-key` attribute names the column rows match on.
+        let attr_key = match key {
+            None if FileKind::detect(path, &[]).is_table() => super::merge::key_column(&ctx, path)?,
+            _ => None,
+        };
+        let key = key.or(attr_key.as_deref());
         let d = diff_file(&ctx, path, old.as_ref(), new.as_ref(), key, examples)
             .with_context(|| format!("diffing {path}"))?;
         if let Some(d) = d {

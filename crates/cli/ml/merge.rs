@@ -101,9 +101,13 @@ pub fn driver(args: &[String]) -> Result<()> {
     let ctx = Ctx::open()?;
     let kind = FileKind::detect(path, &[]);
     let mut notes = Vec::new();
+    let key = match kind.is_table() {
+        true => key_column(&ctx, path)?,
+        false => None,
+    };
     if kind.is_table() {
-        match key_column(&ctx, path)? {
-            Some(key) => match merge_table(&ctx, path, kind, &key, [&o, &a, &b]) {
+        match &key {
+            Some(key) => match merge_table(&ctx, path, kind, key, [&o, &a, &b]) {
                 Ok(Merged::Done(result)) => {
                     fsutil::write_atomic(Path::new(ours_file), &result)
                         .with_context(|| format!("writing {ours_file}"))?;
@@ -122,8 +126,7 @@ pub fn driver(args: &[String]) -> Result<()> {
     let theirs_label = labels.get(1).map(String::as_str);
     Err(anyhow!(conflict_message(
         &ctx,
-        path,
-        kind,
+        (path, kind, key.as_deref()),
         [&o, &a, &b],
         [ours_label, theirs_label],
         &notes
@@ -131,7 +134,7 @@ pub fn driver(args: &[String]) -> Result<()> {
 }
 
 /// The `merge-key` attribute of `path`, if set to a column name.
-fn key_column(ctx: &Ctx, path: &str) -> Result<Option<String>> {
+pub fn key_column(ctx: &Ctx, path: &str) -> Result<Option<String>> {
     let out = ctx
         .repo
         .git
@@ -273,7 +276,12 @@ fn metrics_at(ctx: &Ctx, commit: git2::Oid, path: &str) -> Flat {
 
 /// What `v` changed against `base`, from headers and chunk lists (models) or rows
 /// (tables), or why that could not be said.
-fn summary(ctx: &Ctx, path: &str, kind: FileKind, base: &Version, v: &Version) -> String {
+fn summary(
+    ctx: &Ctx,
+    (path, kind, key): (&str, FileKind, Option<&str>),
+    base: &Version,
+    v: &Version,
+) -> String {
     if base.bytes.is_empty() {
         return "new (the base has no such file)".into();
     }
@@ -321,7 +329,7 @@ fn summary(ctx: &Ctx, path: &str, kind: FileKind, base: &Version, v: &Version) -
             }
             Ok(s.render())
         } else if kind.is_table() {
-            match super::diff::diff_file(ctx, path, Some(&bc), Some(&vc), None, 0)? {
+            match super::diff::diff_file(ctx, path, Some(&bc), Some(&vc), key, 0)? {
                 Some(super::diff::FileDiff::Table(t)) => Ok(format!(
                     "rows vs base: {} added, {} removed, {} changed",
                     t.rows_added, t.rows_removed, t.rows_changed
@@ -363,8 +371,7 @@ fn differs(
 
 fn conflict_message(
     ctx: &Ctx,
-    path: &str,
-    kind: FileKind,
+    (path, kind, key): (&str, FileKind, Option<&str>),
     [o, a, b]: [&Version; 3],
     [ours_label, theirs_label]: [Option<&str>; 2],
     notes: &[String],
@@ -392,7 +399,7 @@ fn conflict_message(
             format!(" ({label})")
         };
         m.push_str(&format!("  {side}{label}: {}\n", v.label()));
-        let s = summary(ctx, path, kind, o, v);
+        let s = summary(ctx, (path, kind, key), o, v);
         if !s.is_empty() {
             m.push_str(&format!("      {s}\n"));
         }

@@ -180,11 +180,12 @@ fn model_conflict_names_both_versions_and_resolve_settles_it() {
     );
 }
 
-/// A CSV line per row: `id,name,label`.
+/// A CSV line per row: `name,id,label` (the key is not the first column: names are
+/// unique too, and only the attribute says to match on `id`).
 fn csv(rows: &[(u32, &str, u32)]) -> String {
-    let mut s = String::from("id,name,label\n");
+    let mut s = String::from("name,id,label\n");
     for (id, name, label) in rows {
-        s.push_str(&format!("{id},{name},{label}\n"));
+        s.push_str(&format!("{name},{id},{label}\n"));
     }
     s
 }
@@ -264,6 +265,22 @@ fn keyed_csv_merges_row_wise_and_overlapping_rows_conflict() {
         std::fs::read_to_string(other.join("data/train.csv")).unwrap(),
         expected
     );
+    // `git model diff` matches rows on the attribute's column too.
+    let d = super::json(&gm(
+        &w,
+        &repo,
+        &["diff", "main", "right", "--json", "--", "data/train.csv"],
+    ));
+    assert_eq!(d[0]["key"], "id", "{d}");
+    assert_eq!(
+        (
+            d[0]["rows_added"].as_u64(),
+            d[0]["rows_removed"].as_u64(),
+            d[0]["rows_changed"].as_u64()
+        ),
+        (Some(1), Some(1), Some(1)),
+        "{d}"
+    );
 
     // Two sides changing the same row (5) differently, one also row 7: a conflict
     // naming that key; row 7 alone would have merged.
@@ -305,4 +322,35 @@ fn keyed_csv_merges_row_wise_and_overlapping_rows_conflict() {
         csv(&one)
     );
     assert_eq!(w.env.git(&repo, &["status", "--porcelain"]), "");
+
+    // The driver itself: when only theirs changed, theirs is left in ours' file; git's
+    // arguments are required.
+    let dir = w.env.path("driver");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, text) in [("o", "x\n"), ("a", "x\n"), ("b", "y\n")] {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    let arg = |n: &str| dir.join(n).to_str().unwrap().to_string();
+    gm(
+        &w,
+        &repo,
+        &[
+            "merge-driver",
+            &arg("o"),
+            &arg("a"),
+            &arg("b"),
+            "notes.bin",
+            "HEAD",
+            "x",
+        ],
+    );
+    assert_eq!(std::fs::read_to_string(dir.join("a")).unwrap(), "y\n");
+    let out = w
+        .env
+        .git_output(&repo, &["model", "merge-driver", &arg("o")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("merge-driver expects git's arguments"),
+        "{out:?}"
+    );
 }
