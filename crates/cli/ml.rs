@@ -121,6 +121,7 @@ pub enum Command {
     /// working tree (downloading it when needed); `git commit` then finishes the merge.
     #[command(group(clap::ArgGroup::new("version").required(true).args(["ours", "theirs", "rev"])))]
     Resolve {
+        /// The file in conflict (relative to the current directory).
         path: String,
         /// The version of the branch merged into (HEAD).
         #[arg(long)]
