@@ -5,6 +5,7 @@
 //! fetching it from the server when missing; when it cannot be had, the pointer stays in
 //! the working tree with a warning naming the path, and `git model pull` fetches it later.
 
+use std::fs;
 use std::io::{self, BufReader, Read, Write};
 
 use anyhow::Result;
@@ -30,8 +31,11 @@ struct ModelFilter {
     /// Files `git model pull` or an earlier checkout wrote: cleaned without hashing them
     /// again.
     stat_cache: StatCache,
-    /// Files smudged in this session: recorded in the stat cache once git is done.
-    smudged: Vec<(String, Pointer)>,
+    /// The last smudge: path, pointer and when it started.
+    last_smudge: Option<(String, Pointer, std::time::SystemTime)>,
+    /// Files smudged for a checkout in this session, with when: recorded in the stat
+    /// cache once git is done.
+    smudged: Vec<(String, Pointer, std::time::SystemTime)>,
 }
 
 fn skip_smudge() -> bool {
@@ -59,6 +63,7 @@ impl ModelFilter {
             delayed: Vec::new(),
             paths,
             stat_cache,
+            last_smudge: None,
             smudged: Vec::new(),
         })
     }
@@ -174,11 +179,18 @@ impl Filter for ModelFilter {
                 return Ok(());
             }
         }
+        let started = std::time::SystemTime::now();
         self.store
             .write_file(&p.oid, out)
             .map_err(|e| FilterError(format!("{path} ({}): {e}", p.oid)))?;
-        self.smudged.push((path.to_string(), p));
+        self.last_smudge = Some((path.to_string(), p, started));
         Ok(())
+    }
+
+    fn checked_out(&mut self, path: &str) {
+        if let Some(last) = self.last_smudge.take().filter(|l| l.0 == path) {
+            self.smudged.push(last);
+        }
     }
 
     fn delay(&mut self, path: &str, stored: &[u8]) -> bool {
@@ -227,8 +239,25 @@ pub fn process() -> Result<()> {
     // git closes the stream as it exits, when the files it smudged are in place: record
     // their stat data, so that git's next look at them (a "racily clean" file is cleaned
     // again before a checkout may replace it) does not hash them again.
-    if let (Some(workdir), false) = (&filter.repo.workdir, filter.smudged.is_empty()) {
-        if let Err(e) = StatCache::save(filter.store.root(), workdir, &filter.smudged) {
+    // Only smudges for a checkout count (git never offers to delay one for a temporary
+    // file, such as a side of `git diff`), and only if the file was written after the
+    // smudge began (a checkout that failed to write it leaves an older file).
+    let written: Vec<(String, Pointer)> = match &filter.repo.workdir {
+        Some(workdir) => filter
+            .smudged
+            .iter()
+            .filter(|(path, _, started)| {
+                let margin = std::time::Duration::from_millis(20); // coarse fs clocks
+                fs::metadata(workdir.join(path))
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t + margin >= *started)
+            })
+            .map(|(path, p, _)| (path.clone(), *p))
+            .collect(),
+        None => Vec::new(),
+    };
+    if let (Some(workdir), false) = (&filter.repo.workdir, written.is_empty()) {
+        if let Err(e) = StatCache::save(filter.store.root(), workdir, &written) {
             tracing::warn!("recording checked-out files in the stat cache: {e}");
         }
     }

@@ -231,6 +231,43 @@ fn an_edit_after_pull_is_never_mistaken_for_the_pulled_file() {
     assert_eq!(staged.as_bytes(), &pointer_bytes(&edited)[..]);
 }
 
+/// The filter remembers the files a checkout smudged (so that git's re-clean of a
+/// "racily clean" file costs no hashing), but never a smudge for a temporary file: here
+/// `git diff` smudges HEAD's version while the working file holds other bytes of the
+/// same size, and the edit must stay visible and be committed as it is.
+#[test]
+fn checked_out_files_are_not_hashed_again_and_a_diff_never_hides_an_edit() {
+    let w = World::new();
+    let repo = w.work_repo("work");
+    let (v1, v2) = (model(21, 2), model(22, 2));
+    assert_eq!(v1.len(), v2.len());
+    w.commit_file(&repo, "m.safetensors", &v1, "v1");
+    w.commit_file(&repo, "m.safetensors", &v2, "v2");
+    w.env.git(&repo, &["push", "-q", "origin", "main"]);
+
+    // A clone smudges v2 into the working tree: remembered for that path.
+    let clone = w.clone("clone");
+    assert!(fs::read(clone.join("m.safetensors")).unwrap() == v2);
+    let cache = fs::read_to_string(clone.join(".git/model/stat-cache")).unwrap();
+    assert!(
+        cache.contains(&Oid::of(&v2).to_hex()) && cache.contains("m.safetensors"),
+        "{cache}"
+    );
+
+    // v1's bytes written back; `git diff` smudges v2 (HEAD) into a temporary file.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    fs::write(clone.join("m.safetensors"), &v1).unwrap();
+    let before = w.env.git(&clone, &["status", "--porcelain"]);
+    assert_eq!(before.trim(), "M m.safetensors");
+    w.env.git(&clone, &["diff", "--stat"]);
+    w.env.git(&clone, &["diff"]);
+    let after = w.env.git(&clone, &["status", "--porcelain"]);
+    assert_eq!(after.trim(), "M m.safetensors", "the edit went invisible");
+    w.env.git(&clone, &["add", "m.safetensors"]);
+    let staged = w.env.git(&clone, &["cat-file", "-p", ":m.safetensors"]);
+    assert_eq!(staged.as_bytes(), &pointer_bytes(&v1)[..]);
+}
+
 fn server_gc_removes_a_deleted_repository_packs_and_keeps_the_rest(w: World) {
     let repo = w.work_repo("work");
     let keep = model(10, 3);

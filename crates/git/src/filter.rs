@@ -50,6 +50,11 @@ pub trait Filter {
     fn available(&mut self) -> Vec<String> {
         Vec::new()
     }
+
+    /// Called after a successful smudge that git made for a checkout into the working
+    /// tree (it offered `can-delay=1`, or the smudge was delayed), as opposed to one
+    /// for a temporary file (e.g. a side of `git diff`), which git never offers to delay.
+    fn checked_out(&mut self, _path: &str) {}
 }
 
 fn protocol_error(msg: impl Into<String>) -> io::Error {
@@ -181,6 +186,7 @@ fn smudge<R: BufRead + Send, W: Write + Send, F: Filter>(
     // A pointer is under 1024 bytes; read a little more to tell pointers from big blobs.
     let mut head = Vec::with_capacity(1100);
     (&mut content).take(1100).read_to_end(&mut head)?;
+    let for_checkout = can_delay || delayed.contains_key(path);
     if let Some(stored) = delayed.remove(path) {
         // The second request of a delayed smudge comes with empty content.
         if head.is_empty() {
@@ -200,7 +206,12 @@ fn smudge<R: BufRead + Send, W: Write + Send, F: Filter>(
     w.finish()?;
     pktline::write_flush(output)?;
     match result {
-        Ok(()) => pktline::write_flush(output),
+        Ok(()) => {
+            if for_checkout {
+                filter.checked_out(path);
+            }
+            pktline::write_flush(output)
+        }
         Err(e) => {
             tracing::error!("smudge {path}: {e}");
             pktline::write_text(output, "status=error")?;
@@ -290,6 +301,7 @@ mod tests {
 
     struct Delaying {
         pending: Vec<String>,
+        checked_out: Vec<String>,
     }
     impl Filter for Delaying {
         fn clean(&mut self, _: &str, _: &mut (dyn Read + Send)) -> Result<Vec<u8>, FilterError> {
@@ -311,6 +323,9 @@ mod tests {
         }
         fn available(&mut self) -> Vec<String> {
             std::mem::take(&mut self.pending)
+        }
+        fn checked_out(&mut self, path: &str) {
+            self.checked_out.push(path.to_string());
         }
     }
 
@@ -338,8 +353,23 @@ mod tests {
         write_text(&mut i, "pathname=a").unwrap();
         write_flush(&mut i).unwrap();
         write_flush(&mut i).unwrap();
+        // A smudge git does not offer to delay (a temporary file, e.g. for a diff).
+        write_text(&mut i, "command=smudge").unwrap();
+        write_text(&mut i, "pathname=b").unwrap();
+        write_flush(&mut i).unwrap();
+        write_data(&mut i, b"tmp").unwrap();
+        write_flush(&mut i).unwrap();
         let mut out = Vec::new();
-        run(&i[..], &mut out, &mut Delaying { pending: vec![] }).unwrap();
+        let mut filter = Delaying {
+            pending: vec![],
+            checked_out: vec![],
+        };
+        run(&i[..], &mut out, &mut filter).unwrap();
+        assert_eq!(
+            filter.checked_out,
+            ["a"],
+            "only the checkout's smudge counts"
+        );
         let out = String::from_utf8(out).unwrap();
         let expected_tail = concat!(
             "0013status=delayed\n",
@@ -354,6 +384,11 @@ mod tests {
             "0013status=success\n",
             "0000",
             "0009a:ptr",
+            "0000",
+            "0000",
+            "0013status=success\n",
+            "0000",
+            "0009b:tmp",
             "0000",
             "0000",
         );
