@@ -154,11 +154,22 @@ pub fn upload_with_progress(
             })
             .collect();
         let build = (|| -> Result<u64, ClientError> {
-            let mut builder = PackBuilder::new();
+            // Local packs whose every chunk is missing go as they are, verified by their
+            // id (one BLAKE3 pass over the compressed bytes); the other missing chunks
+            // are read one by one and packed anew.
+            let (whole, singles) = split_whole_packs(store, &missing);
             let mut raw = 0u64;
+            for (pack, raw_len) in whole {
+                let bytes = store.read_pack(&pack)?;
+                raw += raw_len;
+                if tx.send((pack, bytes)).is_err() {
+                    return Ok(raw); // a worker failed; its error is reported below
+                }
+            }
+            let mut builder = PackBuilder::new();
             // Reading a chunk verifies it (decompress + BLAKE3): done for a window of
             // chunks at once on the rayon pool, then packed in order here.
-            'windows: for window in missing.chunks(256) {
+            'windows: for window in singles.chunks(256) {
                 let read: Vec<_> = window.par_iter().map(|id| store.read_stored(id)).collect();
                 for (id, chunk) in window.iter().zip(read) {
                     let chunk = chunk?.ok_or_else(|| {
@@ -229,6 +240,37 @@ pub fn upload_with_progress(
         }
     }
     Ok(report)
+}
+
+/// Splits the chunks to send into local packs that hold nothing else (sent whole, with
+/// the raw bytes they carry), in order of first use, and the remaining chunks, in order.
+/// Chunks not in the local store stay among the remaining ones (reported missing there).
+fn split_whole_packs(
+    store: &LocalStore,
+    missing: &[ChunkId],
+) -> (Vec<(PackId, u64)>, Vec<ChunkId>) {
+    let counts = store.pack_chunk_counts();
+    let mut wanted: HashMap<PackId, (usize, u64)> = HashMap::new();
+    for loc in missing.iter().filter_map(|id| store.locate(id)) {
+        let w = wanted.entry(loc.pack).or_insert((0, 0));
+        w.0 += 1;
+        w.1 += loc.entry.raw_len as u64;
+    }
+    let is_whole = |pack: &PackId| wanted.get(pack).map(|w| w.0) == counts.get(pack).copied();
+    let mut whole = Vec::new();
+    let mut listed = HashSet::new();
+    let mut singles = Vec::new();
+    for id in missing {
+        match store.locate(id) {
+            Some(loc) if is_whole(&loc.pack) => {
+                if listed.insert(loc.pack) {
+                    whole.push((loc.pack, wanted[&loc.pack].1));
+                }
+            }
+            _ => singles.push(*id),
+        }
+    }
+    (whole, singles)
 }
 
 #[derive(Debug, Default, Clone, Copy)]

@@ -282,7 +282,6 @@ async fn verify(state: &AppState, located: &Located) -> Result<Result<(), FileEr
         .unwrap_or_else(|| (0, OidHasher::new()));
     let mut progress = Progress {
         hasher,
-        skip,
         fps: Arc::clone(&fps),
         states: Vec::new(),
     };
@@ -297,35 +296,72 @@ async fn verify(state: &AppState, located: &Located) -> Result<Result<(), FileEr
         let range = w.offset..w.offset.saturating_add(w.length);
         async move { storage.get_range(&key, range).await }
     };
-    let mut current = match windows.first() {
+    // Three stages overlap: fetching window i + 2, decoding window i + 1 and hashing
+    // window i (SHA-256 is sequential; decoding is not), each CPU stage on a blocking
+    // thread under a verification permit.
+    let decode = |i: usize, bytes: Bytes| {
+        let w: &Window = windows[i];
+        let chunks = recipe.chunks[w.chunks.clone()].to_vec();
+        let (first, pack) = (w.chunks.start, w.pack);
+        async move {
+            let permit = state.verify_permit().await;
+            tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                decode_window(pack, first, skip, &chunks, &bytes)
+            })
+            .await
+        }
+    };
+    let mut fetched = match windows.first() {
         Some(w) => Some(fetch(w).await?),
         None => None,
     };
-    for (i, window) in windows.iter().enumerate() {
-        let Some(bytes) = current.take() else { break };
-        let chunks = recipe.chunks[window.chunks.clone()].to_vec();
-        let first = window.chunks.start;
-        let pack = window.pack;
-        let permit = state.verify_permit().await;
-        let work = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            let result = progress.feed(pack, first, &chunks, &bytes);
-            (progress, result)
-        });
-        // Fetch the next window while this one is checked.
+    let mut decoded: Option<Vec<(usize, Vec<u8>)>> = None;
+    let mut i = 0;
+    loop {
+        let to_decode = fetched.take().map(|b| (i, b));
+        let to_hash = decoded.take();
+        if to_decode.is_none() && to_hash.is_none() {
+            break;
+        }
+        let hash = async {
+            match to_hash {
+                Some(raw) => {
+                    let permit = state.verify_permit().await;
+                    let mut p = progress;
+                    let back = tokio::task::spawn_blocking(move || {
+                        let _permit = permit;
+                        p.hash(raw);
+                        p
+                    })
+                    .await;
+                    back
+                }
+                None => Ok(progress),
+            }
+        };
+        let dec = async {
+            match to_decode {
+                Some((k, bytes)) => Some(decode(k, bytes).await),
+                None => None,
+            }
+        };
         let next = async {
             match windows.get(i + 1) {
                 Some(w) => Some(fetch(w).await),
                 None => None,
             }
         };
-        let (joined, next) = tokio::join!(work, next);
-        let (back, result) = joined?;
-        progress = back;
-        if let Err(e) = result {
-            return Ok(Err(e));
+        let (hashed, dec, next) = tokio::join!(hash, dec, next);
+        progress = hashed?;
+        if let Some(result) = dec {
+            match result? {
+                Ok(raw) => decoded = Some(raw),
+                Err(e) => return Ok(Err(e)),
+            }
         }
-        current = next.transpose()?;
+        fetched = next.transpose()?;
+        i += 1;
     }
     let size = progress.hasher.len();
     let actual = progress.hasher.finish();
@@ -342,66 +378,73 @@ async fn verify(state: &AppState, located: &Located) -> Result<Result<(), FileEr
 
 /// The running hash of a file being rebuilt.
 struct Progress {
+    /// Starts with the state of a remembered prefix, if any.
     hasher: OidHasher,
-    /// Chunks before this index are already in `hasher` (a remembered prefix).
-    skip: usize,
     fps: Arc<Vec<prefix::Fingerprint>>,
     /// Hash states at every [`prefix::STRIDE`]th chunk boundary, to remember on success.
     states: Vec<(prefix::Fingerprint, OidHasher)>,
 }
 
 impl Progress {
-    /// Checks the records in `span` (chunks `first..` of the recipe) against `chunks`
-    /// and hashes their content.
-    fn feed(
-        &mut self,
-        pack: PackId,
-        first: usize,
-        chunks: &[RecipeChunk],
-        span: &Bytes,
-    ) -> Result<(), FileError> {
-        // The index says these records hold these chunks; if the pack disagrees, the
-        // server's copy (or its index) is damaged: not the client's fault.
-        let corrupt = |what: String| FileError {
-            code: "corrupt_chunk",
-            message: format!("the server's copy of pack {pack} is damaged: {what}"),
-        };
-        let records = parse_records(span).map_err(|e| corrupt(e.to_string()))?;
-        if records.len() != chunks.len() {
-            return Err(corrupt(format!(
-                "{} records where {} were expected",
-                records.len(),
-                chunks.len()
-            )));
-        }
-        for (j, (record, chunk)) in records.iter().zip(chunks).enumerate() {
-            let index = first + j;
-            if record.id != chunk.id {
-                return Err(corrupt(format!(
-                    "record {} where chunk {} was expected",
-                    record.id, chunk.id
-                )));
-            }
-            if index < self.skip {
-                continue;
-            }
-            let raw = record.decode().map_err(|e| corrupt(e.to_string()))?;
-            if raw.len() != chunk.raw_len as usize {
-                return Err(FileError::hash_mismatch(format!(
-                    "chunk {} has {} bytes, the recipe says {}",
-                    chunk.id,
-                    raw.len(),
-                    chunk.raw_len
-                )));
-            }
+    /// Hashes decoded chunks (recipe index, bytes), in order.
+    fn hash(&mut self, chunks: Vec<(usize, Vec<u8>)>) {
+        for (index, raw) in chunks {
             self.hasher.update(&raw);
             if (index + 1).is_multiple_of(prefix::STRIDE) {
                 let fp = self.fps[(index + 1) / prefix::STRIDE];
                 self.states.push((fp, self.hasher.clone()));
             }
         }
-        Ok(())
     }
+}
+
+/// Checks the records in `span` (chunks `first..` of the recipe) against `chunks` and
+/// decodes those from index `skip` on (each checked against its id).
+fn decode_window(
+    pack: PackId,
+    first: usize,
+    skip: usize,
+    chunks: &[RecipeChunk],
+    span: &Bytes,
+) -> Result<Vec<(usize, Vec<u8>)>, FileError> {
+    // The index says these records hold these chunks; if the pack disagrees, the
+    // server's copy (or its index) is damaged: not the client's fault.
+    let corrupt = |what: String| FileError {
+        code: "corrupt_chunk",
+        message: format!("the server's copy of pack {pack} is damaged: {what}"),
+    };
+    let records = parse_records(span).map_err(|e| corrupt(e.to_string()))?;
+    if records.len() != chunks.len() {
+        return Err(corrupt(format!(
+            "{} records where {} were expected",
+            records.len(),
+            chunks.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(records.len());
+    for (j, (record, chunk)) in records.iter().zip(chunks).enumerate() {
+        let index = first + j;
+        if record.id != chunk.id {
+            return Err(corrupt(format!(
+                "record {} where chunk {} was expected",
+                record.id, chunk.id
+            )));
+        }
+        if index < skip {
+            continue;
+        }
+        let raw = record.decode().map_err(|e| corrupt(e.to_string()))?;
+        if raw.len() != chunk.raw_len as usize {
+            return Err(FileError::hash_mismatch(format!(
+                "chunk {} has {} bytes, the recipe says {}",
+                chunk.id,
+                raw.len(),
+                chunk.raw_len
+            )));
+        }
+        out.push((index, raw));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -383,6 +383,34 @@ impl LocalStore {
         }))
     }
 
+    /// How many indexed chunks each pack holds (a chunk stored twice counts once, in
+    /// the pack the index points to).
+    pub fn pack_chunk_counts(&self) -> HashMap<PackId, usize> {
+        let mut counts = HashMap::new();
+        for loc in self.index.read().unwrap().values() {
+            *counts.entry(loc.pack).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    /// Reads a whole pack file, verified against its id (the BLAKE3 of its bytes), so
+    /// that every record in it is as this store wrote it.
+    pub fn read_pack(&self, id: &PackId) -> Result<Vec<u8>> {
+        let path = self.pack_path(id);
+        let bytes = fs::read(&path).map_err(io_err(&path))?;
+        let actual = PackId::of(&bytes);
+        if actual != *id {
+            return Err(StoreError::Pack {
+                pack: *id,
+                source: PackError::IdMismatch {
+                    claimed: *id,
+                    actual,
+                },
+            });
+        }
+        Ok(bytes)
+    }
+
     pub fn stats(&self) -> Result<StoreStats> {
         let mut s = StoreStats::default();
         for (_, path) in self.pack_files()? {
