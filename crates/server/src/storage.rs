@@ -292,10 +292,17 @@ impl Storage for LocalDir {
                     size,
                 });
             };
-            let mut buf = vec![0u8; len];
+            // Read into spare capacity: no zeroing of a buffer about to be overwritten.
+            let mut buf = Vec::with_capacity(len);
             file.seek(SeekFrom::Start(range.start))
-                .and_then(|_| file.read_exact(&mut buf))
+                .and_then(|_| (&mut file).take(len as u64).read_to_end(&mut buf))
                 .map_err(|e| io_error(&owned, e))?;
+            if buf.len() != len {
+                return Err(io_error(
+                    &owned,
+                    io::Error::new(io::ErrorKind::UnexpectedEof, "file shorter than its size"),
+                ));
+            }
             Ok(Bytes::from(buf))
         })
         .await
