@@ -168,6 +168,9 @@ fn main() {
     report::set_json(cli.json);
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Colour codes only on a terminal: git shows a filter's stderr as it is, and CI
+        // logs keep it.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .without_time()
         .with_env_filter(

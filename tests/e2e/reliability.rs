@@ -489,3 +489,64 @@ fn thirty_two_clients_push_overlapping_models_and_pull_byte_exact() {
         assert!(kib <= 512 * 1024, "server peak RSS {kib} KiB: {r:?}");
     }
 }
+
+/// The client's disk fills up during `git add`: the add fails naming the cause, the file
+/// is not staged, the working file and the store are intact, and the same add succeeds
+/// once there is room.
+#[test]
+fn client_disk_full_fails_git_add_cleanly_and_recovers() {
+    let disk = Tmpfs::mount(40);
+    let w = World::new();
+    w.env.git(&disk.dir, &["init", "-q", "-b", "main", "work"]);
+    let repo = disk.dir.join("work");
+    w.env.git(&repo, &["model", "track", "*.safetensors"]);
+    w.env.git(&repo, &["add", ".gitattributes"]);
+    w.env.git(&repo, &["commit", "-q", "-m", "track"]);
+    // 24 MiB of weights fit on the 40 MiB disk; their ~20 MiB of chunks do not as well.
+    let big = model(36, 24);
+    fs::write(repo.join("m.safetensors"), &big).unwrap();
+    let out = w.env.git_output(&repo, &["add", "m.safetensors"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "git add succeeded on a full disk: {stderr}"
+    );
+    assert!(
+        stderr.contains("No space left on device") && stderr.contains("m.safetensors"),
+        "{stderr}"
+    );
+    assert_eq!(w.env.git(&repo, &["diff", "--cached", "--name-only"]), "");
+    assert!(fs::read(repo.join("m.safetensors")).unwrap() == big);
+    let leftovers: Vec<_> = walk(&repo.join(".git/model"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
+    w.env.git(&repo, &["model", "fsck"]);
+
+    disk.resize(128);
+    w.env.git(&repo, &["add", "m.safetensors"]);
+    w.env.git(&repo, &["commit", "-q", "-m", "model"]);
+    let pointer = w.env.git(&repo, &["cat-file", "-p", "HEAD:m.safetensors"]);
+    assert!(
+        pointer.contains(&gitmodel_format::Oid::of(&big).to_hex()),
+        "{pointer}"
+    );
+    w.env.git(&repo, &["model", "fsck"]);
+    fs::remove_file(repo.join("m.safetensors")).unwrap();
+    w.env.git(&repo, &["checkout", "m.safetensors"]);
+    assert!(fs::read(repo.join("m.safetensors")).unwrap() == big);
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

@@ -64,8 +64,10 @@ impl LocalStore {
             let stored = self.chunk_and_store(params, rx, pack_tx);
             let written = writer.join().expect("pack writer thread panicked");
             let (oid, size) = reader.join().expect("reader thread panicked");
-            let (chunks, counts) = stored?;
+            // A failed pack write stops the cutting too: report the write's own error
+            // (e.g. a full disk), not that the writer went away.
             written?;
+            let (chunks, counts) = stored?;
             let recipe = Recipe {
                 chunker: params.version,
                 oid,
