@@ -517,7 +517,9 @@ fn client_disk_full_fails_git_add_cleanly_and_recovers() {
     );
     assert_eq!(w.env.git(&repo, &["diff", "--cached", "--name-only"]), "");
     assert!(fs::read(repo.join("m.safetensors")).unwrap() == big);
-    let leftovers: Vec<_> = walk(&repo.join(".git/model"))
+    let mut files = Vec::new();
+    crate::collect(&repo.join(".git/model"), &mut files);
+    let leftovers: Vec<_> = files
         .into_iter()
         .filter(|p| p.to_string_lossy().contains(".tmp"))
         .collect();
@@ -536,17 +538,4 @@ fn client_disk_full_fails_git_add_cleanly_and_recovers() {
     fs::remove_file(repo.join("m.safetensors")).unwrap();
     w.env.git(&repo, &["checkout", "m.safetensors"]);
     assert!(fs::read(repo.join("m.safetensors")).unwrap() == big);
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
