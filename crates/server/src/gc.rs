@@ -148,23 +148,19 @@ mod tests {
         (id, e.record_len(), data.len() as u32)
     }
 
-    #[tokio::test]
-    async fn two_passes_and_live_packs_stay() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = LocalDir::open(dir.path()).unwrap();
-        let (live, len, raw) = put_pack(&s, b"used by a file").await;
-        let (dead, _, _) = put_pack(&s, b"nobody uses this").await;
+    /// Registers `data` (one chunk, stored whole in `pack`) as a file of acme/vision.
+    async fn put_recipe(s: &LocalDir, data: &[u8], pack: PackId, len: u64, raw: u32) {
         let repo = gitmodel_proto::RepoName::new("acme", "vision").unwrap();
         let recipe = Recipe {
             chunker: 1,
-            oid: Oid::of(b"used by a file"),
+            oid: Oid::of(data),
             size: raw as u64,
             chunks: vec![RecipeChunk {
-                id: ChunkId::of(b"used by a file"),
+                id: ChunkId::of(data),
                 raw_len: raw,
             }],
             segments: vec![Segment {
-                pack: live,
+                pack,
                 first: 0,
                 count: 1,
                 offset: 16,
@@ -177,6 +173,15 @@ mod tests {
         )
         .await
         .unwrap();
+    }
+
+    #[tokio::test]
+    async fn two_passes_and_live_packs_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalDir::open(dir.path()).unwrap();
+        let (live, len, raw) = put_pack(&s, b"used by a file").await;
+        let (dead, _, _) = put_pack(&s, b"nobody uses this").await;
+        put_recipe(&s, b"used by a file", live, len, raw).await;
         let t0 = SystemTime::now();
         // First pass: the dead pack becomes a candidate, nothing is deleted.
         let r = collect(&s, 3600, t0, false).await.unwrap();
@@ -205,30 +210,7 @@ mod tests {
         let (pack, len, raw) = put_pack(&s, b"uploaded, registration pending").await;
         let t0 = SystemTime::now();
         collect(&s, 3600, t0, false).await.unwrap();
-        let repo = gitmodel_proto::RepoName::new("acme", "vision").unwrap();
-        let data = b"uploaded, registration pending";
-        let recipe = Recipe {
-            chunker: 1,
-            oid: Oid::of(data),
-            size: raw as u64,
-            chunks: vec![RecipeChunk {
-                id: ChunkId::of(data),
-                raw_len: raw,
-            }],
-            segments: vec![Segment {
-                pack,
-                first: 0,
-                count: 1,
-                offset: 16,
-                length: len,
-            }],
-        };
-        s.put(
-            &keys::recipe_key(&repo, &recipe.oid),
-            Bytes::from(recipe.encode()),
-        )
-        .await
-        .unwrap();
+        put_recipe(&s, b"uploaded, registration pending", pack, len, raw).await;
         let r = collect(&s, 3600, t0 + Duration::from_secs(7200), false)
             .await
             .unwrap();
