@@ -19,6 +19,10 @@ use crate::app::Repo;
 use crate::paths::PathFilter;
 use crate::statcache::StatCache;
 
+/// Hash states are kept for files of at least this many strides of chunks (about 4 MiB of
+/// a model): below that, hashing again costs less than keeping them.
+const MIN_KEPT_STATES: usize = 4;
+
 struct ModelFilter {
     repo: Repo,
     store: LocalStore,
@@ -125,21 +129,30 @@ impl Filter for ModelFilter {
             // Already a pointer (e.g. content not pulled yet): keep it as it is.
             return Ok(head);
         }
+        // The SHA-256 resumes from the states kept when this path was last cleaned: a
+        // new version is hashed only from where it differs.
         let ingested = self
             .store
-            .ingest_with(
+            .ingest_resuming(
                 io::Cursor::new(head).chain(input),
                 gitmodel_format::ChunkParams::for_path(path),
+                self.store.prefix_states(path),
             )
             .map_err(|e| err(e.to_string()))?;
         if ingested.pointer.size == 0 {
             return Ok(Vec::new());
         }
+        if ingested.states.len() >= MIN_KEPT_STATES {
+            if let Err(e) = self.store.keep_prefix_states(path, &ingested.states) {
+                tracing::debug!("keeping hash states of {path}: {e}");
+            }
+        }
         tracing::debug!(
-            "clean {path}: {} chunks, {} new ({} bytes stored)",
+            "clean {path}: {} chunks, {} new ({} bytes stored), {} bytes hashed",
             ingested.chunks,
             ingested.new_chunks,
-            ingested.stored_bytes
+            ingested.stored_bytes,
+            ingested.hashed_bytes
         );
         Ok(ingested.pointer.to_bytes())
     }

@@ -268,6 +268,80 @@ fn checked_out_files_are_not_hashed_again_and_a_diff_never_hides_an_edit() {
     assert_eq!(staged.as_bytes(), &pointer_bytes(&v1)[..]);
 }
 
+/// The bytes the clean filter fed to SHA-256 for one `git add`, from its debug log.
+fn hashed_by_add(w: &World, repo: &std::path::Path, path: &str) -> u64 {
+    let out = w.env.git_with(
+        repo,
+        &[("GIT_MODEL_LOG", "git_model=debug")],
+        &["add", path],
+    );
+    crate::check_ok(&format!("git add {path}"), &out);
+    let log = String::from_utf8_lossy(&out.stderr);
+    let line = log
+        .lines()
+        .find(|l| l.contains(&format!("clean {path}:")))
+        .unwrap_or_else(|| panic!("no clean line for {path} in:\n{log}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let at = words
+        .iter()
+        .position(|w| *w == "hashed")
+        .expect("bytes hashed");
+    words[at - 2].parse().unwrap()
+}
+
+#[test]
+fn a_new_version_is_hashed_from_where_it_changed_and_its_oid_stays_exact() {
+    let w = World::new();
+    let repo = w.work_repo("work");
+    // 12 tensors of 1 MiB: v2 changes the last two, v3 the first.
+    let v1 = safetensors(5, 1 << 20, &[0; 12]);
+    let mut edits = [0u64; 12];
+    edits[10] = 1;
+    edits[11] = 1;
+    let v2 = safetensors(5, 1 << 20, &edits);
+    edits[0] = 1;
+    let v3 = safetensors(5, 1 << 20, &edits);
+    let file = repo.join("m.safetensors");
+    let staged = |repo: &std::path::Path| w.env.git(repo, &["cat-file", "-p", ":m.safetensors"]);
+
+    fs::write(&file, &v1).unwrap();
+    assert_eq!(hashed_by_add(&w, &repo, "m.safetensors"), v1.len() as u64);
+    w.env.git(&repo, &["commit", "-qm", "v1"]);
+
+    // The first ten tensors are hashed no more: their states were kept at the v1 clean.
+    fs::write(&file, &v2).unwrap();
+    let hashed = hashed_by_add(&w, &repo, "m.safetensors");
+    assert!(
+        (2 << 20..4 << 20).contains(&hashed),
+        "{hashed} of {} bytes hashed",
+        v2.len()
+    );
+    assert_eq!(staged(&repo).as_bytes(), &pointer_bytes(&v2)[..]);
+    w.env.git(&repo, &["commit", "-qm", "v2"]);
+
+    // An edit at the front: nothing to resume from, every byte hashed.
+    fs::write(&file, &v3).unwrap();
+    assert_eq!(hashed_by_add(&w, &repo, "m.safetensors"), v3.len() as u64);
+    assert_eq!(staged(&repo).as_bytes(), &pointer_bytes(&v3)[..]);
+
+    // Damaged states are ignored, not trusted.
+    for entry in fs::read_dir(repo.join(".git/model/prefix-states")).unwrap() {
+        let path = entry.unwrap().path();
+        let mut bytes = fs::read(&path).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x10;
+        fs::write(&path, bytes).unwrap();
+    }
+    fs::write(&file, &v2).unwrap();
+    assert_eq!(hashed_by_add(&w, &repo, "m.safetensors"), v2.len() as u64);
+    assert_eq!(staged(&repo).as_bytes(), &pointer_bytes(&v2)[..]);
+
+    // The server checks every oid when it registers the files.
+    w.env.git(&repo, &["push", "-q", "origin", "main"]);
+    let clone = w.clone("clone");
+    assert!(fs::read(clone.join("m.safetensors")).unwrap() == v2);
+}
+
 fn server_gc_removes_a_deleted_repository_packs_and_keeps_the_rest(w: World) {
     let repo = w.work_repo("work");
     let keep = model(10, 3);

@@ -140,6 +140,14 @@ const SHA256_H0: [u32; 8] = [
     0x5be0_cd19,
 ];
 
+impl fmt::Debug for OidHasher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OidHasher")
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Default for OidHasher {
     fn default() -> Self {
         OidHasher {
@@ -190,6 +198,36 @@ impl OidHasher {
         self.buf[..rest.len()].copy_from_slice(rest);
     }
 
+    /// Length of [`OidHasher::to_bytes`]' output.
+    pub const ENCODED_LEN: usize = 32 + 8 + 64;
+
+    /// The state as bytes: the eight state words (big-endian), the length (u64 LE) and
+    /// the 64-byte buffer (only its first `len % 64` bytes mean anything).
+    pub fn to_bytes(&self) -> [u8; Self::ENCODED_LEN] {
+        let mut out = [0u8; Self::ENCODED_LEN];
+        for (o, w) in out[..32].chunks_exact_mut(4).zip(self.state) {
+            o.copy_from_slice(&w.to_be_bytes());
+        }
+        out[32..40].copy_from_slice(&self.len.to_le_bytes());
+        let buffered = (self.len % 64) as usize;
+        out[40..40 + buffered].copy_from_slice(&self.buf[..buffered]);
+        out
+    }
+
+    /// Parses [`OidHasher::to_bytes`]' output.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        let bytes: &[u8; Self::ENCODED_LEN] = bytes.try_into().ok()?;
+        let mut state = [0u32; 8];
+        for (w, b) in state.iter_mut().zip(bytes[..32].chunks_exact(4)) {
+            *w = u32::from_be_bytes(b.try_into().ok()?);
+        }
+        let len = u64::from_le_bytes(bytes[32..40].try_into().ok()?);
+        let mut buf = [0u8; 64];
+        let buffered = (len % 64) as usize;
+        buf[..buffered].copy_from_slice(&bytes[40..40 + buffered]);
+        Some(OidHasher { state, len, buf })
+    }
+
     pub fn finish(mut self) -> Oid {
         let bits = self.len.wrapping_mul(8);
         let buffered = (self.len % 64) as usize;
@@ -227,7 +265,7 @@ mod tests {
                 let split = split.min(len);
                 let mut h = OidHasher::new();
                 h.update(&data[..split]);
-                let saved = h.clone();
+                let saved = OidHasher::from_bytes(&h.to_bytes()).unwrap();
                 h.update(&data[split..len]);
                 assert_eq!(h.len(), len as u64);
                 assert_eq!(h.finish(), want, "len {len} split {split}");

@@ -18,37 +18,12 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use gitmodel_format::id::OidHasher;
-use gitmodel_format::RecipeChunk;
 
-/// A state is kept after every `STRIDE`th chunk: at most this many chunks are hashed
-/// again when a file diverges from a known prefix (about 1 MiB with 64 KiB chunks).
-pub const STRIDE: usize = 16;
+pub use gitmodel_format::prefix::{fingerprints, Fingerprint, STRIDE};
 
 /// Entries per generation (each about 200 bytes): two generations bound the cache at
 /// roughly 50 MiB, the states of some 500 versions of a 500 MiB model.
 pub const GENERATION_ENTRIES: usize = 128 * 1024;
-
-/// BLAKE3 over the chunk ids and lengths of a prefix, chained chunk by chunk.
-pub type Fingerprint = [u8; 32];
-
-/// Fingerprints of a recipe's prefixes: element `k` covers chunks `0 .. k * STRIDE`
-/// (element 0, the empty prefix, is all zeros).
-pub fn fingerprints(chunks: &[RecipeChunk]) -> Vec<Fingerprint> {
-    let mut out = Vec::with_capacity(chunks.len() / STRIDE + 1);
-    let mut fp = [0u8; 32];
-    out.push(fp);
-    for (i, c) in chunks.iter().enumerate() {
-        let mut h = blake3::Hasher::new();
-        h.update(&fp);
-        h.update(c.id.as_bytes());
-        h.update(&c.raw_len.to_le_bytes());
-        fp = *h.finalize().as_bytes();
-        if (i + 1).is_multiple_of(STRIDE) {
-            out.push(fp);
-        }
-    }
-    out
-}
 
 #[derive(Default)]
 struct Generations {
@@ -90,7 +65,7 @@ impl PrefixStates {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gitmodel_format::ChunkId;
+    use gitmodel_format::{ChunkId, RecipeChunk};
 
     fn chunk(n: u8) -> RecipeChunk {
         RecipeChunk {

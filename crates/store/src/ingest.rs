@@ -1,19 +1,23 @@
 //! The clean path: a stream of file bytes in, chunks stored once, a recipe and pointer out.
 //!
-//! A reader thread pulls blocks from the input and feeds SHA-256 (the file oid). The
-//! calling thread finds each block's cut candidates and then hashes (BLAKE3) and
-//! compresses the new chunks, both as tasks on the rayon pool, so that every core works
-//! whatever the mix; a writer thread writes full packs. Memory stays at a few blocks
-//! whatever the file size, and the only bytes copied before compression are the
-//! unfinished chunk carried from one block to the next. Packs are written as they fill;
-//! the recipe last, so a recipe never names chunks that are not on disk.
+//! A reader thread pulls blocks from the input. The calling thread finds each block's cut
+//! candidates and then hashes (BLAKE3) and compresses the new chunks, both as tasks on
+//! the rayon pool, so that every core works whatever the mix; a writer thread writes full
+//! packs, and a hashing thread takes the cut blocks for the file's SHA-256 (the oid).
+//! That hash resumes from the state kept for the longest prefix the file shares with an
+//! earlier version ([`gitmodel_format::prefix`]), so a model whose last layers changed
+//! is hashed only from where it changed. Memory stays at a few blocks whatever the file
+//! size, and the only bytes copied before compression are the unfinished chunk carried
+//! from one block to the next. Packs are written as they fill; the recipe last, so a
+//! recipe never names chunks that are not on disk.
 
 use std::collections::HashSet;
 use std::io::Read;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 
 use gitmodel_format::id::OidHasher;
 use gitmodel_format::pack::{encode_chunk, Codec};
+use gitmodel_format::prefix::{Fingerprint, ResumingHasher, States};
 use gitmodel_format::recipe::RecipeChunk;
 use gitmodel_format::{
     cut_candidates, select_cuts, ChunkId, ChunkParams, PackBuilder, Pointer, Recipe,
@@ -39,6 +43,24 @@ pub struct Ingested {
     pub new_bytes: u64,
     /// Bytes they take in packs (after compression).
     pub stored_bytes: u64,
+    /// Bytes fed to SHA-256: the size, less a prefix whose hash state was known.
+    pub hashed_bytes: u64,
+    /// Hash states at chunk boundaries, to resume from when the next version is cleaned.
+    pub states: Vec<(Fingerprint, OidHasher)>,
+}
+
+/// A cut block on its way to the hashing thread: the block, and its chunks' byte ranges
+/// and ids, in order.
+type CutBlock = (Shared, Vec<(std::ops::Range<usize>, ChunkId)>);
+
+/// A block shared by the chunks cut from it until they are hashed.
+#[derive(Clone)]
+struct Shared(Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for Shared {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 impl LocalStore {
@@ -50,20 +72,43 @@ impl LocalStore {
 
     /// [`LocalStore::ingest`] with chosen chunking parameters (recorded in the recipe).
     pub fn ingest_with<R: Read + Send>(&self, input: R, params: ChunkParams) -> Result<Ingested> {
+        self.ingest_resuming(input, params, States::new())
+    }
+
+    /// [`LocalStore::ingest_with`], resuming the file's SHA-256 from `known` states (kept
+    /// from an earlier version, see [`Ingested::states`]) where its chunks allow.
+    pub fn ingest_resuming<R: Read + Send>(
+        &self,
+        input: R,
+        params: ChunkParams,
+        known: States,
+    ) -> Result<Ingested> {
         let (tx, rx) = mpsc::sync_channel::<std::io::Result<Vec<u8>>>(2);
         let (pack_tx, pack_rx) = mpsc::sync_channel::<PackBuilder>(1);
+        let (hash_tx, hash_rx) = mpsc::sync_channel::<CutBlock>(2);
         std::thread::scope(|scope| {
             let head = params.max_size;
             let reader = scope.spawn(move || read_blocks(input, tx, head));
+            let hashing = scope.spawn(move || {
+                let mut h = ResumingHasher::new(known);
+                for (block, chunks) in hash_rx {
+                    for (range, id) in chunks {
+                        h.chunk(block.clone(), range, &id);
+                    }
+                }
+                h.finish()
+            });
             let writer = scope.spawn(move || -> Result<()> {
                 for pack in pack_rx {
                     self.write_pack(pack)?;
                 }
                 Ok(())
             });
-            let stored = self.chunk_and_store(params, rx, pack_tx);
+            let stored = self.chunk_and_store(params, rx, pack_tx, hash_tx);
             let written = writer.join().expect("pack writer thread panicked");
-            let (oid, size) = reader.join().expect("reader thread panicked");
+            reader.join().expect("reader thread panicked");
+            let (oid, size, states, hashed_bytes) =
+                hashing.join().expect("hashing thread panicked");
             // A failed pack write stops the cutting too: report the write's own error
             // (e.g. a full disk), not that the writer went away.
             written?;
@@ -87,6 +132,8 @@ impl LocalStore {
                 new_chunks: counts.0,
                 new_bytes: counts.1,
                 stored_bytes: counts.2,
+                hashed_bytes,
+                states,
             })
         })
     }
@@ -102,6 +149,7 @@ impl LocalStore {
         params: ChunkParams,
         rx: mpsc::Receiver<std::io::Result<Vec<u8>>>,
         packs: mpsc::SyncSender<PackBuilder>,
+        hashing: mpsc::SyncSender<CutBlock>,
     ) -> Result<(Vec<RecipeChunk>, (usize, u64, u64))> {
         let head = params.max_size;
         let mut carry: Vec<u8> = Vec::with_capacity(head);
@@ -170,17 +218,30 @@ impl LocalStore {
                 new_bytes += raw_len as u64;
                 stored_bytes += stored.len() as u64 + gitmodel_format::pack::RECORD_HEADER_LEN;
             }
+            let chunks: Vec<_> = ranges
+                .iter()
+                .zip(&recipe[recipe.len() - ranges.len()..])
+                .map(|(&(a, b), c)| (start + a..start + b, c.id))
+                .collect();
+            if !eof {
+                let consumed = cuts.last().copied().unwrap_or(0);
+                carry.clear();
+                carry.extend_from_slice(&data[consumed..]);
+                debug_assert!(
+                    carry.len() < head,
+                    "an unfinished chunk is shorter than max_size"
+                );
+            }
+            if !chunks.is_empty() {
+                hashing
+                    .send((Shared(Arc::new(block)), chunks))
+                    .map_err(|_| {
+                        StoreError::Input(std::io::Error::other("the hashing thread stopped"))
+                    })?;
+            }
             if eof {
                 break;
             }
-            let consumed = cuts.last().copied().unwrap_or(0);
-            carry.clear();
-            carry.extend_from_slice(&data[consumed..]);
-            debug_assert!(
-                carry.len() < head,
-                "an unfinished chunk is shorter than max_size"
-            );
-            block.clear();
         }
         if !pack.is_empty() {
             send(pack)?;
@@ -189,14 +250,8 @@ impl LocalStore {
     }
 }
 
-/// Reads `input` in blocks of [`BLOCK`] bytes, each after `head` free bytes, hashing as
-/// it goes; returns the oid and size.
-fn read_blocks<R: Read>(
-    mut input: R,
-    tx: mpsc::SyncSender<std::io::Result<Vec<u8>>>,
-    head: usize,
-) -> (gitmodel_format::Oid, u64) {
-    let mut hasher = OidHasher::new();
+/// Reads `input` in blocks of [`BLOCK`] bytes, each after `head` free bytes.
+fn read_blocks<R: Read>(mut input: R, tx: mpsc::SyncSender<std::io::Result<Vec<u8>>>, head: usize) {
     loop {
         let mut block = Vec::with_capacity(head + BLOCK);
         block.resize(head, 0);
@@ -205,7 +260,6 @@ fn read_blocks<R: Read>(
             break;
         }
         let filled = block.len() - head;
-        hasher.update(&block[head..]);
         if filled > 0 && tx.send(Ok(block)).is_err() {
             break;
         }
@@ -213,6 +267,31 @@ fn read_blocks<R: Read>(
             break;
         }
     }
-    let size = hasher.len();
-    (hasher.finish(), size)
+}
+
+impl LocalStore {
+    fn prefix_states_path(&self, key: &str) -> std::path::PathBuf {
+        self.root
+            .join("prefix-states")
+            .join(ChunkId::of(key.as_bytes()).to_hex())
+    }
+
+    /// Hash states kept under `key` (a file's path) by [`LocalStore::keep_prefix_states`];
+    /// none if there are none or they are damaged (they only save work).
+    pub fn prefix_states(&self, key: &str) -> States {
+        std::fs::read(self.prefix_states_path(key))
+            .ok()
+            .and_then(|bytes| gitmodel_format::prefix::decode_states(&bytes))
+            .unwrap_or_default()
+    }
+
+    /// Keeps the hash states of the version of `key` just cleaned, replacing the earlier
+    /// ones: the next version of that file starts from them. A cache, so not fsynced.
+    pub fn keep_prefix_states(&self, key: &str, states: &[(Fingerprint, OidHasher)]) -> Result<()> {
+        let path = self.prefix_states_path(key);
+        let dir = path.parent().expect("a file in a directory");
+        std::fs::create_dir_all(dir).map_err(crate::io_err(dir))?;
+        crate::fsutil::write_atomic_unsynced(&path, &gitmodel_format::prefix::encode_states(states))
+            .map_err(crate::io_err(&path))
+    }
 }

@@ -188,6 +188,60 @@ mod tests {
     }
 
     #[test]
+    fn a_new_version_is_hashed_from_where_it_differs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path().join("model")).unwrap();
+        let v1 = data(24 << 20, 3);
+        let a = store.ingest(&v1[..]).unwrap();
+        assert_eq!(a.hashed_bytes, v1.len() as u64);
+        store.keep_prefix_states("m.bin", &a.states).unwrap();
+
+        // The last quarter changes: about three quarters are taken from the kept states.
+        let mut v2 = v1.clone();
+        let edit = 18 << 20;
+        v2[edit..].iter_mut().for_each(|b| *b = b.wrapping_add(1));
+        let known = store.prefix_states("m.bin");
+        assert_eq!(known.len(), a.states.len());
+        let b = store
+            .ingest_resuming(&v2[..], gitmodel_format::ChunkParams::V1, known)
+            .unwrap();
+        assert_eq!(b.pointer.oid, Oid::of(&v2));
+        assert_eq!(b.pointer.size, v2.len() as u64);
+        let skipped = v2.len() as u64 - b.hashed_bytes;
+        assert!(
+            skipped <= edit as u64 && skipped > edit as u64 - (4 << 20),
+            "skipped {skipped} of the {edit} unchanged bytes"
+        );
+        let mut out = Vec::new();
+        store.write_file(&b.pointer.oid, &mut out).unwrap();
+        assert!(out == v2);
+
+        // Damaged states are ignored: the whole file is hashed, and the oid is right.
+        let kept = fs::read_dir(dir.path().join("model/prefix-states"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let mut bytes = fs::read(&kept).unwrap();
+        bytes[100] ^= 1;
+        fs::write(&kept, bytes).unwrap();
+        assert!(store.prefix_states("m.bin").is_empty());
+        assert!(store.prefix_states("other.bin").is_empty());
+        let c = store
+            .ingest_resuming(
+                &v2[..],
+                gitmodel_format::ChunkParams::V1,
+                store.prefix_states("m.bin"),
+            )
+            .unwrap();
+        assert_eq!(
+            (c.pointer.oid, c.hashed_bytes),
+            (Oid::of(&v2), v2.len() as u64)
+        );
+    }
+
+    #[test]
     fn ingest_then_rebuild_and_dedup() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::open(dir.path().join("model")).unwrap();
