@@ -372,15 +372,21 @@ pub fn pull(include: &[String], exclude: &[String]) -> Result<()> {
             }),
         }
     }
-    // The files changed size on disk, which `update-index --refresh` takes for a
-    // modification without looking; re-adding them runs the clean filter, which yields
-    // the same pointer, and records their new stat data so `git status` is clean. The stat
-    // cache lets that clean answer without hashing the files again.
+    // The files changed size on disk, which git takes for a modification until their
+    // index entries get the new stat data. Each was just written from its staged pointer,
+    // so the entries are refreshed in place (the blob stays). Should that fail (an index
+    // libgit2 cannot write), re-adding them runs the clean filter, which yields the same
+    // pointers; the stat cache lets it answer without hashing the files again, and also
+    // answers git's own re-clean of a racily clean entry.
     if let Err(e) = StatCache::save(store.root(), &workdir, &done) {
         tracing::warn!("could not save the stat cache: {e}");
     }
     let done: Vec<&str> = done.iter().map(|(p, _)| p.as_str()).collect();
-    for batch in done.chunks(500) {
+    let refreshed = scan::refresh_index_stat(&repo.repo, &workdir, &done);
+    if let Err(e) = &refreshed {
+        tracing::debug!("refreshing the index in place: {e}; re-adding instead");
+    }
+    for batch in done.chunks(500).filter(|_| refreshed.is_err()) {
         let specs: Vec<String> = batch.iter().map(|p| format!(":(literal){p}")).collect();
         let mut args = vec!["add", "--"];
         args.extend(specs.iter().map(String::as_str));

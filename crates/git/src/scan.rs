@@ -4,6 +4,7 @@
 //! header, without loading big blobs); it counts when it parses as a pointer. Trees and
 //! blobs already visited are skipped, so a long history of small changes is walked once.
 
+use std::path::Path;
 use std::collections::HashSet;
 
 use gitmodel_format::pointer::MAX_POINTER_SIZE;
@@ -148,4 +149,38 @@ pub fn pointers_in_index(repo: &git2::Repository) -> Result<Vec<IndexPointer>> {
         }
     }
     Ok(out)
+}
+
+/// Records the current stat data of working-tree files in their index entries, keeping
+/// the staged blob: what `git update-index --refresh` would do after re-cleaning each file
+/// and finding the same pointer, but without git reading every file through the clean
+/// filter again. Only for files whose content is known to clean to their staged pointer
+/// (just written from it). Returns how many entries were refreshed.
+pub fn refresh_index_stat(repo: &git2::Repository, workdir: &Path, paths: &[&str]) -> Result<usize> {
+    use std::os::unix::fs::MetadataExt;
+    let mut index = repo.index()?;
+    let mut refreshed = 0;
+    for path in paths {
+        let Some(mut e) = index.get_path(Path::new(path), 0) else {
+            continue;
+        };
+        let Ok(m) = std::fs::symlink_metadata(workdir.join(path)) else {
+            continue;
+        };
+        if !m.is_file() {
+            continue;
+        }
+        // The index keeps 32-bit stat fields, truncated as git truncates them.
+        e.ctime = git2::IndexTime::new(m.ctime() as i32, m.ctime_nsec() as u32);
+        e.mtime = git2::IndexTime::new(m.mtime() as i32, m.mtime_nsec() as u32);
+        e.dev = m.dev() as u32;
+        e.ino = m.ino() as u32;
+        e.uid = m.uid();
+        e.gid = m.gid();
+        e.file_size = m.size() as u32;
+        index.add(&e)?;
+        refreshed += 1;
+    }
+    index.write()?;
+    Ok(refreshed)
 }
