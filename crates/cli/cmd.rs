@@ -318,6 +318,104 @@ fn is_pointer_file(path: &std::path::Path, p: &Pointer) -> bool {
     }
 }
 
+/// Files written by one [`Assembly`] at most: each holds an open temp file.
+const ASSEMBLY_FILES: usize = 256;
+
+/// Downloads what `batch` lacks and writes its files straight from the downloaded chunks
+/// (plus those already in the store), each checked against its oid before it replaces the
+/// pointer file. A failed download fails the batch with nothing written; a file that
+/// fails its checks is reported through `outcome` and left as a pointer.
+#[allow(clippy::too_many_arguments)]
+fn pull_batch(
+    repo: &Repo,
+    store: &gitmodel_store::LocalStore,
+    remote: &mut Option<gitmodel_client::Remote>,
+    workdir: &std::path::Path,
+    batch: &[scan::IndexPointer],
+    progress: &gitmodel_client::Progress,
+    fetched: &mut DownloadReport,
+    outcome: &mut impl FnMut(&scan::IndexPointer, Result<u64, gitmodel_store::StoreError>),
+) -> Result<()> {
+    let files: Vec<FileRef> = batch
+        .iter()
+        .filter(|s| !store.has_file(&s.pointer.oid))
+        .map(|s| FileRef {
+            oid: s.pointer.oid,
+            size: s.pointer.size,
+            path: s.path.clone(),
+        })
+        .collect();
+    let mut unique = std::collections::HashSet::new();
+    fetched.files += batch
+        .iter()
+        .filter(|s| unique.insert(s.pointer.oid))
+        .count();
+    fetched.files_local += unique.len()
+        - files
+            .iter()
+            .map(|f| f.oid)
+            .collect::<std::collections::HashSet<_>>()
+            .len();
+    let plan = if files.is_empty() {
+        None
+    } else {
+        if remote.is_none() {
+            *remote = Some(repo.remote()?);
+        }
+        let r = remote.as_ref().expect("just set");
+        Some(
+            gitmodel_client::plan_download(store, r, &files)
+                .with_context(|| format!("downloading from {}", r.url()))?,
+        )
+    };
+    let mut recipes: std::collections::HashMap<_, _> = plan
+        .iter()
+        .flat_map(|p| p.recipes())
+        .map(|r| (r.oid, r.unlocated()))
+        .collect();
+    let mut items = Vec::new();
+    let mut placed = Vec::new();
+    for s in batch {
+        let recipe = match recipes.get(&s.pointer.oid) {
+            Some(r) => r.clone(),
+            None => match store.recipe(&s.pointer.oid) {
+                Ok(Some(r)) => {
+                    recipes.insert(r.oid, r.clone());
+                    r
+                }
+                Ok(None) => {
+                    outcome(
+                        s,
+                        Err(gitmodel_store::StoreError::MissingFile { oid: s.pointer.oid }),
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    outcome(s, Err(e));
+                    continue;
+                }
+            },
+        };
+        items.push((recipe, workdir.join(&s.path), s.executable));
+        placed.push(s);
+    }
+    let assembly = gitmodel_store::Assembly::new(items)?;
+    if let (Some(plan), Some(r)) = (plan, remote.as_ref()) {
+        let sink = |id: &gitmodel_format::ChunkId, data: &[u8]| assembly.put(id, data);
+        let report = gitmodel_client::run_download(store, r, plan, progress, Some(&sink))
+            .with_context(|| format!("downloading from {}", r.url()))?;
+        fetched.file_bytes += report.file_bytes;
+        fetched.chunks_fetched += report.chunks_fetched;
+        fetched.bytes_received += report.bytes_received;
+        fetched.bytes_new += report.bytes_new;
+        fetched.requests += report.requests;
+    }
+    for (s, done) in placed.into_iter().zip(assembly.finish(store)) {
+        outcome(s, done.result);
+    }
+    Ok(())
+}
+
 pub fn pull(include: &[String], exclude: &[String]) -> Result<()> {
     let repo = Repo::open()?;
     let workdir = repo.workdir()?.clone();
@@ -345,22 +443,14 @@ pub fn pull(include: &[String], exclude: &[String]) -> Result<()> {
         eprintln!("git-model: every tracked file is already in the working tree");
         return Ok(());
     }
-    let files: Vec<FileRef> = todo
-        .iter()
-        .map(|s| FileRef {
-            oid: s.pointer.oid,
-            size: s.pointer.size,
-            path: s.path.clone(),
-        })
-        .collect();
-    let fetched = fetch_pointers(&repo, &files)?;
     let store = repo.store()?;
+    let mut remote = None;
+    let mut fetched = DownloadReport::default();
     let mut written = 0u64;
     let mut failed = Vec::new();
     let mut done: Vec<(String, Pointer)> = Vec::new();
-    for s in &todo {
-        let target = workdir.join(&s.path);
-        match store.materialize(&s.pointer.oid, &target, s.executable) {
+    let mut outcome =
+        |s: &scan::IndexPointer, result: Result<u64, gitmodel_store::StoreError>| match result {
             Ok(n) => {
                 written += n;
                 done.push((s.path.clone(), s.pointer));
@@ -370,7 +460,24 @@ pub fn pull(include: &[String], exclude: &[String]) -> Result<()> {
                 oid: s.pointer.oid.to_hex(),
                 problem: e.to_string(),
             }),
+        };
+    crate::progress::show("downloading", |progress| -> Result<()> {
+        for batch in todo.chunks(ASSEMBLY_FILES) {
+            pull_batch(
+                &repo,
+                &store,
+                &mut remote,
+                &workdir,
+                batch,
+                progress,
+                &mut fetched,
+                &mut outcome,
+            )?;
         }
+        Ok(())
+    })?;
+    if fetched.files > fetched.files_local {
+        print_download(&fetched);
     }
     // The files changed size on disk, which git takes for a modification until their
     // index entries get the new stat data. Each was just written from its staged pointer,

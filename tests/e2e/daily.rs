@@ -164,18 +164,27 @@ fn killed_pull_leaves_no_half_written_file_and_rerun_completes(w: World) {
             now == pointer || now == big,
             "half-written file after kill at {delay_ms} ms"
         );
-        let stray: Vec<_> = fs::read_dir(&lazy)
-            .unwrap()
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-gitmodel"))
-            .collect();
-        // A killed process may leave its temp file, but never in place of the target.
-        for s in stray {
-            fs::remove_file(s.path()).unwrap();
-        }
     }
+    // A killed process may leave its temp file, but never in place of the target; the
+    // next pull removes it, and leaves alone one of a process still running.
+    fs::write(
+        lazy.join(".tmp-gitmodel-4000000000-dead"),
+        b"left by a crash",
+    )
+    .unwrap();
+    let live = format!(".tmp-gitmodel-{}-live", std::process::id());
+    fs::write(lazy.join(&live), b"being written").unwrap();
     w.env.git(&lazy, &["model", "pull"]);
+    fs::remove_file(lazy.join(&live)).expect("a running process's temp file is kept");
     assert!(fs::read(&target).unwrap() == big);
+    let stray: Vec<_> = fs::read_dir(&lazy)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".tmp-gitmodel"))
+        .collect();
+    assert!(stray.is_empty(), "left behind: {stray:?}");
+    assert_eq!(w.env.git(&lazy, &["status", "--porcelain"]), "");
     w.env.git(&lazy, &["model", "fsck"]);
 }
 

@@ -12,8 +12,8 @@ mod transfer;
 pub use credentials::{Credential, CredentialHelper, GitCredentialHelper};
 pub use remote::{Auth, Remote, RemoteOptions, TlsOptions};
 pub use transfer::{
-    download, download_with_progress, upload, upload_with_progress, DownloadReport, FileRef,
-    Progress, UploadReport,
+    download, download_with_progress, plan_download, run_download, upload, upload_with_progress,
+    ChunkSink, DownloadPlan, DownloadReport, FileRef, Progress, UploadReport,
 };
 
 use gitmodel_format::Oid;

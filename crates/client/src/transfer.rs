@@ -311,6 +311,36 @@ pub fn download_with_progress(
     files: &[FileRef],
     progress: &Progress,
 ) -> Result<DownloadReport, ClientError> {
+    let plan = plan_download(store, remote, files)?;
+    run_download(store, remote, plan, progress, None)
+}
+
+/// Called with each downloaded chunk's content, already checked against its id, from
+/// the download's worker threads.
+pub type ChunkSink<'a> =
+    dyn Fn(&ChunkId, &[u8]) -> Result<(), gitmodel_store::StoreError> + Sync + 'a;
+
+/// The files of a download the local store lacks, and their recipes from the server.
+pub struct DownloadPlan<'a> {
+    report: DownloadReport,
+    wanted: Vec<&'a FileRef>,
+    recipes: Vec<Recipe>,
+}
+
+impl DownloadPlan<'_> {
+    /// The recipes of the files to download (located: with the server's packs).
+    pub fn recipes(&self) -> &[Recipe] {
+        &self.recipes
+    }
+}
+
+/// First step of [`download`]: which files are missing locally, and what they are made
+/// of (one recipe request per file, in parallel).
+pub fn plan_download<'a>(
+    store: &LocalStore,
+    remote: &Remote,
+    files: &'a [FileRef],
+) -> Result<DownloadPlan<'a>, ClientError> {
     let mut report = DownloadReport::default();
     let mut seen = HashSet::new();
     let mut wanted = Vec::new();
@@ -321,9 +351,6 @@ pub fn download_with_progress(
         } else {
             wanted.push(f);
         }
-    }
-    if wanted.is_empty() {
-        return Ok(report);
     }
     let recipes = parallel_map(&wanted, |f| {
         let r = remote
@@ -344,9 +371,37 @@ pub fn download_with_progress(
         }
         Ok(r)
     })?;
+    Ok(DownloadPlan {
+        report,
+        wanted,
+        recipes,
+    })
+}
+
+/// Second step of [`download`]: fetches the chunks of `plan`'s files that the store
+/// lacks, stores them and then the recipes. Each fetched chunk's content also goes to
+/// `sink`, if given (e.g. an [`gitmodel_store::Assembly`] writing the files directly).
+pub fn run_download(
+    store: &LocalStore,
+    remote: &Remote,
+    plan: DownloadPlan<'_>,
+    progress: &Progress,
+    sink: Option<&ChunkSink<'_>>,
+) -> Result<DownloadReport, ClientError> {
+    let DownloadPlan {
+        mut report,
+        wanted,
+        recipes,
+    } = plan;
+    if wanted.is_empty() {
+        return Ok(report);
+    }
 
     // Which chunks of which packs are needed.
+    // Packs are listed in the order the files first need them, so that chunks arrive
+    // roughly in file order (a sink writing files can then hash them as they land).
     let mut needed: HashMap<PackId, Vec<u32>> = HashMap::new();
+    let mut order: Vec<PackId> = Vec::new();
     let mut expect: HashSet<ChunkId> = HashSet::new();
     for r in &recipes {
         report.file_bytes += r.size;
@@ -355,7 +410,10 @@ pub fn download_with_progress(
                 if !store.has_chunk(&c.id) && expect.insert(c.id) {
                     needed
                         .entry(seg.pack)
-                        .or_default()
+                        .or_insert_with(|| {
+                            order.push(seg.pack);
+                            Vec::new()
+                        })
                         .push(seg.first + k as u32);
                 }
             }
@@ -363,7 +421,10 @@ pub fn download_with_progress(
     }
 
     // Exact ranges from each pack's footer index.
-    let packs: Vec<(PackId, Vec<u32>)> = needed.into_iter().collect();
+    let packs: Vec<(PackId, Vec<u32>)> = order
+        .into_iter()
+        .map(|p| (p, needed.remove(&p).expect("listed pack")))
+        .collect();
     let indexes = parallel_map(&packs, |(pack, _)| pack_index(remote, pack))?;
     let mut tasks = Vec::new();
     for ((pack, mut wanted), index) in packs.into_iter().zip(indexes) {
@@ -394,9 +455,10 @@ pub fn download_with_progress(
         tasks.extend(current);
     }
     report.requests = tasks.len();
+    // Added, not set: a command may run several downloads under one progress display.
     progress
         .total
-        .store(tasks.iter().map(|t| t.length).sum(), Ordering::Relaxed);
+        .fetch_add(tasks.iter().map(|t| t.length).sum(), Ordering::Relaxed);
 
     // Fetch in parallel; store in this thread as results arrive.
     let queue = Mutex::new(tasks.into_iter());
@@ -409,7 +471,7 @@ pub fn download_with_progress(
                 let Some(task) = queue.lock().unwrap().next() else {
                     break;
                 };
-                let result = fetch_range(remote, &task);
+                let result = fetch_range(remote, &task, sink);
                 let failed = result.is_err();
                 if tx.send(result).is_err() || failed {
                     break;
@@ -478,7 +540,11 @@ fn pack_index(remote: &Remote, pack: &PackId) -> Result<Vec<PackEntry>, ClientEr
     pack::parse_index(&index, index_offset).map_err(|e| protocol(e.to_string()))
 }
 
-fn fetch_range(remote: &Remote, task: &RangeTask) -> Result<(u64, Vec<StoredChunk>), ClientError> {
+fn fetch_range(
+    remote: &Remote,
+    task: &RangeTask,
+    sink: Option<&ChunkSink<'_>>,
+) -> Result<(u64, Vec<StoredChunk>), ClientError> {
     let bytes = remote.get_range(&task.pack, task.offset, task.length)?;
     let corrupt = |what: String| ClientError::Protocol {
         url: remote.url().to_string(),
@@ -496,7 +562,10 @@ fn fetch_range(remote: &Remote, task: &RangeTask) -> Result<(u64, Vec<StoredChun
                 rec.id, entry.id
             )));
         }
-        rec.decode().map_err(|e| corrupt(e.to_string()))?;
+        let raw = rec.decode().map_err(|e| corrupt(e.to_string()))?;
+        if let Some(sink) = sink {
+            sink(&rec.id, &raw)?;
+        }
         out.push(StoredChunk {
             entry: *entry,
             stored: rec.stored.to_vec(),

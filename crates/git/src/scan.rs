@@ -4,8 +4,8 @@
 //! header, without loading big blobs); it counts when it parses as a pointer. Trees and
 //! blobs already visited are skipped, so a long history of small changes is walked once.
 
-use std::path::Path;
 use std::collections::HashSet;
+use std::path::Path;
 
 use gitmodel_format::pointer::MAX_POINTER_SIZE;
 use gitmodel_format::Pointer;
@@ -156,7 +156,11 @@ pub fn pointers_in_index(repo: &git2::Repository) -> Result<Vec<IndexPointer>> {
 /// and finding the same pointer, but without git reading every file through the clean
 /// filter again. Only for files whose content is known to clean to their staged pointer
 /// (just written from it). Returns how many entries were refreshed.
-pub fn refresh_index_stat(repo: &git2::Repository, workdir: &Path, paths: &[&str]) -> Result<usize> {
+pub fn refresh_index_stat(
+    repo: &git2::Repository,
+    workdir: &Path,
+    paths: &[&str],
+) -> Result<usize> {
     use std::os::unix::fs::MetadataExt;
     let mut index = repo.index()?;
     let mut refreshed = 0;

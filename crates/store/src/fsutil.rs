@@ -9,13 +9,36 @@ use std::path::{Path, PathBuf};
 /// Prefix of temp files, so cleanup can recognise leftovers of a crash.
 pub const TEMP_PREFIX: &str = ".tmp-gitmodel-";
 
-/// Creates a temp file beside `target` (same directory, so the rename is atomic).
+/// Creates a temp file beside `target` (same directory, so the rename is atomic), named
+/// `<TEMP_PREFIX><pid>-<random>` so that [`remove_stale_temps`] knows a crash's leftovers.
 pub fn temp_beside(target: &Path) -> io::Result<tempfile::NamedTempFile> {
     let dir = parent_dir(target);
     fs::create_dir_all(dir)?;
     tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
+        .prefix(&format!("{TEMP_PREFIX}{}-", std::process::id()))
         .tempfile_in(dir)
+}
+
+/// Removes the temp files in `dir` left by processes that no longer run (killed in the
+/// middle of a write); returns how many. Files of running processes are left alone.
+pub fn remove_stale_temps(dir: &Path) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(TEMP_PREFIX)) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().filter(|p| p.parse::<u32>().is_ok()) else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid).exists() && fs::remove_file(e.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 fn parent_dir(path: &Path) -> &Path {

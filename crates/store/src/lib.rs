@@ -12,6 +12,7 @@
 //! verifying every chunk and the file's SHA-256. Network transfer is not here.
 #![forbid(unsafe_code)]
 
+mod assemble;
 pub mod fsutil;
 mod ingest;
 mod maintain;
@@ -29,6 +30,7 @@ use gitmodel_format::recipe::RecipeError;
 use gitmodel_format::{ChunkId, Oid, PackBuilder, PackId, Recipe};
 use rayon::prelude::*;
 
+pub use assemble::{Assembled, Assembly};
 pub use ingest::Ingested;
 pub use maintain::PrunePlan;
 
@@ -351,6 +353,17 @@ impl LocalStore {
 
     /// Reads one chunk as stored, verifying that it decodes to its id.
     pub fn read_stored(&self, id: &ChunkId) -> Result<Option<StoredChunk>> {
+        Ok(self.read_record(id)?.map(|(stored, _)| stored))
+    }
+
+    /// The content of chunk `id`, checked against it; `None` if the store lacks it.
+    pub fn read_chunk(&self, id: &ChunkId) -> Result<Option<Vec<u8>>> {
+        Ok(self.read_record(id)?.map(|(_, raw)| raw))
+    }
+
+    /// Reads chunk `id`'s record and decodes it (checking it against the id): its index
+    /// entry, stored bytes and content.
+    fn read_record(&self, id: &ChunkId) -> Result<Option<(StoredChunk, Vec<u8>)>> {
         let Some(loc) = self.locate(id) else {
             return Ok(None);
         };
@@ -372,15 +385,15 @@ impl LocalStore {
                 },
             });
         }
-        rec.decode().map_err(|source| StoreError::Pack {
+        let raw = rec.decode().map_err(|source| StoreError::Pack {
             pack: loc.pack,
             source,
         })?;
-        let stored = rec.stored.to_vec();
-        Ok(Some(StoredChunk {
+        let stored = StoredChunk {
             entry: loc.entry,
-            stored,
-        }))
+            stored: rec.stored.to_vec(),
+        };
+        Ok(Some((stored, raw)))
     }
 
     /// How many indexed chunks each pack holds (a chunk stored twice counts once, in

@@ -142,31 +142,7 @@ impl LocalStore {
             oid,
             std::io::BufWriter::with_capacity(1 << 20, tmp.as_file()),
         )?;
-        if executable {
-            use std::os::unix::fs::PermissionsExt;
-            let mut perm = tmp
-                .as_file()
-                .metadata()
-                .map_err(io_err(target))?
-                .permissions();
-            perm.set_mode(perm.mode() | 0o111);
-            tmp.as_file()
-                .set_permissions(perm)
-                .map_err(io_err(target))?;
-        } else {
-            // tempfile creates 0600; a working-tree file gets the usual umask-driven mode.
-            use std::os::unix::fs::PermissionsExt;
-            let mut perm = tmp
-                .as_file()
-                .metadata()
-                .map_err(io_err(target))?
-                .permissions();
-            perm.set_mode(0o644);
-            tmp.as_file()
-                .set_permissions(perm)
-                .map_err(io_err(target))?;
-        }
-        self.persist(tmp, target)?;
+        self.place(tmp, target, executable)?;
         Ok(size)
     }
 }

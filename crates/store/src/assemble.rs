@@ -1,0 +1,334 @@
+//! Writing files straight from chunks as a download delivers them.
+//!
+//! `git model pull` used to store the downloaded chunks and then rebuild each file from
+//! the store, decompressing every chunk twice. An [`Assembly`] instead takes each chunk's
+//! bytes the moment a download worker has decoded and checked them, and writes them at
+//! every offset where the files being pulled use that chunk (positioned writes into temp
+//! files beside the targets, from any thread). [`Assembly::finish`] fills what the
+//! download did not bring (chunks the store already had) from the store, checks each
+//! file's SHA-256, and only then renames it into place; a file that fails any check is
+//! never exposed, and one whose assembly is abandoned leaves nothing behind.
+
+use std::collections::HashMap;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use gitmodel_format::id::OidHasher;
+use gitmodel_format::{ChunkId, Recipe};
+use rayon::prelude::*;
+
+use crate::{fsutil, io_err, LocalStore, Result, StoreError};
+
+/// One file being assembled.
+struct Part {
+    recipe: Recipe,
+    target: PathBuf,
+    executable: bool,
+    tmp: tempfile::NamedTempFile,
+    /// Offset of each recipe chunk in the file.
+    offsets: Vec<u64>,
+    /// Which recipe chunks have been written.
+    filled: Vec<AtomicBool>,
+    /// SHA-256 of the written prefix: chunks are hashed as soon as all before them are
+    /// written, so the hash keeps up with the download instead of following it.
+    hashing: Mutex<Hashing>,
+}
+
+struct Hashing {
+    /// The first recipe chunk not hashed yet.
+    next: usize,
+    hasher: OidHasher,
+}
+
+/// Files written from chunks in any order; see the module documentation.
+pub struct Assembly {
+    parts: Vec<Part>,
+    /// Where each chunk goes: (part, recipe chunk index).
+    uses: HashMap<ChunkId, Vec<(usize, usize)>>,
+}
+
+/// What [`Assembly::finish`] did for one target.
+pub struct Assembled {
+    pub target: PathBuf,
+    pub result: Result<u64>,
+}
+
+impl Assembly {
+    /// Prepares `files` (each the recipe of the content, the path to write it to, and
+    /// whether it is executable): a temp file of the right size beside each target.
+    pub fn new(files: Vec<(Recipe, PathBuf, bool)>) -> Result<Assembly> {
+        let mut parts = Vec::with_capacity(files.len());
+        let mut uses: HashMap<ChunkId, Vec<(usize, usize)>> = HashMap::new();
+        let mut swept = std::collections::HashSet::new();
+        for (recipe, target, executable) in files {
+            // A killed earlier pull may have left its temp files here.
+            if let Some(dir) = target.parent().filter(|d| swept.insert(d.to_path_buf())) {
+                fsutil::remove_stale_temps(dir);
+            }
+            let tmp = fsutil::temp_beside(&target).map_err(io_err(&target))?;
+            tmp.as_file()
+                .set_len(recipe.size)
+                .map_err(io_err(&target))?;
+            let mut offsets = Vec::with_capacity(recipe.chunks.len());
+            let mut at = 0u64;
+            for (k, c) in recipe.chunks.iter().enumerate() {
+                offsets.push(at);
+                at += c.raw_len as u64;
+                uses.entry(c.id).or_default().push((parts.len(), k));
+            }
+            if at != recipe.size {
+                return Err(StoreError::Recipe {
+                    oid: recipe.oid,
+                    source: gitmodel_format::RecipeError::Malformed(format!(
+                        "chunks add up to {at} bytes, the file has {}",
+                        recipe.size
+                    )),
+                });
+            }
+            let filled = recipe
+                .chunks
+                .iter()
+                .map(|_| AtomicBool::new(false))
+                .collect();
+            parts.push(Part {
+                recipe,
+                target,
+                executable,
+                tmp,
+                offsets,
+                filled,
+                hashing: Mutex::new(Hashing {
+                    next: 0,
+                    hasher: OidHasher::new(),
+                }),
+            });
+        }
+        Ok(Assembly { parts, uses })
+    }
+
+    /// Writes a chunk's bytes wherever the files use it. The caller has checked `data`
+    /// against `id`; a chunk no file uses is ignored. Safe to call from many threads.
+    pub fn put(&self, id: &ChunkId, data: &[u8]) -> Result<()> {
+        for &(p, k) in self.uses.get(id).into_iter().flatten() {
+            let part = &self.parts[p];
+            if part.recipe.chunks[k].raw_len as usize != data.len() {
+                continue; // cannot be this chunk; left for finish() to fill and check
+            }
+            part.tmp
+                .as_file()
+                .write_all_at(data, part.offsets[k])
+                .map_err(io_err(&part.target))?;
+            part.filled[k].store(true, Ordering::Release);
+            advance(part, Some((k, data)))?;
+        }
+        Ok(())
+    }
+
+    /// Fills the chunks not yet written from `store`, checks every file against its oid
+    /// and moves the good ones into place. One result per file, in the order given.
+    pub fn finish(self, store: &LocalStore) -> Vec<Assembled> {
+        self.parts
+            .into_par_iter()
+            .map(|part| {
+                let target = part.target.clone();
+                let result = finish_part(store, part);
+                Assembled { target, result }
+            })
+            .collect()
+    }
+}
+
+/// Hashes the chunks of `part` that are written and follow the hashed prefix, unless
+/// another thread is at it (the rest is picked up by a later call or by `finish`).
+/// `fresh` is a chunk just written, hashed from memory instead of read back.
+fn advance(part: &Part, fresh: Option<(usize, &[u8])>) -> Result<()> {
+    let Ok(mut h) = part.hashing.try_lock() else {
+        return Ok(());
+    };
+    let mut buf = Vec::new();
+    while h.next < part.filled.len() && part.filled[h.next].load(Ordering::Acquire) {
+        let k = h.next;
+        match fresh {
+            Some((fk, data)) if fk == k => h.hasher.update(data),
+            _ => {
+                buf.resize(part.recipe.chunks[k].raw_len as usize, 0);
+                part.tmp
+                    .as_file()
+                    .read_exact_at(&mut buf, part.offsets[k])
+                    .map_err(io_err(&part.target))?;
+                h.hasher.update(&buf);
+            }
+        }
+        h.next += 1;
+    }
+    Ok(())
+}
+
+fn finish_part(store: &LocalStore, part: Part) -> Result<u64> {
+    let oid = part.recipe.oid;
+    let missing: Vec<usize> = (0..part.recipe.chunks.len())
+        .filter(|&k| !part.filled[k].load(Ordering::Acquire))
+        .collect();
+    missing.par_iter().try_for_each(|&k| -> Result<()> {
+        let c = &part.recipe.chunks[k];
+        let data = store
+            .read_chunk(&c.id)?
+            .ok_or(StoreError::MissingChunk { oid, chunk: c.id })?;
+        part.tmp
+            .as_file()
+            .write_all_at(&data, part.offsets[k])
+            .map_err(io_err(&part.target))
+    })?;
+    // The rest of the file is read back and hashed: every byte renamed into place is
+    // covered by the oid check.
+    let Hashing { next, mut hasher } = part.hashing.into_inner().expect("no thread panicked");
+    let mut at = part.offsets.get(next).copied().unwrap_or(part.recipe.size);
+    let mut buf = vec![0u8; 1 << 20];
+    while at < part.recipe.size {
+        let n = buf.len().min((part.recipe.size - at) as usize);
+        part.tmp
+            .as_file()
+            .read_exact_at(&mut buf[..n], at)
+            .map_err(io_err(&part.target))?;
+        hasher.update(&buf[..n]);
+        at += n as u64;
+    }
+    let size = hasher.len();
+    let actual = hasher.finish();
+    if actual != oid || size != part.recipe.size {
+        return Err(StoreError::HashMismatch { oid, actual, size });
+    }
+    store.place(part.tmp, &part.target, part.executable)?;
+    Ok(size)
+}
+
+impl LocalStore {
+    /// Gives a finished temp file its mode (0644, or 0755 when `executable`) and renames
+    /// it over `target`.
+    pub(crate) fn place(
+        &self,
+        tmp: tempfile::NamedTempFile,
+        target: &Path,
+        executable: bool,
+    ) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = if executable { 0o755 } else { 0o644 };
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(io_err(target))?;
+        self.persist(tmp, target)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{RngCore, SeedableRng};
+
+    fn data(len: usize, seed: u64) -> Vec<u8> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut v = vec![0u8; len];
+        rng.fill_bytes(&mut v);
+        v
+    }
+
+    fn chunks_of(recipe: &Recipe, content: &[u8]) -> Vec<(ChunkId, Vec<u8>)> {
+        let mut at = 0;
+        recipe
+            .chunks
+            .iter()
+            .map(|c| {
+                let bytes = content[at..at + c.raw_len as usize].to_vec();
+                at += c.raw_len as usize;
+                (c.id, bytes)
+            })
+            .collect()
+    }
+
+    fn temps(dir: &Path) -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(fsutil::TEMP_PREFIX))
+            .collect()
+    }
+
+    #[test]
+    fn chunks_in_any_order_plus_the_store_make_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = LocalStore::open(dir.path().join("source")).unwrap();
+        let local = LocalStore::open(dir.path().join("local")).unwrap();
+        let content = data(6 << 20, 1);
+        let recipe = source.ingest(&content[..]).unwrap().pointer.oid;
+        let recipe = source.recipe(&recipe).unwrap().unwrap();
+        let chunks = chunks_of(&recipe, &content);
+        // The local store already has every third chunk; the rest "arrive" backwards.
+        let have: Vec<_> = chunks
+            .iter()
+            .step_by(3)
+            .map(|(id, _)| source.read_stored(id).unwrap().unwrap())
+            .collect();
+        local.import(have).unwrap();
+        let out = dir.path().join("work");
+        let (a, b) = (out.join("a.bin"), out.join("sub/b.bin"));
+        let asm = Assembly::new(vec![
+            (recipe.clone(), a.clone(), false),
+            (recipe.clone(), b.clone(), true),
+        ])
+        .unwrap();
+        for (k, (id, bytes)) in chunks.iter().enumerate().rev() {
+            if k % 3 != 0 {
+                asm.put(id, bytes).unwrap();
+            }
+        }
+        asm.put(&ChunkId::of(b"unused"), b"unused").unwrap();
+        let done = asm.finish(&local);
+        assert_eq!(done.len(), 2);
+        for d in done {
+            assert_eq!(d.result.unwrap(), content.len() as u64);
+            assert!(std::fs::read(&d.target).unwrap() == content);
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!((mode(&a), mode(&b)), (0o644, 0o755));
+        assert!(temps(&out).is_empty() && temps(&out.join("sub")).is_empty());
+    }
+
+    #[test]
+    fn wrong_bytes_never_reach_the_target_and_nothing_is_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path().join("model")).unwrap();
+        let content = data(3 << 20, 2);
+        let oid = store.ingest(&content[..]).unwrap().pointer.oid;
+        let recipe = store.recipe(&oid).unwrap().unwrap();
+        let target = dir.path().join("m.bin");
+        std::fs::write(&target, b"the pointer").unwrap();
+        let asm = Assembly::new(vec![(recipe.clone(), target.clone(), false)]).unwrap();
+        for (k, (id, mut bytes)) in chunks_of(&recipe, &content).into_iter().enumerate() {
+            if k == 2 {
+                bytes[0] ^= 1; // a sink fed bytes that are not this chunk's
+            }
+            asm.put(&id, &bytes).unwrap();
+        }
+        let done = asm.finish(&store);
+        assert!(
+            matches!(done[0].result, Err(StoreError::HashMismatch { .. })),
+            "{:?}",
+            done[0].result.as_ref().err()
+        );
+        assert_eq!(std::fs::read(&target).unwrap(), b"the pointer");
+        assert!(temps(dir.path()).is_empty());
+
+        // Abandoned half way (a failed download): nothing is left either.
+        let asm = Assembly::new(vec![(recipe.clone(), target.clone(), false)]).unwrap();
+        let (id, bytes) = &chunks_of(&recipe, &content)[0];
+        asm.put(id, bytes).unwrap();
+        assert_eq!(temps(dir.path()).len(), 1);
+        drop(asm);
+        assert!(temps(dir.path()).is_empty());
+        assert_eq!(std::fs::read(&target).unwrap(), b"the pointer");
+    }
+}
