@@ -50,6 +50,9 @@ impl ModelFilter {
     fn new() -> Result<ModelFilter> {
         let repo = Repo::open()?;
         let store = repo.store()?;
+        // A `git add` of many small files: one pack for many of them, written when full
+        // or when this process ends (journaled meanwhile).
+        store.share_small_files(true);
         // A fresh clone has no hooks yet: install them now, so its pushes upload content.
         if repo.workdir.is_some()
             && !gitmodel_git::setup::hooks_installed(&repo.git).unwrap_or(true)
@@ -91,7 +94,10 @@ impl ModelFilter {
             return false;
         }
         match self.repo.store() {
-            Ok(store) => self.store = store,
+            Ok(store) => {
+                store.share_small_files(true);
+                self.store = store;
+            }
             Err(e) => tracing::warn!("reopening the local store: {e:#}"),
         }
         self.store.has_file(&p.oid)

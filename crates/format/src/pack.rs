@@ -177,6 +177,20 @@ impl Record<'_> {
     }
 }
 
+/// The length of the longest prefix of `span` made of whole records (a span cut short by
+/// a crash ends with a partial one).
+pub fn complete_records_len(span: &[u8]) -> usize {
+    let mut at = 0usize;
+    while span.len() - at >= RECORD_HEADER_LEN as usize {
+        let end = at + RECORD_HEADER_LEN as usize + u32_at(&span[at..], 36) as usize;
+        if end > span.len() {
+            break;
+        }
+        at = end;
+    }
+    at
+}
+
 /// Splits a span of consecutive records (as read by one range request) into records.
 pub fn parse_records(mut span: &[u8]) -> Result<Vec<Record<'_>>, PackError> {
     let mut out = Vec::new();
@@ -243,6 +257,23 @@ impl PackBuilder {
 
     pub fn entries(&self) -> &[PackEntry] {
         &self.entries
+    }
+
+    /// The records so far: each entry with its stored bytes.
+    pub fn records(&self) -> impl Iterator<Item = (&PackEntry, &[u8])> {
+        self.entries.iter().map(|e| {
+            let start = (e.offset + RECORD_HEADER_LEN) as usize;
+            (e, &self.buf[start..start + e.stored_len as usize])
+        })
+    }
+
+    /// The encoded records from the `first`th on, as they sit in the pack (each
+    /// header and stored bytes): what [`parse_records`] reads back.
+    pub fn records_from(&self, first: usize) -> &[u8] {
+        match self.entries.get(first) {
+            Some(e) => &self.buf[e.offset as usize..],
+            None => &[],
+        }
     }
 
     /// Size the pack would have if finished now.

@@ -112,7 +112,15 @@ impl LocalStore {
             // A failed pack write stops the cutting too: report the write's own error
             // (e.g. a full disk), not that the writer went away.
             written?;
-            let (chunks, counts) = stored?;
+            let (chunks, counts, tail) = stored?;
+            // The file's last pack: shared with the next files when small.
+            if !tail.is_empty() {
+                if self.shares_small_files() && tail.finished_len() < crate::shared::SHARE_BELOW {
+                    self.share(tail)?;
+                } else {
+                    self.write_pack(tail)?;
+                }
+            }
             let recipe = Recipe {
                 chunker: params.version,
                 oid,
@@ -140,7 +148,7 @@ impl LocalStore {
 
     /// Cuts the blocks from `rx` into chunks, hashes them and compresses the new ones on
     /// the rayon pool, and hands full packs to `packs` (written by another thread, so
-    /// cutting goes on while the kernel copies a pack). Each block arrives with
+    /// cutting goes on while the kernel copies a pack); returns the last, unfinished one. Each block arrives with
     /// `params.max_size` free bytes at its front, where the unfinished chunk of the
     /// previous block is put: the only bytes ever copied before compression.
     #[allow(clippy::type_complexity)]
@@ -150,7 +158,7 @@ impl LocalStore {
         rx: mpsc::Receiver<std::io::Result<Vec<u8>>>,
         packs: mpsc::SyncSender<PackBuilder>,
         hashing: mpsc::SyncSender<CutBlock>,
-    ) -> Result<(Vec<RecipeChunk>, (usize, u64, u64))> {
+    ) -> Result<(Vec<RecipeChunk>, (usize, u64, u64), PackBuilder)> {
         let head = params.max_size;
         let mut carry: Vec<u8> = Vec::with_capacity(head);
         let mut recipe = Vec::new();
@@ -243,10 +251,7 @@ impl LocalStore {
                 break;
             }
         }
-        if !pack.is_empty() {
-            send(pack)?;
-        }
-        Ok((recipe, (new_chunks, new_bytes, stored_bytes)))
+        Ok((recipe, (new_chunks, new_bytes, stored_bytes), pack))
     }
 }
 

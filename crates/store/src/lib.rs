@@ -17,6 +17,7 @@ pub mod fsutil;
 mod ingest;
 mod maintain;
 mod read;
+mod shared;
 
 use std::collections::HashMap;
 use std::fs;
@@ -109,6 +110,14 @@ pub struct LocalStore {
     /// written, so that the disk works while the CPU goes on and the final sync finds
     /// little left to write.
     flusher: std::sync::Mutex<Option<Flusher>>,
+    /// The pack small files share until it is full or flushed ([`shared`]).
+    open_pack: std::sync::Mutex<Option<shared::OpenPack>>,
+    /// The chunks in it (readable once it is flushed).
+    open_ids: RwLock<std::collections::HashSet<ChunkId>>,
+    /// Journals of shared packs written but not yet synced.
+    done_journals: std::sync::Mutex<Vec<PathBuf>>,
+    /// Whether small files share packs ([`LocalStore::share_small_files`]).
+    share_small: std::sync::atomic::AtomicBool,
 }
 
 struct Flusher {
@@ -121,6 +130,9 @@ const EARLY_FLUSH_BYTES: usize = 1 << 20;
 
 impl Drop for LocalStore {
     fn drop(&mut self) {
+        if let Err(e) = self.flush_shared() {
+            tracing::error!("writing the shared pack of {}: {e}", self.root.display());
+        }
         if let Err(e) = self.sync() {
             tracing::error!("syncing the local store {}: {e}", self.root.display());
         }
@@ -146,8 +158,13 @@ impl LocalStore {
             durability,
             unsynced: std::sync::Mutex::new(Vec::new()),
             flusher: std::sync::Mutex::new(None),
+            open_pack: std::sync::Mutex::new(None),
+            open_ids: RwLock::new(Default::default()),
+            done_journals: std::sync::Mutex::new(Vec::new()),
+            share_small: std::sync::atomic::AtomicBool::new(false),
         };
         store.load_index()?;
+        store.recover_journals()?;
         Ok(store)
     }
 
@@ -163,13 +180,14 @@ impl LocalStore {
             let _ = f.thread.join();
         }
         let paths = std::mem::take(&mut *self.unsynced.lock().unwrap());
-        if paths.is_empty() {
-            return Ok(());
+        if !paths.is_empty() {
+            fsutil::sync_paths(&paths).map_err(|source| StoreError::Io {
+                path: self.root.clone(),
+                source,
+            })?;
         }
-        fsutil::sync_paths(&paths).map_err(|source| StoreError::Io {
-            path: self.root.clone(),
-            source,
-        })
+        self.drop_done_journals();
+        Ok(())
     }
 
     /// Writes `data` to `path` atomically, durable now or at the next sync.
@@ -229,6 +247,7 @@ impl LocalStore {
 
     /// Every pack file in the store with its id.
     fn pack_files(&self) -> Result<Vec<(PackId, PathBuf)>> {
+        self.flush_shared()?;
         let packs = self.root.join("packs");
         let mut out = Vec::new();
         for fan in fs::read_dir(&packs).map_err(io_err(&packs))? {
@@ -272,11 +291,22 @@ impl LocalStore {
     }
 
     pub fn has_chunk(&self, id: &ChunkId) -> bool {
-        self.index.read().unwrap().contains_key(id)
+        let indexed = self.index.read().unwrap().contains_key(id);
+        indexed || self.in_shared(id)
     }
 
     pub fn locate(&self, id: &ChunkId) -> Option<ChunkLoc> {
-        self.index.read().unwrap().get(id).copied()
+        if let Some(loc) = self.index.read().unwrap().get(id).copied() {
+            return Some(loc);
+        }
+        // Waiting in the shared pack: write it, so that the chunk can be read.
+        if self.in_shared(id) {
+            if let Err(e) = self.flush_shared() {
+                tracing::warn!("writing the shared pack: {e}");
+            }
+            return self.index.read().unwrap().get(id).copied();
+        }
+        None
     }
 
     /// The recipe of a file, if the store has one (its chunks may still be missing).
@@ -301,10 +331,7 @@ impl LocalStore {
     /// Whether the whole content of `oid` is here: its recipe and every chunk.
     pub fn has_file(&self, oid: &Oid) -> bool {
         match self.recipe(oid) {
-            Ok(Some(r)) => {
-                let index = self.index.read().unwrap();
-                r.chunks.iter().all(|c| index.contains_key(&c.id))
-            }
+            Ok(Some(r)) => r.chunks.iter().all(|c| self.has_chunk(&c.id)),
             _ => false,
         }
     }
@@ -399,6 +426,9 @@ impl LocalStore {
     /// How many indexed chunks each pack holds (a chunk stored twice counts once, in
     /// the pack the index points to).
     pub fn pack_chunk_counts(&self) -> HashMap<PackId, usize> {
+        if let Err(e) = self.flush_shared() {
+            tracing::warn!("writing the shared pack: {e}");
+        }
         let mut counts = HashMap::new();
         for loc in self.index.read().unwrap().values() {
             *counts.entry(loc.pack).or_insert(0) += 1;
@@ -425,6 +455,7 @@ impl LocalStore {
     }
 
     pub fn stats(&self) -> Result<StoreStats> {
+        self.flush_shared()?;
         let mut s = StoreStats::default();
         for (_, path) in self.pack_files()? {
             s.packs += 1;

@@ -61,6 +61,7 @@ impl LocalStore {
         keep: &HashSet<ChunkId>,
         keep_files: &HashSet<Oid>,
     ) -> Result<PrunePlan> {
+        self.flush_shared()?;
         let mut plan = PrunePlan::default();
         let index = self.index.read().unwrap();
         let mut by_pack: std::collections::HashMap<PackId, (Vec<ChunkId>, Vec<ChunkId>)> =
