@@ -411,7 +411,14 @@ fn pull_batch(
         fetched.requests += report.requests;
     }
     for (s, done) in placed.into_iter().zip(assembly.finish(store)) {
-        outcome(s, done.result);
+        let result = done.result.map(|(size, states)| {
+            // An edit of this file is then cleaned from where it differs.
+            if let Err(e) = store.keep_prefix_states(&s.path, &states) {
+                tracing::debug!("keeping hash states of {}: {e}", s.path);
+            }
+            size
+        });
+        outcome(s, result);
     }
     Ok(())
 }

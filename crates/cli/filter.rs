@@ -19,10 +19,6 @@ use crate::app::Repo;
 use crate::paths::PathFilter;
 use crate::statcache::StatCache;
 
-/// Hash states are kept for files of at least this many strides of chunks (about 4 MiB of
-/// a model): below that, hashing again costs less than keeping them.
-const MIN_KEPT_STATES: usize = 4;
-
 struct ModelFilter {
     repo: Repo,
     store: LocalStore,
@@ -148,10 +144,8 @@ impl Filter for ModelFilter {
         if ingested.pointer.size == 0 {
             return Ok(Vec::new());
         }
-        if ingested.states.len() >= MIN_KEPT_STATES {
-            if let Err(e) = self.store.keep_prefix_states(path, &ingested.states) {
-                tracing::debug!("keeping hash states of {path}: {e}");
-            }
+        if let Err(e) = self.store.keep_prefix_states(path, &ingested.states) {
+            tracing::debug!("keeping hash states of {path}: {e}");
         }
         tracing::debug!(
             "clean {path}: {} chunks, {} new ({} bytes stored), {} bytes hashed",
@@ -199,9 +193,15 @@ impl Filter for ModelFilter {
             }
         }
         let started = std::time::SystemTime::now();
-        self.store
-            .write_file(&p.oid, out)
+        let (_, states) = self
+            .store
+            .write_file_logged(&p.oid, out)
             .map_err(|e| FilterError(format!("{path} ({}): {e}", p.oid)))?;
+        // An edit of this file (a fine-tune of its last layers) is then cleaned from where
+        // it differs.
+        if let Err(e) = self.store.keep_prefix_states(path, &states) {
+            tracing::debug!("keeping hash states of {path}: {e}");
+        }
         self.last_smudge = Some((path.to_string(), p, started));
         Ok(())
     }

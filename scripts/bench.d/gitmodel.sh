@@ -16,6 +16,9 @@
 #               smudge filter; this clone is kept ("incremental clone")
 #   pull_next   (k >= 2) `git pull --ff-only` of version k into the incremental clone
 #               (fetches only the chunks it lacks, smudges the changed files)
+#   clone_direct, pull_next_direct: the same two through the direct path, in a second
+#               clone: `GIT_MODEL_SKIP_SMUDGE=1 git clone` / `git pull`, then
+#               `git model pull` (which writes the files itself)
 # and finally, like the peers, a fresh `GIT_MODEL_SKIP_SMUDGE=1 git clone` +
 # `git model pull` of the last version (clone_pull).  Every clone / pull is verified
 # (untimed) byte for byte against vk (diff -r) and against manifest.json's sha256s.
@@ -87,6 +90,7 @@ STORE="$SCRATCH/server/data"
 CLIENT="$SCRATCH/client"
 CLONE="$SCRATCH/clone"        # fresh pointer-only clone + git model pull (clone_pull)
 INC="$SCRATCH/inc"            # clone of v1 that pulls every later version (pull_next)
+INC2="$SCRATCH/inc-direct"    # the same through `git model pull` (pull_next_direct)
 export GM_RSS_LOG="$SCRATCH/gm_rss.log"
 
 # --- isolated git config (never touches ~/.gitconfig or /etc/gitconfig)
@@ -218,6 +222,15 @@ for k in $(seq 1 "$NV"); do
     phase_end
     OK=$(verify "$INC" 1)
     emit clone 1 ",\"verified\":$OK,\"clone_git_bytes\":$(dub "$INC/.git"),\"clone_tree_bytes\":$(dub "$INC/data")"
+    # the direct path: pointers from git, content written by `git model pull`
+    rm -rf "$INC2"
+    phase_begin
+    tcmd env GIT_MODEL_SKIP_SMUDGE=1 git clone -q "$REMOTE" "$INC2"
+    cd "$INC2"
+    tcmd git model pull
+    phase_end
+    OK=$(verify "$INC2" 1)
+    emit clone_direct 1 ",\"verified\":$OK,\"clone_git_bytes\":$(dub "$INC2/.git"),\"clone_tree_bytes\":$(dub "$INC2/data")"
   else
     cd "$INC"
     phase_begin
@@ -225,6 +238,13 @@ for k in $(seq 1 "$NV"); do
     phase_end
     OK=$(verify "$INC" "$k")
     emit pull_next "$k" ",\"verified\":$OK,\"clone_git_bytes\":$(dub "$INC/.git"),\"clone_tree_bytes\":$(dub "$INC/data")"
+    cd "$INC2"
+    phase_begin
+    tcmd env GIT_MODEL_SKIP_SMUDGE=1 git pull -q --ff-only origin main
+    tcmd git model pull
+    phase_end
+    OK=$(verify "$INC2" "$k")
+    emit pull_next_direct "$k" ",\"verified\":$OK,\"clone_git_bytes\":$(dub "$INC2/.git"),\"clone_tree_bytes\":$(dub "$INC2/data")"
   fi
 done
 

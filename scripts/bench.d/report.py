@@ -76,8 +76,11 @@ def groups(nv):
         ("push v1", "push", lambda v: v == 1, False),
         (f"push {rest}", "push", lambda v: v > 1, False),
         (f"fresh clone + pull v{nv}", "clone_pull", lambda v: True, True),
-        ("clone v1 (smudge filter)", "clone", lambda v: True, True),
+        ("clone v1 (smudge filter; DVC: + dvc pull)", "clone", lambda v: True, True),
         (f"pull next version {rest}", "pull_next", lambda v: True, True),
+        ("clone v1, `git model pull`", "clone_direct", lambda v: True, True),
+        (f"pull next version {rest}, `git model pull`", "pull_next_direct",
+         lambda v: True, True),
     ]
 
 
@@ -236,9 +239,14 @@ def main():
       "local remote dir); then a **fresh clone + pull** of the last version "
       "(git-model: `GIT_MODEL_SKIP_SMUDGE=1 git clone` + `git model pull`; git-lfs: "
       "`GIT_LFS_SKIP_SMUDGE=1 git clone` + `git lfs pull`; DVC: `git clone` + `dvc pull`), "
-      "verified byte for byte. git-model alone also runs a plain `git clone` of v1 "
-      "(content materialised by the smudge filter) and pulls each later version into "
-      "that clone (`git pull --ff-only`): the peers' scripts have no such phases.")
+      "verified byte for byte. Then a clone of v1 and each later version pulled into "
+      "it, one at a time (**pull next**): git-model in a plain `git clone` (content "
+      "through the smudge filter) with `git pull --ff-only`, and again in a second clone "
+      "through the direct path (`GIT_MODEL_SKIP_SMUDGE=1` git, then `git model pull`); "
+      "the peers' scripts have no such phases, so `scripts/bench.d/peer_next.sh` runs "
+      "them on what each peer run leaves: git-lfs `git checkout` of v1 / `git merge "
+      "--ff-only` of each next commit through its smudge filter (rudolfs restarted on the "
+      "same directory), DVC the same git steps each followed by `dvc pull`.")
     P("- git-model: `scripts/bench.d/gitmodel.sh`; peers: `../shared/bench/peer_gitlfs.sh` "
       "(Debian git-lfs + rudolfs local backend) and `../shared/bench/peer_dvc.sh`. One "
       "JSON line per phase, same schema. Tool order rotates from run to run.")
@@ -289,10 +297,12 @@ def main():
       "versions, fresh clone + pull of the last version, server and client bytes after "
       "the last push, peak RSS over all phases. The last columns are git-model ÷ that tool "
       "(wall time of add+commit / push / clone+pull, server bytes).\n")
-    P("| workload | tool | add+commit s | push s | clone+pull s | server MiB | "
+    P("Pull next: each later version pulled into a clone holding the one before, summed; "
+      "for git-model `git pull` (smudge filter) / `git model pull`, and both ratios.\n")
+    P("| workload | tool | add+commit s | push s | clone+pull s | pull next s | server MiB | "
       "server ÷ CDC ideal | client MiB | peak RSS MiB | verified | "
-      "gm÷ add | gm÷ push | gm÷ clone+pull | gm÷ server |")
-    P("|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|")
+      "gm÷ add | gm÷ push | gm÷ clone+pull | gm÷ pull next | gm÷ server |")
+    P("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|")
     summary = {}
 
     def vcell(w, t, ver):
@@ -308,26 +318,33 @@ def main():
             add = group_stats(lr, "add_commit", lambda v: True, False)
             push = group_stats(lr, "push", lambda v: True, False)
             cp = group_stats(lr, "clone_pull", lambda v: True, True)
+            pn = group_stats(lr, "pull_next", lambda v: True, True)
+            pd = group_stats(lr, "pull_next_direct", lambda v: True, True)
             allp = [l for ls in lr.values() for l in ls]
             rss = max((l.get("peak_rss_kb", 0) for l in allp), default=0) * 1024
             ver = all(l.get("verified", True) for l in allp) and cp is not None
-            summary[(w, t)] = (add, push, cp, rss, ver)
+            summary[(w, t)] = (add, push, cp, rss, ver, pn, pd)
         for t in tools_present:
             if (w, t) not in summary:
-                P(f"| {w} | {NAME[t]} | - | - | - | - | - | - | - | "
-                  f"{vcell(w, t, False)} | | | | |")
+                P(f"| {w} | {NAME[t]} | - | - | - | - | - | - | - | - | "
+                  f"{vcell(w, t, False)} | | | | | |")
                 continue
-            add, push, cp, rss, ver = summary[(w, t)]
+            add, push, cp, rss, ver, pn, pd = summary[(w, t)]
             g = summary.get((w, "git-model"))
-            rat = ["", "", "", ""]
+            rat = ["", "", "", "", ""]
             if t != "git-model" and g:
                 rat = [ratio(g[0] and g[0]["wall"], add and add["wall"]),
                        ratio(g[1] and g[1]["wall"], push and push["wall"]),
                        ratio(g[2] and g[2]["wall"], cp and cp["wall"]),
+                       ratio(g[5] and g[5]["wall"], pn and pn["wall"]) + " / "
+                       + ratio(g[6] and g[6]["wall"], pn and pn["wall"]),
                        ratio(g[1] and g[1]["server"], push and push["server"])]
+            pull_next = secs(pn and pn["wall"])
+            if pd:
+                pull_next += f" / {secs(pd['wall'])}"
             cdc = anc.get("unique_cdc_bytes")
             P(f"| {w} | {NAME[t]} | {secs(add and add['wall'])} | {secs(push and push['wall'])} | "
-              f"{secs(cp and cp['wall'])} | {mib(push and push['server'])} | "
+              f"{secs(cp and cp['wall'])} | {pull_next} | {mib(push and push['server'])} | "
               f"{ratio(push and push['server'], cdc)} | {mib(push and push['client'])} | "
               f"{mib(rss)} | {vcell(w, t, ver)} | " + " | ".join(rat) + " |")
     P()
@@ -398,9 +415,10 @@ def main():
         lr = by.get((w, "git-model"))
         if lr:
             P(f"<details><summary>git-model per version ({w}, median over runs)</summary>\n")
-            P("| version | add+commit s | push s | pull into clone s | server MiB after push | "
-              "server growth MiB | version MiB | client .git MiB |")
-            P("|---:|---:|---:|---:|---:|---:|---:|---:|")
+            P("| version | add+commit s | push s | pull into clone s | `git model pull` into "
+              "clone s | server MiB after push | server growth MiB | version MiB | "
+              "client .git MiB |")
+            P("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
             prev = 0
             for v in range(1, nv + 1):
                 def pick(phase, key):
@@ -408,8 +426,11 @@ def main():
                                 if l["phase"] == phase and l["version"] == v])
                 srv = pick("push", "server_bytes")
                 pull = pick("pull_next", "wall_s") if v > 1 else pick("clone", "wall_s")
+                direct = (pick("pull_next_direct", "wall_s") if v > 1
+                          else pick("clone_direct", "wall_s"))
                 P(f"| {v} | {secs(pick('add_commit', 'wall_s'))} | {secs(pick('push', 'wall_s'))} | "
-                  f"{secs(pull)}{' (clone)' if v == 1 and pull is not None else ''} | {mib(srv)} | "
+                  f"{secs(pull)}{' (clone)' if v == 1 and pull is not None else ''} | "
+                  f"{secs(direct)}{' (clone)' if v == 1 and direct is not None else ''} | {mib(srv)} | "
                   f"{mib(srv - prev) if srv is not None else '-'} | "
                   f"{mib(pick('push', 'logical_bytes'))} | {mib(pick('push', 'client_git_bytes'))} |")
                 prev = srv if srv is not None else prev

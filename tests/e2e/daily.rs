@@ -349,6 +349,20 @@ fn a_new_version_is_hashed_from_where_it_changed_and_its_oid_stays_exact() {
     w.env.git(&repo, &["push", "-q", "origin", "main"]);
     let clone = w.clone("clone");
     assert!(fs::read(clone.join("m.safetensors")).unwrap() == v2);
+
+    // A checkout (smudge) and `git model pull` keep the states too: a fine-tune of the
+    // last layers in a clone is hashed from where it differs.
+    let mut tuned = [0u64; 12];
+    tuned[11] = 7;
+    let v4 = safetensors(5, 1 << 20, &tuned);
+    let lazy = w.clone_pointers_only("lazy");
+    w.env.git(&lazy, &["model", "pull"]);
+    for c in [&clone, &lazy] {
+        fs::write(c.join("m.safetensors"), &v4).unwrap();
+        let hashed = hashed_by_add(&w, c, "m.safetensors");
+        assert!(hashed < 3 << 20, "{hashed} of {} bytes hashed", v4.len());
+        assert_eq!(staged(c).as_bytes(), &pointer_bytes(&v4)[..]);
+    }
 }
 
 fn server_gc_removes_a_deleted_repository_packs_and_keeps_the_rest(w: World) {

@@ -63,6 +63,32 @@ pub fn fingerprints(chunks: &[RecipeChunk]) -> Vec<Fingerprint> {
         .collect()
 }
 
+/// The states of a file hashed chunk by chunk, in order, kept at every [`STRIDE`]th chunk
+/// boundary: what a later version of the file resumes from.
+#[derive(Debug, Clone, Default)]
+pub struct StateLog {
+    chain: FingerprintChain,
+    kept: Vec<(Fingerprint, OidHasher)>,
+}
+
+impl StateLog {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records that chunk `id` (`raw_len` bytes) was hashed and `hasher` is the state
+    /// after it.
+    pub fn after_chunk(&mut self, id: &ChunkId, raw_len: u32, hasher: &OidHasher) {
+        if let Some(fp) = self.chain.push(id, raw_len) {
+            self.kept.push((fp, hasher.clone()));
+        }
+    }
+
+    pub fn into_states(self) -> Vec<(Fingerprint, OidHasher)> {
+        self.kept
+    }
+}
+
 /// SHA-256 of a file fed chunk by chunk, resuming from `known` states where the file's
 /// chunks so far match a prefix those states were kept for.
 ///

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use gitmodel_format::id::OidHasher;
+use gitmodel_format::prefix::{Fingerprint, StateLog};
 use gitmodel_format::{ChunkId, Recipe};
 use rayon::prelude::*;
 
@@ -40,6 +41,7 @@ struct Hashing {
     /// The first recipe chunk not hashed yet.
     next: usize,
     hasher: OidHasher,
+    log: StateLog,
 }
 
 /// Files written from chunks in any order; see the module documentation.
@@ -52,7 +54,8 @@ pub struct Assembly {
 /// What [`Assembly::finish`] did for one target.
 pub struct Assembled {
     pub target: PathBuf,
-    pub result: Result<u64>,
+    /// The size written, and the file's hash states (for [`LocalStore::keep_prefix_states`]).
+    pub result: Result<(u64, Vec<(Fingerprint, OidHasher)>)>,
 }
 
 impl Assembly {
@@ -102,6 +105,7 @@ impl Assembly {
                 hashing: Mutex::new(Hashing {
                     next: 0,
                     hasher: OidHasher::new(),
+                    log: StateLog::new(),
                 }),
             });
         }
@@ -151,22 +155,37 @@ fn advance(part: &Part, fresh: Option<(usize, &[u8])>) -> Result<()> {
     while h.next < part.filled.len() && part.filled[h.next].load(Ordering::Acquire) {
         let k = h.next;
         match fresh {
-            Some((fk, data)) if fk == k => h.hasher.update(data),
+            Some((fk, data)) if fk == k => h.hash_chunk(part, k, data),
             _ => {
-                buf.resize(part.recipe.chunks[k].raw_len as usize, 0);
-                part.tmp
-                    .as_file()
-                    .read_exact_at(&mut buf, part.offsets[k])
-                    .map_err(io_err(&part.target))?;
-                h.hasher.update(&buf);
+                read_chunk_at(part, k, &mut buf)?;
+                h.hash_chunk(part, k, &buf);
             }
         }
-        h.next += 1;
     }
     Ok(())
 }
 
-fn finish_part(store: &LocalStore, part: Part) -> Result<u64> {
+impl Hashing {
+    /// Hashes chunk `k` (the next one) of `part`.
+    fn hash_chunk(&mut self, part: &Part, k: usize, data: &[u8]) {
+        debug_assert_eq!(k, self.next);
+        let c = &part.recipe.chunks[k];
+        self.hasher.update(data);
+        self.log.after_chunk(&c.id, c.raw_len, &self.hasher);
+        self.next += 1;
+    }
+}
+
+/// Reads chunk `k` of `part` back from its temp file into `buf`.
+fn read_chunk_at(part: &Part, k: usize, buf: &mut Vec<u8>) -> Result<()> {
+    buf.resize(part.recipe.chunks[k].raw_len as usize, 0);
+    part.tmp
+        .as_file()
+        .read_exact_at(buf, part.offsets[k])
+        .map_err(io_err(&part.target))
+}
+
+fn finish_part(store: &LocalStore, part: Part) -> Result<(u64, Vec<(Fingerprint, OidHasher)>)> {
     let oid = part.recipe.oid;
     let missing: Vec<usize> = (0..part.recipe.chunks.len())
         .filter(|&k| !part.filled[k].load(Ordering::Acquire))
@@ -183,25 +202,27 @@ fn finish_part(store: &LocalStore, part: Part) -> Result<u64> {
     })?;
     // The rest of the file is read back and hashed: every byte renamed into place is
     // covered by the oid check.
-    let Hashing { next, mut hasher } = part.hashing.into_inner().expect("no thread panicked");
-    let mut at = part.offsets.get(next).copied().unwrap_or(part.recipe.size);
-    let mut buf = vec![0u8; 1 << 20];
-    while at < part.recipe.size {
-        let n = buf.len().min((part.recipe.size - at) as usize);
-        part.tmp
-            .as_file()
-            .read_exact_at(&mut buf[..n], at)
-            .map_err(io_err(&part.target))?;
-        hasher.update(&buf[..n]);
-        at += n as u64;
+    let mut h = std::mem::replace(
+        &mut *part.hashing.lock().expect("no thread panicked"),
+        Hashing {
+            next: 0,
+            hasher: OidHasher::new(),
+            log: StateLog::new(),
+        },
+    );
+    let mut buf = Vec::new();
+    while h.next < part.recipe.chunks.len() {
+        let k = h.next;
+        read_chunk_at(&part, k, &mut buf)?;
+        h.hash_chunk(&part, k, &buf);
     }
-    let size = hasher.len();
-    let actual = hasher.finish();
+    let size = h.hasher.len();
+    let actual = h.hasher.finish();
     if actual != oid || size != part.recipe.size {
         return Err(StoreError::HashMismatch { oid, actual, size });
     }
     store.place(part.tmp, &part.target, part.executable)?;
-    Ok(size)
+    Ok((size, h.log.into_states()))
 }
 
 impl LocalStore {
@@ -288,7 +309,12 @@ mod tests {
         let done = asm.finish(&local);
         assert_eq!(done.len(), 2);
         for d in done {
-            assert_eq!(d.result.unwrap(), content.len() as u64);
+            let (size, states) = d.result.unwrap();
+            assert_eq!(size, content.len() as u64);
+            assert_eq!(
+                states.len(),
+                recipe.chunks.len() / gitmodel_format::prefix::STRIDE
+            );
             assert!(std::fs::read(&d.target).unwrap() == content);
         }
         use std::os::unix::fs::PermissionsExt;

@@ -26,6 +26,10 @@ use rayon::prelude::*;
 
 use crate::{LocalStore, Result, StoreError};
 
+/// Hash states are kept for files of at least this many strides of chunks (about 4 MiB
+/// of a model): below that, hashing again costs less than keeping them.
+pub const MIN_KEPT_STATES: usize = 4;
+
 /// Bytes read from the input per step.
 const BLOCK: usize = 8 * 1024 * 1024;
 
@@ -290,9 +294,13 @@ impl LocalStore {
             .unwrap_or_default()
     }
 
-    /// Keeps the hash states of the version of `key` just cleaned, replacing the earlier
-    /// ones: the next version of that file starts from them. A cache, so not fsynced.
+    /// Keeps the hash states of the version of `key` just cleaned or written, replacing
+    /// the earlier ones: the next version of that file starts from them. A cache, so not
+    /// fsynced; files of fewer than [`MIN_KEPT_STATES`] states are not worth it.
     pub fn keep_prefix_states(&self, key: &str, states: &[(Fingerprint, OidHasher)]) -> Result<()> {
+        if states.len() < MIN_KEPT_STATES {
+            return Ok(());
+        }
         let path = self.prefix_states_path(key);
         let dir = path.parent().expect("a file in a directory");
         std::fs::create_dir_all(dir).map_err(crate::io_err(dir))?;

@@ -11,6 +11,7 @@ use std::path::Path;
 
 use gitmodel_format::id::OidHasher;
 use gitmodel_format::pack;
+use gitmodel_format::prefix::{Fingerprint, StateLog};
 use gitmodel_format::{Oid, PackId};
 use rayon::prelude::*;
 
@@ -32,7 +33,17 @@ impl LocalStore {
     /// whole against the oid. On error, `out` may have received a prefix of verified
     /// chunks: callers that must not expose partial content write to a temp file
     /// ([`LocalStore::materialize`]).
-    pub fn write_file<W: Write + Send>(&self, oid: &Oid, mut out: W) -> Result<u64> {
+    pub fn write_file<W: Write + Send>(&self, oid: &Oid, out: W) -> Result<u64> {
+        Ok(self.write_file_logged(oid, out)?.0)
+    }
+
+    /// [`LocalStore::write_file`], also returning the file's hash states (for
+    /// [`LocalStore::keep_prefix_states`]).
+    pub fn write_file_logged<W: Write + Send>(
+        &self,
+        oid: &Oid,
+        mut out: W,
+    ) -> Result<(u64, Vec<(Fingerprint, OidHasher)>)> {
         let recipe = self
             .recipe(oid)?
             .ok_or(StoreError::MissingFile { oid: *oid })?;
@@ -61,10 +72,15 @@ impl LocalStore {
         }
 
         let mut hasher = OidHasher::new();
+        let mut log = StateLog::new();
         let mut size = 0u64;
+        let mut ids = recipe.chunks.iter();
         let mut write_window = |window: Vec<Vec<Vec<u8>>>| -> Result<()> {
             for chunk in window.iter().flatten() {
                 hasher.update(chunk);
+                if let Some(c) = ids.next() {
+                    log.after_chunk(&c.id, c.raw_len, &hasher);
+                }
                 size += chunk.len() as u64;
                 out.write_all(chunk).map_err(StoreError::Output)?;
             }
@@ -99,7 +115,7 @@ impl LocalStore {
                 size,
             });
         }
-        Ok(size)
+        Ok((size, log.into_states()))
     }
 
     fn decode_run(&self, oid: &Oid, run: &Run) -> Result<Vec<Vec<u8>>> {
