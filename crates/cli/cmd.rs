@@ -396,7 +396,8 @@ fn pull_batch(
                 }
             },
         };
-        items.push((recipe, workdir.join(&s.path), s.executable));
+        let known = store.prefix_states(&s.path);
+        items.push((recipe, workdir.join(&s.path), s.executable, known));
         placed.push(s);
     }
     let assembly = gitmodel_store::Assembly::new(items)?;

@@ -195,7 +195,7 @@ impl Filter for ModelFilter {
         let started = std::time::SystemTime::now();
         let (_, states) = self
             .store
-            .write_file_logged(&p.oid, out)
+            .write_file_resuming(&p.oid, out, self.store.prefix_states(path))
             .map_err(|e| FilterError(format!("{path} ({}): {e}", p.oid)))?;
         // An edit of this file (a fine-tune of its last layers) is then cleaned from where
         // it differs.

@@ -172,6 +172,22 @@ impl<B: AsRef<[u8]>> ResumingHasher<B> {
     }
 }
 
+impl ResumingHasher<Vec<u8>> {
+    /// [`ResumingHasher::chunk`] for bytes the caller keeps: copied only while they may
+    /// still be skipped, hashed at once otherwise.
+    pub fn chunk_slice(&mut self, bytes: &[u8], id: &ChunkId) {
+        if self.following {
+            self.chunk(bytes.to_vec(), 0..bytes.len(), id);
+        } else {
+            self.offset += bytes.len() as u64;
+            self.hash(bytes);
+            if let Some(fp) = self.chain.push(id, bytes.len() as u32) {
+                self.kept.push((fp, self.hasher.clone()));
+            }
+        }
+    }
+}
+
 const STATES_MAGIC: &[u8; 8] = b"GMSHAST1";
 const ENTRY_LEN: usize = 32 + OidHasher::ENCODED_LEN;
 
@@ -269,6 +285,20 @@ mod tests {
         // The same file again hashes only what follows the last stride.
         let (oid4, _, _, hashed4) = feed(&v1, 1000, known);
         assert_eq!((oid4, hashed4), (oid1, 100_000 - 96_000));
+    }
+
+    #[test]
+    fn slices_resume_like_shared_blocks() {
+        let v1: Arc<[u8]> = data(60_000, 2).into();
+        let (_, _, kept, _) = feed(&v1, 1000, States::new());
+        let mut v2 = v1.to_vec();
+        v2[50_100] ^= 1;
+        let mut h = ResumingHasher::<Vec<u8>>::new(kept.into_iter().collect());
+        for piece in v2.chunks(1000) {
+            h.chunk_slice(piece, &ChunkId::of(piece));
+        }
+        let (oid, size, _, hashed) = h.finish();
+        assert_eq!((oid, size, hashed), (Oid::of(&v2), 60_000, 60_000 - 48_000));
     }
 
     #[test]

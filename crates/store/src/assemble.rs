@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use gitmodel_format::id::OidHasher;
-use gitmodel_format::prefix::{Fingerprint, StateLog};
+use gitmodel_format::prefix::{Fingerprint, ResumingHasher, States};
 use gitmodel_format::{ChunkId, Recipe};
 use rayon::prelude::*;
 
@@ -40,8 +40,9 @@ struct Part {
 struct Hashing {
     /// The first recipe chunk not hashed yet.
     next: usize,
-    hasher: OidHasher,
-    log: StateLog,
+    /// Resumes from the states of an earlier version of the target's path where the
+    /// chunks allow (each chunk was checked against its id by whoever decoded it).
+    hasher: ResumingHasher<Vec<u8>>,
 }
 
 /// Files written from chunks in any order; see the module documentation.
@@ -59,13 +60,14 @@ pub struct Assembled {
 }
 
 impl Assembly {
-    /// Prepares `files` (each the recipe of the content, the path to write it to, and
-    /// whether it is executable): a temp file of the right size beside each target.
-    pub fn new(files: Vec<(Recipe, PathBuf, bool)>) -> Result<Assembly> {
+    /// Prepares `files` (each the recipe of the content, the path to write it to, whether
+    /// it is executable, and hash states kept for that path): a temp file of the right
+    /// size beside each target.
+    pub fn new(files: Vec<(Recipe, PathBuf, bool, States)>) -> Result<Assembly> {
         let mut parts = Vec::with_capacity(files.len());
         let mut uses: HashMap<ChunkId, Vec<(usize, usize)>> = HashMap::new();
         let mut swept = std::collections::HashSet::new();
-        for (recipe, target, executable) in files {
+        for (recipe, target, executable, known) in files {
             // A killed earlier pull may have left its temp files here.
             if let Some(dir) = target.parent().filter(|d| swept.insert(d.to_path_buf())) {
                 fsutil::remove_stale_temps(dir);
@@ -104,8 +106,7 @@ impl Assembly {
                 filled,
                 hashing: Mutex::new(Hashing {
                     next: 0,
-                    hasher: OidHasher::new(),
-                    log: StateLog::new(),
+                    hasher: ResumingHasher::new(known),
                 }),
             });
         }
@@ -169,9 +170,7 @@ impl Hashing {
     /// Hashes chunk `k` (the next one) of `part`.
     fn hash_chunk(&mut self, part: &Part, k: usize, data: &[u8]) {
         debug_assert_eq!(k, self.next);
-        let c = &part.recipe.chunks[k];
-        self.hasher.update(data);
-        self.log.after_chunk(&c.id, c.raw_len, &self.hasher);
+        self.hasher.chunk_slice(data, &part.recipe.chunks[k].id);
         self.next += 1;
     }
 }
@@ -206,8 +205,7 @@ fn finish_part(store: &LocalStore, part: Part) -> Result<(u64, Vec<(Fingerprint,
         &mut *part.hashing.lock().expect("no thread panicked"),
         Hashing {
             next: 0,
-            hasher: OidHasher::new(),
-            log: StateLog::new(),
+            hasher: ResumingHasher::new(States::new()),
         },
     );
     let mut buf = Vec::new();
@@ -216,13 +214,12 @@ fn finish_part(store: &LocalStore, part: Part) -> Result<(u64, Vec<(Fingerprint,
         read_chunk_at(&part, k, &mut buf)?;
         h.hash_chunk(&part, k, &buf);
     }
-    let size = h.hasher.len();
-    let actual = h.hasher.finish();
+    let (actual, size, states, _) = h.hasher.finish();
     if actual != oid || size != part.recipe.size {
         return Err(StoreError::HashMismatch { oid, actual, size });
     }
     store.place(part.tmp, &part.target, part.executable)?;
-    Ok((size, h.log.into_states()))
+    Ok((size, states))
 }
 
 impl LocalStore {
@@ -296,8 +293,8 @@ mod tests {
         let out = dir.path().join("work");
         let (a, b) = (out.join("a.bin"), out.join("sub/b.bin"));
         let asm = Assembly::new(vec![
-            (recipe.clone(), a.clone(), false),
-            (recipe.clone(), b.clone(), true),
+            (recipe.clone(), a.clone(), false, States::new()),
+            (recipe.clone(), b.clone(), true, States::new()),
         ])
         .unwrap();
         for (k, (id, bytes)) in chunks.iter().enumerate().rev() {
@@ -332,7 +329,8 @@ mod tests {
         let recipe = store.recipe(&oid).unwrap().unwrap();
         let target = dir.path().join("m.bin");
         std::fs::write(&target, b"the pointer").unwrap();
-        let asm = Assembly::new(vec![(recipe.clone(), target.clone(), false)]).unwrap();
+        let asm =
+            Assembly::new(vec![(recipe.clone(), target.clone(), false, States::new())]).unwrap();
         for (k, (id, mut bytes)) in chunks_of(&recipe, &content).into_iter().enumerate() {
             if k == 2 {
                 bytes[0] ^= 1; // a sink fed bytes that are not this chunk's
@@ -349,7 +347,8 @@ mod tests {
         assert!(temps(dir.path()).is_empty());
 
         // Abandoned half way (a failed download): nothing is left either.
-        let asm = Assembly::new(vec![(recipe.clone(), target.clone(), false)]).unwrap();
+        let asm =
+            Assembly::new(vec![(recipe.clone(), target.clone(), false, States::new())]).unwrap();
         let (id, bytes) = &chunks_of(&recipe, &content)[0];
         asm.put(id, bytes).unwrap();
         assert_eq!(temps(dir.path()).len(), 1);

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use gitmodel_format::id::OidHasher;
 use gitmodel_format::pack;
-use gitmodel_format::prefix::{Fingerprint, StateLog};
+use gitmodel_format::prefix::{Fingerprint, ResumingHasher, States};
 use gitmodel_format::{Oid, PackId};
 use rayon::prelude::*;
 
@@ -34,15 +34,18 @@ impl LocalStore {
     /// chunks: callers that must not expose partial content write to a temp file
     /// ([`LocalStore::materialize`]).
     pub fn write_file<W: Write + Send>(&self, oid: &Oid, out: W) -> Result<u64> {
-        Ok(self.write_file_logged(oid, out)?.0)
+        Ok(self.write_file_resuming(oid, out, States::new())?.0)
     }
 
-    /// [`LocalStore::write_file`], also returning the file's hash states (for
-    /// [`LocalStore::keep_prefix_states`]).
-    pub fn write_file_logged<W: Write + Send>(
+    /// [`LocalStore::write_file`], resuming the SHA-256 check from `known` states where
+    /// the file's chunks match a prefix they were kept for (each chunk is still checked
+    /// against its id, which pins the bytes the state covers), and returning the file's
+    /// states (for [`LocalStore::keep_prefix_states`]).
+    pub fn write_file_resuming<W: Write + Send>(
         &self,
         oid: &Oid,
         mut out: W,
+        known: States,
     ) -> Result<(u64, Vec<(Fingerprint, OidHasher)>)> {
         let recipe = self
             .recipe(oid)?
@@ -71,18 +74,14 @@ impl LocalStore {
             }
         }
 
-        let mut hasher = OidHasher::new();
-        let mut log = StateLog::new();
-        let mut size = 0u64;
+        let mut hasher = ResumingHasher::<Vec<u8>>::new(known);
         let mut ids = recipe.chunks.iter();
         let mut write_window = |window: Vec<Vec<Vec<u8>>>| -> Result<()> {
-            for chunk in window.iter().flatten() {
-                hasher.update(chunk);
-                if let Some(c) = ids.next() {
-                    log.after_chunk(&c.id, c.raw_len, &hasher);
-                }
-                size += chunk.len() as u64;
-                out.write_all(chunk).map_err(StoreError::Output)?;
+            for chunk in window.into_iter().flatten() {
+                out.write_all(&chunk).map_err(StoreError::Output)?;
+                let c = ids.next().expect("one decoded chunk per recipe chunk");
+                let len = chunk.len();
+                hasher.chunk(chunk, 0..len, &c.id);
             }
             Ok(())
         };
@@ -107,7 +106,7 @@ impl LocalStore {
             }
         }
         out.flush().map_err(StoreError::Output)?;
-        let actual = hasher.finish();
+        let (actual, size, states, _) = hasher.finish();
         if actual != *oid || size != recipe.size {
             return Err(StoreError::HashMismatch {
                 oid: *oid,
@@ -115,7 +114,7 @@ impl LocalStore {
                 size,
             });
         }
-        Ok((size, log.into_states()))
+        Ok((size, states))
     }
 
     fn decode_run(&self, oid: &Oid, run: &Run) -> Result<Vec<Vec<u8>>> {
@@ -231,6 +230,35 @@ mod tests {
             (c.pointer.oid, c.hashed_bytes),
             (Oid::of(&v2), v2.len() as u64)
         );
+    }
+
+    #[test]
+    fn rebuilding_resumes_from_kept_states_yet_checks_every_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path().join("model")).unwrap();
+        let v1 = data(12 << 20, 4);
+        let a = store.ingest(&v1[..]).unwrap();
+        let mut v2 = v1.clone();
+        v2[11 << 20] ^= 1;
+        let b = store.ingest(&v2[..]).unwrap();
+        let known: gitmodel_format::prefix::States = a.states.iter().cloned().collect();
+        let mut out = Vec::new();
+        let (size, states) = store
+            .write_file_resuming(&b.pointer.oid, &mut out, known.clone())
+            .unwrap();
+        assert!(out == v2);
+        assert_eq!((size, states.len()), (v2.len() as u64, b.states.len()));
+
+        // A damaged chunk in the shared prefix is caught by its id check.
+        let (_, pack) = store.pack_files().unwrap().into_iter().next().unwrap();
+        let mut bytes = fs::read(&pack).unwrap();
+        bytes[5000] ^= 0x55;
+        fs::write(&pack, bytes).unwrap();
+        let store = LocalStore::open(dir.path().join("model")).unwrap();
+        let err = store
+            .write_file_resuming(&b.pointer.oid, &mut Vec::new(), known)
+            .unwrap_err();
+        assert!(err.to_string().contains("corrupt"), "{err}");
     }
 
     #[test]
