@@ -368,19 +368,22 @@ fn pull_batch(
                 .with_context(|| format!("downloading from {}", r.url()))?,
         )
     };
-    let mut recipes: std::collections::HashMap<_, _> = plan
+    // Recipes by oid: the plan's (located) and those read from the store, once each.
+    let mut local: std::collections::HashMap<_, gitmodel_format::Recipe> = Default::default();
+    let planned: std::collections::HashMap<_, &gitmodel_format::Recipe> = plan
         .iter()
         .flat_map(|p| p.recipes())
-        .map(|r| (r.oid, r.unlocated()))
+        .map(|r| (r.oid, r))
         .collect();
     let mut items = Vec::new();
     let mut placed = Vec::new();
     for s in batch {
-        let recipe = match recipes.get(&s.pointer.oid) {
-            Some(r) => r.clone(),
-            None => match store.recipe(&s.pointer.oid) {
+        let oid = s.pointer.oid;
+        let recipe = match planned.get(&oid).copied().or_else(|| local.get(&oid)) {
+            Some(r) => r.unlocated(),
+            None => match store.recipe(&oid) {
                 Ok(Some(r)) => {
-                    recipes.insert(r.oid, r.clone());
+                    local.insert(oid, r.clone());
                     r
                 }
                 Ok(None) => {

@@ -48,8 +48,11 @@ struct Hashing {
 /// Files written from chunks in any order; see the module documentation.
 pub struct Assembly {
     parts: Vec<Part>,
-    /// Where each chunk goes: (part, recipe chunk index).
-    uses: HashMap<ChunkId, Vec<(usize, usize)>>,
+    /// Where each chunk goes: its first use (part, recipe chunk index) inline, since a
+    /// chunk is rarely used twice and an 8 GiB file has 130,000 of them.
+    uses: HashMap<ChunkId, (u32, u32)>,
+    /// Every further use of a chunk.
+    more_uses: HashMap<ChunkId, Vec<(u32, u32)>>,
 }
 
 /// What [`Assembly::finish`] did for one target.
@@ -65,7 +68,8 @@ impl Assembly {
     /// size beside each target.
     pub fn new(files: Vec<(Recipe, PathBuf, bool, States)>) -> Result<Assembly> {
         let mut parts = Vec::with_capacity(files.len());
-        let mut uses: HashMap<ChunkId, Vec<(usize, usize)>> = HashMap::new();
+        let mut uses: HashMap<ChunkId, (u32, u32)> = HashMap::new();
+        let mut more_uses: HashMap<ChunkId, Vec<(u32, u32)>> = HashMap::new();
         let mut swept = std::collections::HashSet::new();
         for (recipe, target, executable, known) in files {
             // A killed earlier pull may have left its temp files here.
@@ -81,7 +85,12 @@ impl Assembly {
             for (k, c) in recipe.chunks.iter().enumerate() {
                 offsets.push(at);
                 at += c.raw_len as u64;
-                uses.entry(c.id).or_default().push((parts.len(), k));
+                let at = (parts.len() as u32, k as u32);
+                if let Some(first) = uses.insert(c.id, at) {
+                    // Keep the first use inline, the others aside.
+                    uses.insert(c.id, first);
+                    more_uses.entry(c.id).or_default().push(at);
+                }
             }
             if at != recipe.size {
                 return Err(StoreError::Recipe {
@@ -110,13 +119,24 @@ impl Assembly {
                 }),
             });
         }
-        Ok(Assembly { parts, uses })
+        Ok(Assembly {
+            parts,
+            uses,
+            more_uses,
+        })
     }
 
     /// Writes a chunk's bytes wherever the files use it. The caller has checked `data`
     /// against `id`; a chunk no file uses is ignored. Safe to call from many threads.
     pub fn put(&self, id: &ChunkId, data: &[u8]) -> Result<()> {
-        for &(p, k) in self.uses.get(id).into_iter().flatten() {
+        let first = self.uses.get(id).copied();
+        let more = self
+            .more_uses
+            .get(id)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        for (p, k) in first.into_iter().chain(more.iter().copied()) {
+            let (p, k) = (p as usize, k as usize);
             let part = &self.parts[p];
             if part.recipe.chunks[k].raw_len as usize != data.len() {
                 continue; // cannot be this chunk; left for finish() to fill and check
