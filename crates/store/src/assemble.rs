@@ -263,14 +263,7 @@ impl LocalStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::{RngCore, SeedableRng};
-
-    fn data(len: usize, seed: u64) -> Vec<u8> {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let mut v = vec![0u8; len];
-        rng.fill_bytes(&mut v);
-        v
-    }
+    use crate::random_bytes as data;
 
     fn chunks_of(recipe: &Recipe, content: &[u8]) -> Vec<(ChunkId, Vec<u8>)> {
         let mut at = 0;

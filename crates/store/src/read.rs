@@ -165,12 +165,9 @@ impl LocalStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::{RngCore, SeedableRng};
 
     fn data(len: usize, seed: u64) -> Vec<u8> {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let mut v = vec![0u8; len];
-        rng.fill_bytes(&mut v);
+        let mut v = crate::random_bytes(len, seed);
         // Make half of it compressible.
         for b in v.iter_mut().step_by(2) {
             *b &= 0x0f;

@@ -115,9 +115,8 @@ impl LocalStore {
             self.write_pack(o.builder)?;
         }
         drop(o.journal);
-        // Under batch durability the pack is synced later; until then the journal is the
-        // copy that survives a crash, so it goes only once the pack is durable... which
-        // the journal's own removal cannot wait for. Keep it until the store syncs.
+        // Under batch durability the pack becomes durable at the store's next sync; until
+        // then the journal is the copy a crash leaves, so it is removed after that sync.
         match self.durability {
             Durability::Immediate => {
                 fs::remove_file(&o.path).map_err(io_err(&o.path))?;
@@ -213,17 +212,23 @@ fn journal_pid(path: &Path) -> Option<u32> {
 mod tests {
     use super::*;
     use gitmodel_format::Oid;
-    use rand::{RngCore, SeedableRng};
 
     fn files(n: usize) -> Vec<Vec<u8>> {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
         (0..n)
-            .map(|i| {
-                let mut v = vec![0u8; 20_000 + i * 3_000];
-                rng.fill_bytes(&mut v);
-                v
-            })
+            .map(|i| crate::random_bytes(20_000 + i * 3_000, 9 + i as u64))
             .collect()
+    }
+
+    /// A batch-durability store at `root` with shared packs, and the oids of `contents`
+    /// ingested into it.
+    fn shared_store(root: &Path, contents: &[Vec<u8>]) -> (LocalStore, Vec<Oid>) {
+        let store = LocalStore::open_with(root, Durability::Batch).unwrap();
+        store.share_small_files(true);
+        let oids = contents
+            .iter()
+            .map(|c| store.ingest(&c[..]).unwrap().pointer.oid)
+            .collect();
+        (store, oids)
     }
 
     fn pack_count(root: &Path) -> usize {
@@ -251,12 +256,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("model");
         let contents = files(40);
-        let store = LocalStore::open_with(&root, Durability::Batch).unwrap();
-        store.share_small_files(true);
-        let oids: Vec<Oid> = contents
-            .iter()
-            .map(|c| store.ingest(&c[..]).unwrap().pointer.oid)
-            .collect();
+        let (store, oids) = shared_store(&root, &contents);
         assert_eq!(pack_count(&root), 0, "nothing written before the flush");
         // Read through the same store: the shared pack is written first.
         let mut out = Vec::new();
@@ -289,12 +289,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("model");
         let contents = files(30);
-        let store = LocalStore::open_with(&root, Durability::Batch).unwrap();
-        store.share_small_files(true);
-        let oids: Vec<Oid> = contents
-            .iter()
-            .map(|c| store.ingest(&c[..]).unwrap().pointer.oid)
-            .collect();
+        let (store, oids) = shared_store(&root, &contents);
         // The process "dies": nothing flushed, the journal stays, under a dead pid, and
         // ends with a record cut short.
         std::mem::forget(store);
@@ -327,9 +322,8 @@ mod tests {
     fn a_running_process_journal_is_left_alone() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("model");
-        let writer = LocalStore::open_with(&root, Durability::Batch).unwrap();
-        writer.share_small_files(true);
-        let oid = writer.ingest(&files(1)[0][..]).unwrap().pointer.oid;
+        let (writer, oids) = shared_store(&root, &files(1));
+        let oid = oids[0];
         // Another store instance of this (running) process does not take the journal.
         let other = LocalStore::open(&root).unwrap();
         assert!(!other.has_file(&oid));
