@@ -365,6 +365,78 @@ fn a_new_version_is_hashed_from_where_it_changed_and_its_oid_stays_exact() {
     }
 }
 
+#[test]
+fn a_git_add_killed_while_small_files_share_a_pack_loses_nothing() {
+    let w = World::new();
+    let repo = w.work_repo("work");
+    // 600 small files: the filter shares packs among them, journaled until written.
+    let files: Vec<(String, Vec<u8>)> = (0..600u64)
+        .map(|i| {
+            let data = safetensors(1000 + i, 16 << 10, &[0; 4]);
+            (format!("d/f{i:03}.safetensors"), data)
+        })
+        .collect();
+    for (rel, data) in &files {
+        let path = repo.join(rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, data).unwrap();
+    }
+    // Kill the filter process as soon as its journal holds records: its pid is in the
+    // journal's name.
+    let journal_dir = repo.join(".git/model/journal");
+    let mut add = w.env.cmd("git", &repo).args(["add", "d"]).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let killed = loop {
+        let found = fs::read_dir(&journal_dir).ok().and_then(|rd| {
+            rd.flatten()
+                .find(|e| e.metadata().is_ok_and(|m| m.len() > 0))
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+        });
+        if let Some(name) = found {
+            let pid = name.split('-').next().unwrap().to_string();
+            let status = std::process::Command::new("kill")
+                .args(["-KILL", &pid])
+                .status()
+                .unwrap();
+            assert!(status.success(), "kill {pid}");
+            break name;
+        }
+        assert!(
+            add.try_wait().unwrap().is_none(),
+            "git add finished before its journal was seen"
+        );
+        assert!(std::time::Instant::now() < deadline, "no journal appeared");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    };
+    let status = add.wait().unwrap();
+    assert!(!status.success(), "git add survived the loss of its filter");
+    assert!(
+        journal_dir.join(&killed).exists(),
+        "the journal outlives its process"
+    );
+
+    // The next command recovers the journal into a pack; the add then completes.
+    w.env.git(&repo, &["add", "d"]);
+    assert!(
+        !journal_dir.join(&killed).exists(),
+        "the dead process's journal was not recovered"
+    );
+    w.env.git(&repo, &["commit", "-q", "-m", "small files"]);
+    w.env.git(&repo, &["model", "fsck"]);
+    w.env.git(&repo, &["push", "-q", "origin", "main"]);
+    let clone = w.clone("clone");
+    for (rel, data) in &files {
+        assert!(fs::read(clone.join(rel)).unwrap() == *data, "{rel}");
+    }
+    let mut packs = Vec::new();
+    crate::collect(&repo.join(".git/model/packs"), &mut packs);
+    assert!(
+        packs.len() < 20,
+        "{} packs for 600 small files",
+        packs.len()
+    );
+}
+
 fn server_gc_removes_a_deleted_repository_packs_and_keeps_the_rest(w: World) {
     let repo = w.work_repo("work");
     let keep = model(10, 3);

@@ -253,7 +253,7 @@ mod tests {
         fs::write(&pack, bytes).unwrap();
         let store = LocalStore::open(dir.path().join("model")).unwrap();
         let err = store
-            .write_file_resuming(&b.pointer.oid, &mut Vec::new(), known)
+            .write_file_resuming(&b.pointer.oid, Vec::new(), known)
             .unwrap_err();
         assert!(err.to_string().contains("corrupt"), "{err}");
     }

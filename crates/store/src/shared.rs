@@ -302,7 +302,7 @@ mod tests {
             .join("journal")
             .join(format!("4000000000-0{JOURNAL_SUFFIX}"));
         let mut bytes = fs::read(&journals[0]).unwrap();
-        bytes.extend_from_slice(&bytes[..100].to_vec());
+        bytes.extend_from_within(..100);
         fs::write(&dead, bytes).unwrap();
         fs::remove_file(&journals[0]).unwrap();
         assert_eq!(pack_count(&root), 0);
