@@ -147,26 +147,10 @@ MODEL_URL="$ADDR/bench/$WL"
 echo "gitmodel.sh: $WL ($NV versions, track: $TRACK) server pid $SERVER_PID at $MODEL_URL${S3_PREFIX:+ on s3://$S3_BUCKET/$S3_PREFIX}, scratch $SCRATCH" >&2
 
 # --- helpers (same conventions as peer_gitlfs.sh)
-now() { date +%s.%N; }
-dub() { du -sb "$@" 2>/dev/null | awk '{s+=$1} END{printf "%.0f\n", s}'; }
-duk() { du -sk "$@" 2>/dev/null | awk '{s+=$1} END{printf "%.0f\n", s*1024}'; }
-gm_rss() { awk '/^RSS/{if($2>m)m=$2} END{print m+0}' "$GM_RSS_LOG"; }
-srv_rss() { awk '/VmHWM/{print $2}' "/proc/$SERVER_PID/status" 2>/dev/null || echo 0; }
+MEASURE_RSS_LOG=$GM_RSS_LOG
+. "$HERE/measure.sh"
+gm_rss() { shim_rss; }
 vbytes() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["versions"][int(sys.argv[2])-1]["logical_bytes"])' "$MANIFEST" "$1"; }
-cpu_busy() { awk '/^cpu /{printf "%.0f\n", $2+$3+$4+$7+$8+$9}' /proc/stat; }
-srv_cpu() { awk '{printf "%.0f\n", $14+$15}' "/proc/$SERVER_PID/stat" 2>/dev/null || echo 0; }
-TN=0
-tcmd() { TN=$((TN + 1)); /usr/bin/time -o "$SCRATCH/t.$TN" -f '%M %U %S' "$@" >&2; }  # stdout is for JSON only
-phase_begin() { : > "$GM_RSS_LOG"; rm -f "$SCRATCH"/t.*; TN=0; C0=$(cpu_busy); S0=$(srv_cpu); T0=$(now); }
-phase_end() {
-  local t1 c1 s1
-  t1=$(now); c1=$(cpu_busy); s1=$(srv_cpu)
-  WALL=$(awk -v a="$T0" -v b="$t1" 'BEGIN{printf "%.3f", b-a}')
-  read -r TRSS CPU_S < <(tail -qn1 "$SCRATCH"/t.* | awk '{if($1>m)m=$1; c+=$2+$3} END{printf "%d %.2f\n", m, c}')
-  SRV_CPU_S=$(awk -v a="$S0" -v b="$s1" 'BEGIN{printf "%.2f", (b-a)/100}')
-  OTHER_CPU_S=$(awk -v a="$C0" -v b="$c1" -v t="$CPU_S" -v s="$SRV_CPU_S" 'BEGIN{printf "%.2f", (b-a)/100-t-s}')
-  LOAD1=$(cut -d' ' -f1 /proc/loadavg)
-}
 # bytes the server stores: its data dir, or the objects below its bucket prefix (S3 runs)
 store_bytes() {
   if [ -n "$S3_PREFIX" ]; then python3 "$HERE/s3.py" "$GM_S3_ENV" du "$S3_PREFIX/" | cut -d' ' -f1

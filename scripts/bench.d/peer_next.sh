@@ -81,28 +81,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-now() { date +%s.%N; }
-dub() { du -sb "$@" 2>/dev/null | awk '{s+=$1} END{printf "%.0f\n", s}'; }
-cpu_busy() { awk '/^cpu /{printf "%.0f\n", $2+$3+$4+$7+$8+$9}' /proc/stat; }
-srv_cpu() { if [ -n "$SERVER_PID" ]; then awk '{printf "%.0f\n", $14+$15}' "/proc/$SERVER_PID/stat" 2>/dev/null || echo 0; else echo 0; fi; }
-srv_rss() { if [ -n "$SERVER_PID" ]; then awk '/VmHWM/{print $2}' "/proc/$SERVER_PID/status" 2>/dev/null || echo 0; else echo 0; fi; }
+HERE=$(cd "$(dirname "$0")" && pwd)
+MEASURE_RSS_LOG=$RSS_LOG
+. "$HERE/measure.sh"
 vbytes() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["versions"][int(sys.argv[2])-1]["logical_bytes"])' "$WL_DIR/manifest.json" "$1"; }
-TN=0
-tcmd() { TN=$((TN + 1)); /usr/bin/time -o "$SCRATCH/nt.$TN" -f '%M %U %S' "$@" >&2; }
-phase_begin() { : > "$RSS_LOG"; rm -f "$SCRATCH"/nt.*; TN=0; C0=$(cpu_busy); S0=$(srv_cpu); T0=$(now); }
-phase_end() {
-  local t1 c1 s1
-  t1=$(now); c1=$(cpu_busy); s1=$(srv_cpu)
-  WALL=$(awk -v a="$T0" -v b="$t1" 'BEGIN{printf "%.3f", b-a}')
-  read -r TRSS CPU_S < <(tail -qn1 "$SCRATCH"/nt.* | awk '{if($1>m)m=$1; c+=$2+$3} END{printf "%d %.2f\n", m, c}')
-  SRV_CPU_S=$(awk -v a="$S0" -v b="$s1" 'BEGIN{printf "%.2f", (b-a)/100}')
-  OTHER_CPU_S=$(awk -v a="$C0" -v b="$c1" -v t="$CPU_S" -v s="$SRV_CPU_S" 'BEGIN{printf "%.2f", (b-a)/100-t-s}')
-  LOAD1=$(cut -d' ' -f1 /proc/loadavg)
-}
 # peak RSS of the tool's own processes: git-lfs through the shim, dvc: the dvc command
 tool_rss() {
-  if [ "$TOOL" = git-lfs ]; then awk '/^RSS/{if($2>m)m=$2} END{print m+0}' "$RSS_LOG"
-  else echo "$DVC_RSS"; fi
+  if [ "$TOOL" = git-lfs ]; then shim_rss; else echo "$DVC_RSS"; fi
 }
 emit() { # phase version verified
   local sg ss
@@ -118,7 +103,7 @@ commit_of() { git -C "$REMOTE" log --format=%H --grep="^v$1\$" main | head -n1; 
 DVC_RSS=0
 dvc_pull() { # dvc pull, keeping the max RSS of the dvc process
   tcmd dvc pull -q
-  local r; r=$(awk '{print $1}' "$SCRATCH/nt.$TN"); [ "$r" -gt "$DVC_RSS" ] && DVC_RSS=$r
+  local r; r=$(awk '{print $1}' "$SCRATCH/t.$TN"); [ "$r" -gt "$DVC_RSS" ] && DVC_RSS=$r
   return 0
 }
 
