@@ -148,8 +148,10 @@ def s3_section(P, results, by, workloads, manifests):
         nv = manifests.get(w, {}).get("n_versions") or max(
             r["version"] for ls in s3[w].values() for r in ls)
         # add+commit never talks to the server: only the phases that do
+        # (git-model only here: no peer notes in the labels)
         rows = [("push, all versions", "push", lambda v: True, False)] + [
-            g for g in groups(nv) if g[1] != "add_commit"]
+            (g[0].replace("; DVC: + dvc pull", ""),) + g[1:]
+            for g in groups(nv) if g[1] != "add_commit"]
         for label, phase, vf, is_clone in rows:
             loc = group_stats(by.get((w, "git-model"), {}), phase, vf, is_clone)
             rem = group_stats(s3[w], phase, vf, is_clone)
