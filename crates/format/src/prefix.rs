@@ -63,32 +63,6 @@ pub fn fingerprints(chunks: &[RecipeChunk]) -> Vec<Fingerprint> {
         .collect()
 }
 
-/// The states of a file hashed chunk by chunk, in order, kept at every [`STRIDE`]th chunk
-/// boundary: what a later version of the file resumes from.
-#[derive(Debug, Clone, Default)]
-pub struct StateLog {
-    chain: FingerprintChain,
-    kept: Vec<(Fingerprint, OidHasher)>,
-}
-
-impl StateLog {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Records that chunk `id` (`raw_len` bytes) was hashed and `hasher` is the state
-    /// after it.
-    pub fn after_chunk(&mut self, id: &ChunkId, raw_len: u32, hasher: &OidHasher) {
-        if let Some(fp) = self.chain.push(id, raw_len) {
-            self.kept.push((fp, hasher.clone()));
-        }
-    }
-
-    pub fn into_states(self) -> Vec<(Fingerprint, OidHasher)> {
-        self.kept
-    }
-}
-
 /// SHA-256 of a file fed chunk by chunk, resuming from `known` states where the file's
 /// chunks so far match a prefix those states were kept for.
 ///
@@ -137,12 +111,18 @@ impl<B: AsRef<[u8]>> ResumingHasher<B> {
     /// Adds the next chunk of the file: bytes `range` of `owner`, whose id is `id`.
     pub fn chunk(&mut self, owner: B, range: Range<usize>, id: &ChunkId) {
         let len = range.len();
-        self.offset += len as u64;
         if self.following {
             self.pending.push((owner, range));
         } else {
             self.hash(&owner.as_ref()[range]);
         }
+        self.after_chunk(id, len);
+    }
+
+    /// Counts a chunk of `len` bytes just held or hashed: at a stride boundary, takes a
+    /// known state (or stops following) and keeps the state.
+    fn after_chunk(&mut self, id: &ChunkId, len: usize) {
+        self.offset += len as u64;
         let Some(fp) = self.chain.push(id, len as u32) else {
             return;
         };
@@ -179,11 +159,8 @@ impl ResumingHasher<Vec<u8>> {
         if self.following {
             self.chunk(bytes.to_vec(), 0..bytes.len(), id);
         } else {
-            self.offset += bytes.len() as u64;
             self.hash(bytes);
-            if let Some(fp) = self.chain.push(id, bytes.len() as u32) {
-                self.kept.push((fp, self.hasher.clone()));
-            }
+            self.after_chunk(id, bytes.len());
         }
     }
 }
