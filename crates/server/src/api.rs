@@ -258,8 +258,21 @@ where
             allow: endpoint.allow(),
         });
     };
-    state.authorizer().authorize(req.headers(), &repo, access)?;
     let timeout = state.config().body_idle_timeout;
+    if let Err(refused) = state.authorizer().authorize(req.headers(), &repo, access) {
+        // A client refused in the middle of sending a pack is still writing it: read the
+        // rest (a declared length up to a pack's bound) and drop it, so that it gets this
+        // answer rather than a reset connection and a "broken pipe".
+        let declared = req
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > 0 && n <= MAX_PACK_BYTES) {
+            let mut body = req.into_body();
+            while let Ok(Some(_)) = next_data(&mut body, timeout).await {}
+        }
+        return Err(refused);
+    }
     match endpoint {
         Endpoint::ChunksExist => {
             let (parts, body) = req.into_parts();
