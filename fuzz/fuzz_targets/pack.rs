@@ -1,7 +1,9 @@
 //! Pack parsing and verification never panic on hostile bytes, and what verifies decodes.
 #![no_main]
-use gitmodel_format::pack::{parse_index, parse_records, parse_trailer, verify_pack, TRAILER_LEN};
-use gitmodel_format::PackId;
+use gitmodel_format::pack::{
+    decode_chunk, parse_index, parse_records, parse_trailer, verify_pack, TRAILER_LEN,
+};
+use gitmodel_format::{ChunkId, Codec, PackId};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -10,6 +12,11 @@ fuzz_target!(|data: &[u8]| {
         for r in records {
             let _ = r.decode();
         }
+    }
+    // The byte-plane codec straight on hostile bytes: a declared length, then the planes.
+    if let Some((len, stored)) = data.split_first_chunk::<4>() {
+        let raw_len = u32::from_le_bytes(*len) % (1 << 21);
+        let _ = decode_chunk(&ChunkId::of(b""), Codec::Planes, raw_len, stored);
     }
     let len = data.len() as u64;
     if len >= TRAILER_LEN {

@@ -5,6 +5,7 @@
 //!   whole file, the Git LFS oid) and [`PackId`] (BLAKE3 of a pack's bytes).
 //! - [`pointer`]: Git LFS spec v1 pointer files, byte-identical to the reference client.
 //! - [`pack`]: packs aggregating compressed chunks, with a footer index.
+//! - [`planes`]: byte planes, the chunk encoding that makes model weights compress.
 //! - [`prefix`]: SHA-256 states at chunk boundaries, to resume hashing a new version.
 //! - [`recipe`]: how a file is rebuilt from chunks, and where those chunks live.
 //!
@@ -14,6 +15,7 @@
 pub mod chunk;
 pub mod id;
 pub mod pack;
+pub mod planes;
 pub mod pointer;
 pub mod prefix;
 pub mod recipe;

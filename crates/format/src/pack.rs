@@ -14,6 +14,7 @@
 //! input: every length is bounded and every chunk is checked against its id on decode.
 
 use crate::id::{ChunkId, PackId};
+use crate::planes;
 
 pub const PACK_MAGIC: &[u8; 8] = b"GMPACK\r\n";
 pub const TRAILER_MAGIC: &[u8; 8] = b"GMPKIDX\n";
@@ -35,6 +36,8 @@ pub const ZSTD_LEVEL: i32 = 1;
 pub enum Codec {
     Raw = 0,
     Zstd = 1,
+    /// Split into byte planes, each zstd or raw ([`crate::planes`]).
+    Planes = 2,
 }
 
 impl Codec {
@@ -42,6 +45,7 @@ impl Codec {
         match v {
             0 => Some(Codec::Raw),
             1 => Some(Codec::Zstd),
+            2 => Some(Codec::Planes),
             _ => None,
         }
     }
@@ -105,31 +109,158 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
     static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
         const { std::cell::RefCell::new(None) };
+    static PLANE_COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
 }
 
-/// Compresses a chunk, keeping it raw when zstd does not make it smaller.
-pub fn encode_chunk(raw: &[u8]) -> (Codec, Vec<u8>) {
-    let compressed = COMPRESSOR.with(|c| {
+/// zstd level for byte planes: the fastest match search, with entropy coding of literals
+/// forced on (fast levels turn it off). A plane has few repeats worth a match and gains
+/// everything from entropy coding: on bf16 exponent planes this is 2.4× faster than level
+/// 1 and compresses 5 % better.
+const PLANE_ZSTD_LEVEL: i32 = -100;
+
+fn zstd_compress(raw: &[u8]) -> Option<Vec<u8>> {
+    COMPRESSOR.with(|c| {
         let mut c = c.borrow_mut();
         if c.is_none() {
             *c = zstd::bulk::Compressor::new(ZSTD_LEVEL).ok();
         }
         c.as_mut().and_then(|c| c.compress(raw).ok())
-    });
-    match compressed {
-        Some(z) if z.len() < raw.len() => (Codec::Zstd, z),
+    })
+}
+
+fn zstd_compress_plane(plane: &[u8]) -> Option<Vec<u8>> {
+    use zstd::zstd_safe::{CParameter, ParamSwitch};
+    PLANE_COMPRESSOR.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.is_none() {
+            let mut z = zstd::bulk::Compressor::new(PLANE_ZSTD_LEVEL).ok()?;
+            z.set_parameter(CParameter::LiteralCompressionMode(ParamSwitch::Enable))
+                .ok()?;
+            *c = Some(z);
+        }
+        c.as_mut().and_then(|c| c.compress(plane).ok())
+    })
+}
+
+/// Compresses a chunk the way its content calls for ([`planes::plan`]): byte planes for
+/// numeric words (model weights), plain zstd for the rest, nothing for noise; kept raw
+/// whenever the encoding would not make it smaller.
+pub fn encode_chunk(raw: &[u8]) -> (Codec, Vec<u8>) {
+    let plan = if raw.len() < planes::MIN_PLANES_CHUNK {
+        planes::Plan::Zstd
+    } else {
+        planes::plan(planes::sample(raw))
+    };
+    let encoded = match plan {
+        planes::Plan::Planes(width) => Some((Codec::Planes, encode_planes(raw, width))),
+        planes::Plan::Noise
+            if zstd_compress(planes::sample(raw))
+                .is_none_or(|z| z.len() >= planes::sample(raw).len()) =>
+        {
+            None
+        }
+        planes::Plan::Noise | planes::Plan::Zstd => {
+            zstd_compress(raw).map(|stored| (Codec::Zstd, stored))
+        }
+    };
+    match encoded {
+        Some((codec, stored)) if stored.len() < raw.len() => (codec, stored),
         _ => (Codec::Raw, raw.to_vec()),
     }
 }
 
-fn zstd_decompress(stored: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+/// The [`Codec::Planes`] encoding of `raw` (layout in [`planes`]).
+fn encode_planes(raw: &[u8], width: usize) -> Vec<u8> {
+    let mut split = Vec::new();
+    planes::split(raw, width, &mut split);
+    let header = planes::header_len(width);
+    let mut out = vec![0u8; header];
+    out[0] = width as u8;
+    let mut at = 0;
+    for p in 0..width {
+        let plane = &split[at..at + planes::plane_len(raw.len(), width, p)];
+        at += plane.len();
+        let z = planes::compressible(plane)
+            .then(|| zstd_compress_plane(plane))
+            .flatten()
+            .filter(|z| z.len() < plane.len());
+        let (codec, stored) = match &z {
+            Some(z) => (Codec::Zstd, z.as_slice()),
+            None => (Codec::Raw, plane),
+        };
+        out[1 + 5 * p] = codec as u8;
+        out[2 + 5 * p..6 + 5 * p].copy_from_slice(&(stored.len() as u32).to_le_bytes());
+        out.extend_from_slice(stored);
+    }
+    out
+}
+
+/// Decodes a [`Codec::Planes`] chunk of `raw_len` bytes.
+fn decode_planes(stored: &[u8], raw_len: usize) -> Result<Vec<u8>, String> {
+    let width = *stored.first().ok_or("no plane header")? as usize;
+    if width != 2 && width != 4 {
+        return Err(format!("{width} planes"));
+    }
+    let header = planes::header_len(width);
+    if stored.len() < header {
+        return Err("truncated plane header".into());
+    }
+    let mut split = Vec::with_capacity(raw_len);
+    let mut at = header;
+    for p in 0..width {
+        let codec = stored[1 + 5 * p];
+        let len = u32_at(stored, 2 + 5 * p) as usize;
+        let data = stored
+            .get(at..at.saturating_add(len))
+            .ok_or_else(|| format!("plane {p} runs past the record"))?;
+        at += len;
+        let want = planes::plane_len(raw_len, width, p);
+        let before = split.len();
+        match Codec::from_u8(codec) {
+            Some(Codec::Raw) => split.extend_from_slice(data),
+            Some(Codec::Zstd) => {
+                split.resize(before + want, 0);
+                let n = zstd_decompress_into(data, &mut split[before..])
+                    .map_err(|e| format!("plane {p}: zstd: {e}"))?;
+                split.truncate(before + n);
+            }
+            _ => return Err(format!("plane {p} has codec {codec}")),
+        }
+        if split.len() - before != want {
+            return Err(format!(
+                "plane {p} has {} bytes where {want} were expected",
+                split.len() - before
+            ));
+        }
+    }
+    if at != stored.len() {
+        return Err(format!("{} bytes after the planes", stored.len() - at));
+    }
+    let mut raw = vec![0u8; raw_len];
+    planes::join(&split, width, &mut raw);
+    Ok(raw)
+}
+
+/// Runs `f` with this thread's zstd decompressor.
+fn with_decompressor<T>(
+    f: impl FnOnce(&mut zstd::bulk::Decompressor<'static>) -> std::io::Result<T>,
+) -> std::io::Result<T> {
     DECOMPRESSOR.with(|d| {
         let mut d = d.borrow_mut();
         if d.is_none() {
             *d = Some(zstd::bulk::Decompressor::new()?);
         }
-        d.as_mut().expect("set above").decompress(stored, capacity)
+        f(d.as_mut().expect("set above"))
     })
+}
+
+fn zstd_decompress(stored: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+    with_decompressor(|d| d.decompress(stored, capacity))
+}
+
+fn zstd_decompress_into(stored: &[u8], out: &mut [u8]) -> std::io::Result<usize> {
+    with_decompressor(|d| d.decompress_to_buffer(stored, out))
 }
 
 /// Decodes a stored chunk and checks it against its id and declared length.
@@ -148,6 +279,7 @@ pub fn decode_chunk(
         Codec::Zstd => {
             zstd_decompress(stored, raw_len as usize).map_err(|e| corrupt(format!("zstd: {e}")))?
         }
+        Codec::Planes => decode_planes(stored, raw_len as usize).map_err(corrupt)?,
     };
     if raw.len() != raw_len as usize {
         return Err(corrupt(format!(
@@ -491,5 +623,70 @@ mod tests {
         assert_eq!(codec, Codec::Zstd);
         let err = decode_chunk(&ChunkId::of(&raw), Codec::Zstd, 1000, &stored).unwrap_err();
         assert!(matches!(err, PackError::CorruptChunk { .. }), "{err}");
+    }
+
+    #[test]
+    fn each_content_gets_its_codec_and_decodes_exactly() {
+        let weights = crate::planes::tests::bf16_like(64 << 10, 9);
+        let noise: Vec<u8> = (0..64u32 << 10)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8 ^ (i >> 7) as u8)
+            .collect();
+        let text: Vec<u8> = (0..3000)
+            .flat_map(|i| format!("{i},{},label-{}\n", i * 31 % 1000, i % 7).into_bytes())
+            .collect();
+        for (raw, expect) in [
+            (&weights[..], Codec::Planes),
+            (&text[..], Codec::Zstd),
+            (&weights[..1001], Codec::Zstd), // too short to sample
+        ] {
+            let (codec, stored) = encode_chunk(raw);
+            assert_eq!(codec, expect);
+            assert!(stored.len() < raw.len());
+            let back = decode_chunk(&ChunkId::of(raw), codec, raw.len() as u32, &stored).unwrap();
+            assert!(back == *raw);
+        }
+        let (codec, stored) = encode_chunk(&noise);
+        assert!(
+            decode_chunk(&ChunkId::of(&noise), codec, noise.len() as u32, &stored).unwrap()
+                == noise
+        );
+        // Odd lengths keep every byte.
+        let odd = &weights[..(40 << 10) + 3];
+        let (codec, stored) = encode_chunk(odd);
+        assert_eq!(codec, Codec::Planes);
+        assert!(decode_chunk(&ChunkId::of(odd), codec, odd.len() as u32, &stored).unwrap() == odd);
+    }
+
+    #[test]
+    fn damaged_planes_are_refused_by_name() {
+        let raw = crate::planes::tests::bf16_like(32 << 10, 5);
+        let id = ChunkId::of(&raw);
+        let (codec, stored) = encode_chunk(&raw);
+        assert_eq!(codec, Codec::Planes);
+        let refuse = |bad: &[u8], len: u32| -> String {
+            match decode_chunk(&id, Codec::Planes, len, bad) {
+                Err(PackError::CorruptChunk { what, .. }) => what,
+                other => panic!("accepted: {:?}", other.map(|v| v.len())),
+            }
+        };
+        let mut bad = stored.clone();
+        bad[0] = 3;
+        assert_eq!(refuse(&bad, raw.len() as u32), "3 planes");
+        bad = stored.clone();
+        bad[1] = 9;
+        assert_eq!(refuse(&bad, raw.len() as u32), "plane 0 has codec 9");
+        bad = stored.clone();
+        bad[2] = bad[2].wrapping_add(1);
+        assert!(refuse(&bad, raw.len() as u32).starts_with("plane "));
+        assert!(refuse(&stored[..4], raw.len() as u32).contains("truncated"));
+        assert!(refuse(&stored, raw.len() as u32 - 2).contains("bytes where"));
+        let mut extra = stored.clone();
+        extra.push(0);
+        assert_eq!(refuse(&extra, raw.len() as u32), "1 bytes after the planes");
+        // A flipped byte inside a raw plane decodes, and the chunk hash catches it.
+        assert_eq!(stored[1], Codec::Raw as u8, "the mantissa plane is noise");
+        bad = stored.clone();
+        bad[crate::planes::header_len(2) + 5] ^= 0x40;
+        assert!(refuse(&bad, raw.len() as u32).starts_with("content hashes to"));
     }
 }
