@@ -7,7 +7,7 @@
 //! layout lives in [`crate::keys`], and verification of content is the callers' job.
 
 use std::fmt;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -243,7 +243,7 @@ impl Storage for LocalDir {
                 source,
             };
             let mut tmp = fsutil::temp_beside(&path).map_err(io_err)?;
-            tmp.write_all(&data)
+            fsutil::write_sliced(&mut tmp, &data)
                 .and_then(|()| tmp.as_file().sync_all())
                 .map_err(io_err)?;
             // A hard link never replaces an existing file: atomic create-if-absent.

@@ -48,6 +48,17 @@ fn parent_dir(path: &Path) -> &Path {
     }
 }
 
+/// Size of the `write` calls [`write_sliced`] makes.
+pub const WRITE_SLICE: usize = 1 << 20;
+
+/// Writes `data` in [`WRITE_SLICE`] pieces. On the Linux page cache one `write` of a
+/// whole 16 MiB pack copies at 0.3–1.3 GB/s on this project's machines (the kernel copying
+/// into page-cache folios was a third of the server's CPU on a push), where the same bytes
+/// in 1 MiB calls copy at 3.6–4.7 GB/s.
+pub fn write_sliced(out: &mut impl Write, data: &[u8]) -> io::Result<()> {
+    data.chunks(WRITE_SLICE).try_for_each(|s| out.write_all(s))
+}
+
 /// Makes a finished temp file durable and moves it to `target`.
 pub fn persist(tmp: tempfile::NamedTempFile, target: &Path) -> io::Result<()> {
     tmp.as_file().sync_all()?;
@@ -58,7 +69,7 @@ pub fn persist(tmp: tempfile::NamedTempFile, target: &Path) -> io::Result<()> {
 /// Writes `data` to `target` atomically and durably.
 pub fn write_atomic(target: &Path, data: &[u8]) -> io::Result<()> {
     let mut tmp = temp_beside(target)?;
-    tmp.write_all(data)?;
+    write_sliced(&mut tmp, data)?;
     persist(tmp, target)
 }
 
@@ -82,7 +93,7 @@ pub fn persist_unsynced(tmp: tempfile::NamedTempFile, target: &Path) -> io::Resu
 /// Like [`write_atomic`] without the fsyncs; see [`persist_unsynced`].
 pub fn write_atomic_unsynced(target: &Path, data: &[u8]) -> io::Result<()> {
     let mut tmp = temp_beside(target)?;
-    tmp.write_all(data)?;
+    write_sliced(&mut tmp, data)?;
     persist_unsynced(tmp, target)
 }
 
