@@ -307,7 +307,7 @@ async fn verify(state: &AppState, located: &Located) -> Result<Result<(), FileEr
             let permit = state.verify_permit().await;
             tokio::task::spawn_blocking(move || {
                 let _permit = permit;
-                decode_window(pack, first, skip, &chunks, &bytes)
+                decode_window(pack, first, skip, &chunks, &bytes, Ids::Unchecked)
             })
             .await
         }
@@ -366,6 +366,9 @@ async fn verify(state: &AppState, located: &Located) -> Result<Result<(), FileEr
     let size = progress.hasher.len();
     let actual = progress.hasher.finish();
     if actual != recipe.oid || size != recipe.size {
+        if let Some(corrupt) = find_corrupt(state, recipe, &windows, skip).await? {
+            return Ok(Err(corrupt));
+        }
         return Ok(Err(FileError::hash_mismatch(format!(
             "the chunks rebuild a file of {size} bytes hashing to {actual}, not the claimed {} \
              ({} bytes)",
@@ -374,6 +377,39 @@ async fn verify(state: &AppState, located: &Located) -> Result<Result<(), FileEr
     }
     state.prefix_states().remember(progress.states);
     Ok(Ok(()))
+}
+
+/// After a file failed its SHA-256, checks every chunk read against its id, to tell a
+/// damaged copy on the server (`corrupt_chunk`) from a wrong claim by the client. The
+/// first pass skips those checks: the SHA-256 covers every byte, so they only matter here.
+async fn find_corrupt(
+    state: &AppState,
+    recipe: &Recipe,
+    windows: &[&Window],
+    skip: usize,
+) -> Result<Option<FileError>, ApiError> {
+    for w in windows {
+        let key = keys::pack_key(&w.pack);
+        let range = w.offset..w.offset.saturating_add(w.length);
+        let bytes = state.storage().get_range(&key, range).await?;
+        let chunks = recipe.chunks[w.chunks.clone()].to_vec();
+        let (first, pack) = (w.chunks.start, w.pack);
+        let checked = tokio::task::spawn_blocking(move || {
+            decode_window(pack, first, skip, &chunks, &bytes, Ids::Checked)
+        })
+        .await?;
+        if let Err(e) = checked {
+            return Ok(Some(e));
+        }
+    }
+    Ok(None)
+}
+
+/// Whether decoding checks each chunk against its id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ids {
+    Checked,
+    Unchecked,
 }
 
 /// The running hash of a file being rebuilt.
@@ -399,13 +435,14 @@ impl Progress {
 }
 
 /// Checks the records in `span` (chunks `first..` of the recipe) against `chunks` and
-/// decodes those from index `skip` on (each checked against its id).
+/// decodes those from index `skip` on (each checked against its id if `ids` says so).
 fn decode_window(
     pack: PackId,
     first: usize,
     skip: usize,
     chunks: &[RecipeChunk],
     span: &Bytes,
+    ids: Ids,
 ) -> Result<Vec<(usize, Vec<u8>)>, FileError> {
     // The index says these records hold these chunks; if the pack disagrees, the
     // server's copy (or its index) is damaged: not the client's fault.
@@ -433,7 +470,11 @@ fn decode_window(
         if index < skip {
             continue;
         }
-        let raw = record.decode().map_err(|e| corrupt(e.to_string()))?;
+        let raw = match ids {
+            Ids::Checked => record.decode(),
+            Ids::Unchecked => record.decode_unhashed(),
+        }
+        .map_err(|e| corrupt(e.to_string()))?;
         if raw.len() != chunk.raw_len as usize {
             return Err(FileError::hash_mismatch(format!(
                 "chunk {} has {} bytes, the recipe says {}",

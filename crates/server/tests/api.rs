@@ -530,6 +530,58 @@ async fn registration_refusals_store_nothing() {
 }
 
 #[tokio::test]
+async fn a_pack_damaged_on_the_server_after_upload_is_named_at_registration() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let fx = Fixture::new(5);
+    server
+        .request(
+            Method::PUT,
+            &format!("{BASE}/packs/{}", fx.pack),
+            fx.pack_bytes.clone(),
+        )
+        .await
+        .expect(StatusCode::OK);
+    // The disk flips a bit inside the first record's data after the upload verified.
+    let stored = files_under(dir.path())
+        .into_iter()
+        .find(|p| {
+            p.to_string_lossy().contains(&fx.pack.to_hex())
+                && std::fs::metadata(p).unwrap().len() == fx.pack_bytes.len() as u64
+        })
+        .expect("the pack's file");
+    let mut bytes = std::fs::read(&stored).unwrap();
+    bytes[(gitmodel_format::pack::HEADER_LEN + RECORD_HEADER_LEN) as usize + 10] ^= 0x40;
+    std::fs::write(&stored, bytes).unwrap();
+
+    let reg: RegisterResponse = server
+        .request(Method::POST, &format!("{BASE}/files"), fx.recipe().encode())
+        .await
+        .expect(StatusCode::OK)
+        .json();
+    let error = reg.files[0]
+        .error
+        .as_ref()
+        .expect("a damaged file registered");
+    // Not the client's fault: the server's copy is named, not a hash mismatch.
+    assert_eq!(error.code, "corrupt_chunk", "{}", error.message);
+    assert!(
+        error.message.contains(&fx.pack.to_hex()) && error.message.contains("damaged"),
+        "{}",
+        error.message
+    );
+    server
+        .request(
+            Method::GET,
+            &format!("{BASE}/files/{}", fx.recipe().oid),
+            "",
+        )
+        .await
+        .expect(StatusCode::NOT_FOUND);
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn a_new_server_rebuilds_its_index_from_storage() {
     let dir = tempfile::tempdir().unwrap();
     let fx = Fixture::new(4);
