@@ -20,7 +20,7 @@ use gitmodel_format::id::OidHasher;
 
 use crate::prefix;
 use gitmodel_format::pack::{parse_records, MAX_CHUNK_BYTES, RECORD_HEADER_LEN};
-use gitmodel_format::{ChunkId, PackId, Recipe, RecipeChunk, Segment};
+use gitmodel_format::{ChunkId, Oid, PackId, Recipe, RecipeChunk, Segment};
 use gitmodel_proto::{ErrorDetail, RegisterResponse, RegisterResult, RepoName};
 use tokio::task::JoinSet;
 
@@ -74,8 +74,10 @@ pub fn decode_batch(body: &[u8]) -> Result<Vec<Recipe>, ApiError> {
 }
 
 /// Registers every recipe of a batch in `repo`; one result per recipe, in order.
-/// Server-side failures (storage errors) fail the request; files verified before them
-/// stay registered, which is harmless since registration is idempotent.
+/// Files are verified a few at a time; the recipes of those that pass are then stored
+/// together (one sync for the lot on a local directory, parallel requests on a bucket)
+/// before the batch is answered. Server-side failures (storage errors) fail the request
+/// and nothing of it is answered as registered; the client sends it again.
 pub async fn register_batch(
     state: Arc<AppState>,
     repo: RepoName,
@@ -84,7 +86,7 @@ pub async fn register_batch(
     // The packs this repository may read, listed once for the whole batch.
     let readable = Arc::new(crate::tenancy::repo_packs(&**state.storage(), &repo).await?);
     let repo = Arc::new(repo);
-    let mut results: Vec<Option<RegisterResult>> = vec![None; recipes.len()];
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; recipes.len()];
     let mut pending = recipes.into_iter().enumerate();
     let mut tasks = JoinSet::new();
     loop {
@@ -94,50 +96,77 @@ pub async fn register_batch(
             };
             let (state, repo, readable) =
                 (Arc::clone(&state), Arc::clone(&repo), Arc::clone(&readable));
-            tasks.spawn(async move { (i, register_one(&state, &repo, &readable, recipe).await) });
+            tasks.spawn(async move {
+                let (oid, size) = (recipe.oid, recipe.size);
+                let checked = check_one(&state, &repo, &readable, recipe).await;
+                (i, checked.map(|c| (oid, size, c)))
+            });
         }
         let Some(joined) = tasks.join_next().await else {
             break;
         };
-        let (i, result) = joined?;
-        results[i] = Some(result?);
+        let (i, outcome) = joined?;
+        outcomes[i] = Some(outcome?);
     }
-    let files = results
+    let outcomes = outcomes
         .into_iter()
-        .map(|r| r.ok_or_else(|| ApiError::internal("a registration result went missing")))
-        .collect::<Result<_, _>>()?;
+        .map(|o| o.ok_or_else(|| ApiError::internal("a registration result went missing")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let verified: Vec<&Recipe> = outcomes
+        .iter()
+        .filter_map(|(_, _, r)| r.as_ref().ok())
+        .collect();
+    // The packs are readable already (`locate` used only those); granting them keeps
+    // "the packs its files use" true even for records lost or never written.
+    let packs: Vec<PackId> = verified
+        .iter()
+        .flat_map(|r| r.segments.iter().map(|s| s.pack))
+        .collect();
+    let items = recipe_objects(&repo, &verified);
+    store_recipes(&state, items).await?;
+    crate::tenancy::grant(state.storage(), &repo, packs).await?;
+    let files = outcomes
+        .into_iter()
+        .map(|(oid, size, outcome)| answer(&repo, oid, size, outcome))
+        .collect();
     Ok(RegisterResponse { files })
 }
 
-async fn register_one(
+/// What became of one file of a batch: its oid and size, and the located recipe to store
+/// or why it is refused.
+type Outcome = (Oid, u64, Result<Recipe, FileError>);
+
+/// Locates and verifies one file; the located recipe to store, or why it is refused.
+async fn check_one(
     state: &AppState,
     repo: &RepoName,
     readable: &HashSet<PackId>,
     recipe: Recipe,
-) -> Result<RegisterResult, ApiError> {
-    let oid = recipe.oid;
-    let outcome = match state.locate_fresh_in(repo, &recipe, Some(readable)).await? {
-        Err(e) => Err(e),
-        Ok(located) => match verify(state, &located).await? {
+) -> Result<Result<Recipe, FileError>, ApiError> {
+    Ok(
+        match state.locate_fresh_in(repo, &recipe, Some(readable)).await? {
             Err(e) => Err(e),
-            Ok(()) => {
-                store_recipe(state, repo, &located.recipe).await?;
-                // The packs are readable already (`locate` used only those); this keeps
-                // "the packs its files use" true even for records lost or never written.
-                let packs = located.recipe.segments.iter().map(|s| s.pack);
-                crate::tenancy::grant(state.storage(), repo, packs).await?;
-                Ok(located.recipe.segments.len())
-            }
+            Ok(located) => verify(state, &located).await?.map(|()| located.recipe),
         },
-    };
+    )
+}
+
+/// The answer for one file of a batch, logged.
+fn answer(
+    repo: &RepoName,
+    oid: Oid,
+    size: u64,
+    outcome: Result<Recipe, FileError>,
+) -> RegisterResult {
     match outcome {
-        Ok(segments) => {
-            tracing::info!(%repo, %oid, size = recipe.size, segments, "file registered");
-            Ok(RegisterResult {
+        Ok(recipe) => {
+            let segments = recipe.segments.len();
+            tracing::info!(%repo, %oid, size, segments, "file registered");
+            RegisterResult {
                 oid: oid.to_hex(),
                 ok: true,
                 error: None,
-            })
+            }
         }
         Err(e) => {
             if e.code == "corrupt_chunk" {
@@ -145,7 +174,7 @@ async fn register_one(
             } else {
                 tracing::info!(%repo, %oid, code = e.code, message = e.message, "file refused");
             }
-            Ok(RegisterResult {
+            RegisterResult {
                 oid: oid.to_hex(),
                 ok: false,
                 error: Some(ErrorDetail {
@@ -153,21 +182,40 @@ async fn register_one(
                     message: e.message,
                     request_id: None,
                 }),
-            })
+            }
         }
     }
 }
 
 /// Stores a located, verified recipe as `repo`'s copy of its file (replacing any earlier
-/// one, which describes the same bytes). The one place recipes are written: native
-/// registration and Git LFS uploads ([`crate::upload`]) both end here.
+/// one, which describes the same bytes). Native registration ([`store_recipes`]) and Git
+/// LFS uploads ([`crate::upload`]) both end here.
 pub async fn store_recipe(
     state: &AppState,
     repo: &RepoName,
     recipe: &Recipe,
 ) -> Result<(), ApiError> {
-    let key = keys::recipe_key(repo, &recipe.oid);
-    state.storage().put(&key, recipe.encode().into()).await?;
+    store_recipes(state, recipe_objects(repo, &[recipe])).await
+}
+
+/// The objects (key, bytes) that store `recipes` as `repo`'s.
+fn recipe_objects(repo: &RepoName, recipes: &[&Recipe]) -> Vec<(String, Bytes)> {
+    recipes
+        .iter()
+        .map(|r| (keys::recipe_key(repo, &r.oid), r.encode().into()))
+        .collect()
+}
+
+/// Stores recipe objects, many at once through [`crate::storage::Storage::put_many`].
+async fn store_recipes(state: &AppState, items: Vec<(String, Bytes)>) -> Result<(), ApiError> {
+    match items.len() {
+        0 => {}
+        1 => {
+            let (key, data) = items.into_iter().next().expect("one item");
+            state.storage().put(&key, data).await?;
+        }
+        _ => state.storage().put_many(items).await?,
+    }
     Ok(())
 }
 

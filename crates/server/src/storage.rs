@@ -70,6 +70,9 @@ impl StorageError {
     }
 }
 
+/// Requests in flight in the default [`Storage::put_many`].
+pub const PUT_MANY_IN_FLIGHT: usize = 16;
+
 /// An object store. Objects are immutable blobs addressed by key; every method is safe to
 /// call concurrently.
 #[async_trait]
@@ -78,6 +81,19 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     /// a mix) and durably (it survives a crash once this returns). Putting the same content
     /// again is harmless.
     async fn put(&self, key: &str, data: Bytes) -> Result<(), StorageError>;
+
+    /// Stores many objects as [`Storage::put`] stores each: every one atomic, all durable
+    /// once this returns (on failure, some may be stored). Backends make it cheaper than
+    /// as many calls: several requests in flight on object stores, one file-system sync
+    /// for a local directory.
+    async fn put_many(&self, items: Vec<(String, Bytes)>) -> Result<(), StorageError> {
+        use futures_util::{StreamExt, TryStreamExt};
+        futures_util::stream::iter(items)
+            .map(|(key, data)| async move { self.put(&key, data).await })
+            .buffer_unordered(PUT_MANY_IN_FLIGHT)
+            .try_collect::<()>()
+            .await
+    }
 
     /// Stores `data` at `key` only if no object is there yet: `Ok(true)` when it was
     /// created, `Ok(false)` (and nothing written) when an object already existed. Atomic
@@ -230,6 +246,28 @@ impl Storage for LocalDir {
         self.blocking(key, move || {
             fsutil::write_atomic(&path, &data)
                 .map_err(|source| StorageError::Io { key: owned, source })
+        })
+        .await
+    }
+
+    async fn put_many(&self, items: Vec<(String, Bytes)>) -> Result<(), StorageError> {
+        let Some((first, _)) = items.first() else {
+            return Ok(());
+        };
+        let (label, first) = (first.clone(), first.clone());
+        let items = items
+            .into_iter()
+            .map(|(key, data)| Ok((self.path_of(&key)?, key, data)))
+            .collect::<Result<Vec<_>, StorageError>>()?;
+        self.blocking(&label, move || {
+            // Each file atomic on its own, all made durable by one sync at the end.
+            let mut paths = Vec::with_capacity(items.len());
+            for (path, key, data) in items {
+                fsutil::write_atomic_unsynced(&path, &data)
+                    .map_err(|source| StorageError::Io { key, source })?;
+                paths.push(path);
+            }
+            fsutil::sync_paths(&paths).map_err(|source| StorageError::Io { key: first, source })
         })
         .await
     }
@@ -462,6 +500,36 @@ mod tests {
                 .unwrap(),
             None
         );
+    }
+
+    #[tokio::test]
+    async fn put_many_stores_each_object_or_refuses_before_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalDir::open(dir.path().join("data")).unwrap();
+        let items: Vec<(String, Bytes)> = (0..20)
+            .map(|i| {
+                (
+                    format!("r/{}/{i}.recipe", i % 3),
+                    Bytes::from(vec![i as u8; i]),
+                )
+            })
+            .collect();
+        s.put_many(items.clone()).await.unwrap();
+        for (key, data) in &items {
+            assert_eq!(&s.get(key).await.unwrap(), data, "{key}");
+        }
+        assert_eq!(s.list("r").await.unwrap().len(), 20);
+        s.put_many(Vec::new()).await.unwrap();
+        // One bad key refuses the lot before anything is written.
+        let bad = vec![
+            ("ok/1.bin".to_string(), Bytes::from_static(b"1")),
+            ("../escape".to_string(), Bytes::new()),
+        ];
+        assert!(matches!(
+            s.put_many(bad).await,
+            Err(StorageError::InvalidKey { .. })
+        ));
+        assert_eq!(s.head("ok/1.bin").await.unwrap(), None);
     }
 
     #[test]

@@ -72,24 +72,24 @@ pub async fn grant(
 ) -> Result<(), StorageError> {
     let mut pending = packs.into_iter().collect::<HashSet<_>>().into_iter();
     let mut tasks = JoinSet::new();
+    let mut missing = Vec::new();
     loop {
         while tasks.len() < CONCURRENCY {
             let Some(pack) = pending.next() else { break };
             let storage = Arc::clone(storage);
             let key = keys::pack_ref_key(repo, &pack);
             tasks.spawn(async move {
-                if storage.head(&key).await?.is_none() {
-                    storage.put(&key, Bytes::new()).await?;
-                }
-                Ok::<_, StorageError>(())
+                let absent = storage.head(&key).await?.is_none();
+                Ok::<_, StorageError>(absent.then_some(key))
             });
         }
         let Some(joined) = tasks.join_next().await else {
             break;
         };
-        joined.map_err(|e| task_failed(&e))??;
+        missing.extend(joined.map_err(|e| task_failed(&e))??);
     }
-    Ok(())
+    let records = missing.into_iter().map(|key| (key, Bytes::new())).collect();
+    storage.put_many(records).await
 }
 
 fn task_failed(e: &tokio::task::JoinError) -> StorageError {
