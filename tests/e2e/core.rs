@@ -6,7 +6,7 @@
 use std::fs;
 
 use gitmodel_format::{Oid, Pointer};
-use gitmodel_testkit::{dir_size, safetensors};
+use gitmodel_testkit::{check, dir_size, safetensors};
 
 use crate::{stored_blob, World};
 
@@ -105,6 +105,33 @@ fn pointer_only_clone_then_model_pull(w: World) {
     w.env.git(&lazy, &["model", "pull"]);
     assert_same(&lazy.join("weights/a.safetensors"), &v1);
     assert_eq!(w.env.git(&lazy, &["status", "--porcelain"]), "");
+
+    // The next version the same way: the index entries `git model pull` leaves are clean
+    // for git, not racily clean, so the next command does not read the files through the
+    // clean filter again (GIT_TRACE names every filter git starts).
+    let v2 = model(4, &[1]);
+    w.commit_file(&repo, "weights/a.safetensors", &v2, "v2");
+    w.env.git(&repo, &["push", "-q", "origin", "main"]);
+    let skip = [("GIT_MODEL_SKIP_SMUDGE", "1")];
+    let fetched = w
+        .env
+        .git_with(&lazy, &skip, &["pull", "-q", "origin", "main"]);
+    check("git pull", &lazy, &fetched);
+    // Into the next second, so that the files git itself just wrote (pointers) are not
+    // racily clean for it: only a file `git model pull` writes could be.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    w.env.git(&lazy, &["model", "pull"]);
+    assert_same(&lazy.join("weights/a.safetensors"), &v2);
+    let status = w
+        .env
+        .git_with(&lazy, &[("GIT_TRACE", "1")], &["status", "--porcelain"]);
+    check("git status", &lazy, &status);
+    assert_eq!(String::from_utf8_lossy(&status.stdout), "");
+    let trace = String::from_utf8_lossy(&status.stderr);
+    assert!(
+        !trace.contains("filter-process"),
+        "git status re-read the pulled files through the filter:\n{trace}"
+    );
     let ls = w.env.git(&lazy, &["model", "ls-files"]);
     assert!(ls.contains("* weights/a.safetensors"), "{ls}");
 }

@@ -50,6 +50,17 @@ impl TestServer {
         (&mut self.task).await.expect("server task");
     }
 
+    /// Uploads the fixture's pack to [`BASE`], which must accept it.
+    async fn upload(&self, fx: &Fixture) {
+        self.request(
+            Method::PUT,
+            &format!("{BASE}/packs/{}", fx.pack),
+            fx.pack_bytes.clone(),
+        )
+        .await
+        .expect(StatusCode::OK);
+    }
+
     async fn request(&self, method: Method, path: &str, body: impl Into<Bytes>) -> Reply {
         self.request_with(method, path, &[], body).await
     }
@@ -454,14 +465,7 @@ async fn registration_refusals_store_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path()).await;
     let fx = Fixture::new(3);
-    server
-        .request(
-            Method::PUT,
-            &format!("{BASE}/packs/{}", fx.pack),
-            fx.pack_bytes.clone(),
-        )
-        .await
-        .expect(StatusCode::OK);
+    server.upload(&fx).await;
 
     // Right chunks, wrong oid.
     let mut wrong_oid = fx.recipe();
@@ -534,14 +538,7 @@ async fn a_pack_damaged_on_the_server_after_upload_is_named_at_registration() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path()).await;
     let fx = Fixture::new(5);
-    server
-        .request(
-            Method::PUT,
-            &format!("{BASE}/packs/{}", fx.pack),
-            fx.pack_bytes.clone(),
-        )
-        .await
-        .expect(StatusCode::OK);
+    server.upload(&fx).await;
     // The disk flips a bit inside the first record's data after the upload verified.
     let stored = files_under(dir.path())
         .into_iter()
@@ -586,14 +583,7 @@ async fn a_new_server_rebuilds_its_index_from_storage() {
     let dir = tempfile::tempdir().unwrap();
     let fx = Fixture::new(4);
     let first = TestServer::start(dir.path()).await;
-    first
-        .request(
-            Method::PUT,
-            &format!("{BASE}/packs/{}", fx.pack),
-            fx.pack_bytes.clone(),
-        )
-        .await
-        .expect(StatusCode::OK);
+    first.upload(&fx).await;
     let reg: RegisterResponse = first
         .request(Method::POST, &format!("{BASE}/files"), fx.recipe().encode())
         .await

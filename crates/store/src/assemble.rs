@@ -242,9 +242,20 @@ fn finish_part(store: &LocalStore, part: Part) -> Result<(u64, Vec<(Fingerprint,
     Ok((size, states))
 }
 
+/// How far in the past [`LocalStore::place`] sets a written file's modification time.
+pub const BACKDATE: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl LocalStore {
-    /// Gives a finished temp file its mode (0644, or 0755 when `executable`) and renames
-    /// it over `target`.
+    /// Gives a finished temp file its mode (0644, or 0755 when `executable`) and a
+    /// modification time [`BACKDATE`] in the past, and renames it over `target`.
+    ///
+    /// Why the time: the caller records the file's stat data in git's index right after.
+    /// git takes an entry whose mtime falls in the same second as the index file's for
+    /// *racily clean* and re-reads the file through the clean filter on the next command
+    /// that writes the index (`git status`, `git pull`): half a second of copying per
+    /// 510 MiB before the user sees anything. A second earlier, the entry is clean for
+    /// git. Any later change to the file sets its mtime and ctime to the present, so git
+    /// still notices every modification.
     pub(crate) fn place(
         &self,
         tmp: tempfile::NamedTempFile,
@@ -253,9 +264,12 @@ impl LocalStore {
     ) -> Result<()> {
         use std::os::unix::fs::PermissionsExt;
         let mode = if executable { 0o755 } else { 0o644 };
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(mode))
+        let file = tmp.as_file();
+        file.set_permissions(std::fs::Permissions::from_mode(mode))
             .map_err(io_err(target))?;
+        if let Some(then) = std::time::SystemTime::now().checked_sub(BACKDATE) {
+            file.set_modified(then).map_err(io_err(target))?;
+        }
         self.persist(tmp, target)
     }
 }
