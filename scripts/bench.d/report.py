@@ -209,7 +209,9 @@ def main():
 
     # ---- noise
     wall_total = sum(r["wall_s"] for r in rows)
-    other_total = sum(r.get("other_cpu_s", 0) for r in rows)
+    # Each phase's figure is the machine's CPU minus the tool's, so rounding can make it
+    # slightly negative on a quiet machine.
+    other_total = max(0.0, sum(r.get("other_cpu_s", 0) for r in rows))
     loads = [float(r.get("load1", 0)) for r in rows]
     busy = wall_total > 0 and other_total / wall_total > 0.25
     P("## Read this first\n")
