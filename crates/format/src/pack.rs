@@ -11,7 +11,8 @@
 //! Integers are little-endian. A pack's id is the BLAKE3 of all its bytes. The footer index
 //! lets a reader find any chunk with one range read; the record headers make any range of
 //! consecutive records self-describing and verifiable on its own. Nothing here trusts its
-//! input: every length is bounded and every chunk is checked against its id on decode.
+//! input: every length is bounded and every chunk is checked against its id on decode
+//! (except through [`decode_chunk_unhashed`], for callers that check every byte otherwise).
 
 use crate::id::{ChunkId, PackId};
 use crate::planes;
