@@ -338,12 +338,7 @@ async fn verify(state: &AppState, located: &Located) -> Result<Result<(), FileEr
         .iter()
         .filter(|w| w.chunks.end > skip)
         .collect();
-    let fetch = |w: &Window| {
-        let storage = Arc::clone(state.storage());
-        let key = keys::pack_key(&w.pack);
-        let range = w.offset..w.offset.saturating_add(w.length);
-        async move { storage.get_range(&key, range).await }
-    };
+    let fetch = |w: &Window| fetch_window(state, w);
     // Three stages overlap: fetching window i + 2, decoding window i + 1 and hashing
     // window i (SHA-256 is sequential; decoding is not), each CPU stage on a blocking
     // thread under a verification permit.
@@ -427,6 +422,17 @@ async fn verify(state: &AppState, located: &Located) -> Result<Result<(), FileEr
     Ok(Ok(()))
 }
 
+/// Reads one window's records from storage.
+fn fetch_window(
+    state: &AppState,
+    w: &Window,
+) -> impl std::future::Future<Output = Result<Bytes, crate::storage::StorageError>> + 'static {
+    let storage = Arc::clone(state.storage());
+    let key = keys::pack_key(&w.pack);
+    let range = w.offset..w.offset.saturating_add(w.length);
+    async move { storage.get_range(&key, range).await }
+}
+
 /// After a file failed its SHA-256, checks every chunk read against its id, to tell a
 /// damaged copy on the server (`corrupt_chunk`) from a wrong claim by the client. The
 /// first pass skips those checks: the SHA-256 covers every byte, so they only matter here.
@@ -437,9 +443,7 @@ async fn find_corrupt(
     skip: usize,
 ) -> Result<Option<FileError>, ApiError> {
     for w in windows {
-        let key = keys::pack_key(&w.pack);
-        let range = w.offset..w.offset.saturating_add(w.length);
-        let bytes = state.storage().get_range(&key, range).await?;
+        let bytes = fetch_window(state, w).await?;
         let chunks = recipe.chunks[w.chunks.clone()].to_vec();
         let (first, pack) = (w.chunks.start, w.pack);
         let checked = tokio::task::spawn_blocking(move || {
