@@ -103,10 +103,23 @@ async fn run(args: Args) -> Result<(), Failure> {
     if let Some(gitmodel_server::security::Command::Gc {
         dry_run,
         grace_hours,
+        grace,
+        rescue_wait,
         json,
     }) = &args.command
     {
-        return gc(&args, tokens_dir, *dry_run, *grace_hours, *json).await;
+        let duration = |flag: &str, text: &str| {
+            gitmodel_server::tokens::parse_duration(text)
+                .with_context(|| format!("bad {flag}"))
+                .map_err(config_error)
+        };
+        let mut options = gitmodel_server::gc::GcOptions::new(match grace {
+            Some(text) => duration("--grace", text)?,
+            None => std::time::Duration::from_secs(grace_hours.saturating_mul(3600)),
+        });
+        options.rescue_wait = duration("--rescue-wait", rescue_wait)?;
+        options.dry_run = *dry_run;
+        return gc(&args, tokens_dir, &options, *json).await;
     }
     if let Some(gitmodel_server::security::Command::DeleteRepo { name }) = &args.command {
         let (ns, repo) = name.split_once('/').ok_or_else(|| {
@@ -222,29 +235,26 @@ async fn run(args: Args) -> Result<(), Failure> {
 async fn gc(
     args: &Args,
     data_dir: Option<PathBuf>,
-    dry_run: bool,
-    grace_hours: u64,
+    options: &gitmodel_server::gc::GcOptions,
     json: bool,
 ) -> Result<(), Failure> {
     let storage = open_storage(args, data_dir)?;
-    let report = gitmodel_server::gc::collect(
-        &*storage,
-        grace_hours * 3600,
-        std::time::SystemTime::now(),
-        dry_run,
-    )
-    .await
-    .context("garbage collection")
-    .map_err(|error| Failure {
-        config: false,
-        error,
-    })?;
+    let dry_run = options.dry_run;
+    let grace_secs = options.grace.as_secs();
+    let report = gitmodel_server::gc::collect(&*storage, options, std::time::SystemTime::now())
+        .await
+        .context("garbage collection")
+        .map_err(|error| Failure {
+            config: false,
+            error,
+        })?;
     if json {
         // One stable shape (docs/json.md); sizes in bytes.
         let out = serde_json::json!({
             "command": "gc",
             "dry_run": dry_run,
-            "grace_hours": grace_hours,
+            "grace_hours": grace_secs / 3600,
+            "grace_secs": grace_secs,
             "packs": report.packs,
             "live": report.live,
             "waiting": report.waiting,
@@ -252,6 +262,9 @@ async fn gc(
             "deleted_packs": report.deleted.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
             "bytes_freed": report.bytes_freed,
             "recipes_unreadable": report.recipes_unreadable,
+            "rescued": report.rescued,
+            "temp_files_removed": report.temp_files_removed,
+            "temp_bytes_freed": report.temp_bytes_freed,
         });
         println!("{out}");
         return Ok(());
@@ -270,6 +283,18 @@ async fn gc(
             String::new()
         },
     );
+    if report.rescued > 0 {
+        println!(
+            "{} condemned pack(s) kept: files registered meanwhile use them",
+            report.rescued
+        );
+    }
+    if report.temp_files_removed > 0 {
+        println!(
+            "removed {} temporary file(s) of killed writers ({} bytes)",
+            report.temp_files_removed, report.temp_bytes_freed
+        );
+    }
     Ok(())
 }
 

@@ -98,19 +98,42 @@ pub fn upload_with_progress(
                 path: f.path.clone(),
             })?;
         report.file_bytes += recipe.size;
-        recipes.push((f, recipe));
+        recipes.push((*f, recipe));
     }
-    if recipes.is_empty() {
-        return Ok(report);
+    // A file the server refuses with `missing_chunks` although its chunks were sent lost
+    // one to the server's GC meanwhile (docs/reliability.md): asking again which chunks
+    // are missing and sending those converges, so that is tried a few times.
+    let mut round = 0;
+    while !recipes.is_empty() {
+        round += 1;
+        recipes = send_round(store, remote, recipes, progress, &mut report, round)?;
     }
+    Ok(report)
+}
 
+/// Rounds of [`upload_with_progress`] for files refused with `missing_chunks`.
+const UPLOAD_ROUNDS: usize = 3;
+
+/// One round of an upload: sends the chunks of `recipes` the server lacks, registers the
+/// files, and returns those to send again (refused with `missing_chunks`, while rounds
+/// remain); any other refusal is an error.
+fn send_round<'f>(
+    store: &LocalStore,
+    remote: &Remote,
+    recipes: Vec<(&'f FileRef, Recipe)>,
+    progress: &Progress,
+    report: &mut UploadReport,
+    round: usize,
+) -> Result<Vec<(&'f FileRef, Recipe)>, ClientError> {
     let mut chunk_set = HashSet::new();
     let chunks: Vec<ChunkId> = recipes
         .iter()
         .flat_map(|(_, r)| r.chunks.iter().map(|c| c.id))
         .filter(|id| chunk_set.insert(*id))
         .collect();
-    report.chunks = chunks.len();
+    if round == 1 {
+        report.chunks = chunks.len();
+    }
     let have = remote.chunks_exist(&chunks)?;
     let missing: Vec<ChunkId> = chunks
         .iter()
@@ -118,7 +141,7 @@ pub fn upload_with_progress(
         .filter(|(_, h)| !h)
         .map(|(c, _)| *c)
         .collect();
-    report.chunks_sent = missing.len();
+    report.chunks_sent += missing.len();
     let estimate: u64 = missing
         .iter()
         .filter_map(|id| store.locate(id))
@@ -216,30 +239,37 @@ pub fn upload_with_progress(
         if let Some(e) = first_err {
             return Err(e);
         }
-        report.bytes_new = build?;
+        report.bytes_new += build?;
         Ok(total)
     })?;
-    report.bytes_sent = sent.0;
-    report.packs = sent.1;
+    report.bytes_sent += sent.0;
+    report.packs += sent.1;
 
+    let mut again = Vec::new();
     for batch in recipes.chunks(REGISTER_BATCH) {
         let rs: Vec<Recipe> = batch.iter().map(|(_, r)| r.clone()).collect();
         let results = remote.register(&rs)?;
-        for ((f, _), res) in batch.iter().zip(results) {
-            if !res.ok {
-                let message = res
-                    .error
-                    .map(|e| format!("{} ({})", e.message, e.code))
-                    .unwrap_or_default();
-                return Err(ClientError::Rejected {
-                    oid: f.oid,
-                    path: f.path.clone(),
-                    message,
-                });
+        for ((f, recipe), res) in batch.iter().zip(results) {
+            if res.ok {
+                continue;
             }
+            let code = res.error.as_ref().map(|e| e.code.as_str());
+            if code == Some("missing_chunks") && round < UPLOAD_ROUNDS {
+                again.push((*f, recipe.clone()));
+                continue;
+            }
+            let message = res
+                .error
+                .map(|e| format!("{} ({})", e.message, e.code))
+                .unwrap_or_default();
+            return Err(ClientError::Rejected {
+                oid: f.oid,
+                path: f.path.clone(),
+                message,
+            });
         }
     }
-    Ok(report)
+    Ok(again)
 }
 
 /// Splits the chunks to send into local packs that hold nothing else (sent whole, with

@@ -92,6 +92,10 @@ pub enum ApiError {
     LockExists { lock: Box<Lock> },
     #[error("too many requests; retry after {retry_after} s")]
     RateLimited { retry_after: u64 },
+    /// A pack the request relied on was deleted by GC meanwhile (see [`crate::gc`]):
+    /// nothing of it was kept, and sending it again succeeds.
+    #[error("pack {pack} was collected by the server's GC while this upload used it; nothing was kept: send it again")]
+    PackCollected { pack: PackId },
     #[error("authentication required: {reason}")]
     Unauthorized { reason: String },
     #[error("access denied: {reason}")]
@@ -127,6 +131,7 @@ impl ApiError {
             TooManyObjects { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedHashAlgo { .. } | LockExists { .. } => StatusCode::CONFLICT,
             RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            PackCollected { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Forbidden { .. } => StatusCode::FORBIDDEN,
             Storage(e) if e.is_out_of_space() => StatusCode::INSUFFICIENT_STORAGE,
@@ -160,6 +165,7 @@ impl ApiError {
             ContentMismatch { .. } => "hash_mismatch",
             LockExists { .. } => "lock_exists",
             RateLimited { .. } => "rate_limited",
+            PackCollected { .. } => "pack_collected",
             Unauthorized { .. } => "unauthorized",
             Forbidden { .. } => "forbidden",
             Storage(e) if e.is_out_of_space() => "insufficient_storage",
@@ -198,6 +204,9 @@ impl ApiError {
                 if let Ok(value) = HeaderValue::from_str(&format!("bytes */{size}")) {
                     headers.insert(http::header::CONTENT_RANGE, value);
                 }
+            }
+            ApiError::PackCollected { .. } => {
+                headers.insert(http::header::RETRY_AFTER, HeaderValue::from(1u32));
             }
             ApiError::RateLimited { retry_after } => {
                 headers.insert(http::header::RETRY_AFTER, HeaderValue::from(*retry_after));

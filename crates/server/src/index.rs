@@ -64,6 +64,25 @@ impl Locations {
 struct Inner {
     chunks: HashMap<ChunkId, Locations>,
     packs: HashSet<PackId>,
+    /// Packs found gone from storage (collected by GC): their locations stay in `chunks`
+    /// (removing them would mean a scan of every chunk under the write lock) but no lookup
+    /// returns them, until the same pack is stored again.
+    removed: HashSet<PackId>,
+}
+
+impl Inner {
+    fn live<'a>(&'a self, locations: &'a Locations) -> impl Iterator<Item = &'a Location> {
+        locations
+            .as_slice()
+            .iter()
+            .filter(|l| self.removed.is_empty() || !self.removed.contains(&l.pack))
+    }
+
+    fn first(&self, id: &ChunkId) -> Option<Location> {
+        self.chunks
+            .get(id)
+            .and_then(|l| self.live(l).next().copied())
+    }
 }
 
 /// Chunk id → locations, shared by all requests.
@@ -106,6 +125,9 @@ impl ChunkIndex {
         if !inner.packs.insert(pack) {
             return 0;
         }
+        // Stored again after it was collected: its old locations (the same bytes, since
+        // packs are content-addressed) are valid again and are not added twice below.
+        inner.removed.remove(&pack);
         let mut added = 0;
         for (i, entry) in entries.iter().enumerate() {
             let Ok(index_in_pack) = u32::try_from(i) else {
@@ -134,15 +156,26 @@ impl ChunkIndex {
         self.read().packs.contains(pack)
     }
 
+    /// Forgets a pack that is gone from storage (GC deleted it): no lookup returns its
+    /// chunks until it is added again. Returns whether it was recorded.
+    pub fn remove_pack(&self, pack: &PackId) -> bool {
+        let mut inner = self.write();
+        let had = inner.packs.remove(pack);
+        if had {
+            inner.removed.insert(*pack);
+        }
+        had
+    }
+
     /// The first location of a chunk, whatever the pack.
     pub fn get(&self, id: &ChunkId) -> Option<Location> {
-        let found = self.read().chunks.get(id).map(|l| l.as_slice()[0]);
+        let found = self.read().first(id);
         self.note_miss(found.is_none());
         found
     }
 
     pub fn contains(&self, id: &ChunkId) -> bool {
-        let found = self.read().chunks.contains_key(id);
+        let found = self.read().first(id).is_some();
         self.note_miss(!found);
         found
     }
@@ -167,10 +200,11 @@ impl ChunkIndex {
 
     /// Every location of a chunk.
     pub fn locations(&self, id: &ChunkId) -> Vec<Location> {
-        self.read()
+        let inner = self.read();
+        inner
             .chunks
             .get(id)
-            .map(|l| l.as_slice().to_vec())
+            .map(|l| inner.live(l).copied().collect())
             .unwrap_or_default()
     }
 
@@ -193,11 +227,7 @@ impl ChunkIndex {
             ids.into_iter()
                 .map(|id| {
                     let locations = inner.chunks.get(id)?;
-                    locations
-                        .as_slice()
-                        .iter()
-                        .find(|l| usable(&l.pack))
-                        .copied()
+                    inner.live(locations).find(|l| usable(&l.pack)).copied()
                 })
                 .collect()
         };

@@ -7,6 +7,10 @@
 //! repos/<namespace>/<repo>/locks/<path hash>.json          Git LFS locks, one per path
 //! repos/<namespace>/<repo>/packs/<ab>/<pack hex>.ref       packs this repository may read
 //! meta/pack-refs-v1                                        marks the refs as complete
+//! gc/candidates.json                                       gc: unreferenced packs, first seen
+//! gc/condemned.json                                        gc: packs being deleted, and just deleted
+//! gc/touched/<ab>/<pack hex>.touch                         gc: a pack was uploaded again
+//! gc/rescued/<ab>/<pack hex>.rescue                        gc: a registration needs this pack
 //! ```
 //! A `.ref` is empty: its existence is the grant (see [`crate::tenancy`]).
 //! `<ab>` is the first two hex digits of the id (one level of fan-out keeps directories
@@ -94,6 +98,48 @@ pub fn parse_recipe_key(key: &str) -> Option<(RepoName, Oid)> {
     (*fan == &hex[..2]).then_some((repo, oid))
 }
 
+/// Where GC remembers unreferenced packs between runs ([`crate::gc`]).
+pub const GC_CANDIDATES_KEY: &str = "gc/candidates.json";
+/// Where GC announces the packs it is about to delete, and those it deleted lately.
+pub const GC_CONDEMNED_KEY: &str = "gc/condemned.json";
+/// Prefix of the markers of packs uploaded again while stored already.
+pub const GC_TOUCHED_PREFIX: &str = "gc/touched/";
+/// Prefix of the markers of condemned packs a registration needs.
+pub const GC_RESCUED_PREFIX: &str = "gc/rescued/";
+const TOUCH_SUFFIX: &str = ".touch";
+const RESCUE_SUFFIX: &str = ".rescue";
+
+fn marker_key(prefix: &str, pack: &PackId, suffix: &str) -> String {
+    let hex = pack.to_hex();
+    format!("{prefix}{}/{hex}{suffix}", &hex[..2])
+}
+
+fn parse_marker_key(key: &str, prefix: &str, suffix: &str) -> Option<PackId> {
+    let rest = key.strip_prefix(prefix)?;
+    let (fan, file) = rest.split_once('/')?;
+    let hex = file.strip_suffix(suffix)?;
+    let id = PackId::from_hex(hex).ok()?;
+    (fan == &hex[..2]).then_some(id)
+}
+
+/// The marker that `pack` was uploaded again (its GC clock starts over).
+pub fn gc_touched_key(pack: &PackId) -> String {
+    marker_key(GC_TOUCHED_PREFIX, pack, TOUCH_SUFFIX)
+}
+
+pub fn parse_gc_touched_key(key: &str) -> Option<PackId> {
+    parse_marker_key(key, GC_TOUCHED_PREFIX, TOUCH_SUFFIX)
+}
+
+/// The marker that a registration needs the condemned `pack` (GC must keep it).
+pub fn gc_rescued_key(pack: &PackId) -> String {
+    marker_key(GC_RESCUED_PREFIX, pack, RESCUE_SUFFIX)
+}
+
+pub fn parse_gc_rescued_key(key: &str) -> Option<PackId> {
+    parse_marker_key(key, GC_RESCUED_PREFIX, RESCUE_SUFFIX)
+}
+
 const LOCK_SUFFIX: &str = ".json";
 
 /// Prefix (directory) under which the Git LFS locks of `repo` live.
@@ -162,5 +208,18 @@ mod tests {
         );
         assert_eq!(parse_recipe_key(&grant), None);
         assert_eq!(parse_recipe_key(&lock), None);
+
+        for key in [GC_CANDIDATES_KEY, GC_CONDEMNED_KEY] {
+            crate::storage::validate_key(key).unwrap();
+        }
+        let touched = gc_touched_key(&pack);
+        let rescued = gc_rescued_key(&pack);
+        assert_eq!(touched, format!("gc/touched/ab/{}.touch", "ab".repeat(32)));
+        crate::storage::validate_key(&touched).unwrap();
+        crate::storage::validate_key(&rescued).unwrap();
+        assert_eq!(parse_gc_touched_key(&touched), Some(pack));
+        assert_eq!(parse_gc_rescued_key(&rescued), Some(pack));
+        assert_eq!(parse_gc_touched_key(&rescued), None);
+        assert_eq!(parse_gc_rescued_key(&key), None);
     }
 }

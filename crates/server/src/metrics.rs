@@ -13,6 +13,10 @@ use std::time::Duration;
 pub struct Metrics {
     by_class: [AtomicU64; 5],
     micros: AtomicU64,
+    /// Bytes of registered files hashed with SHA-256, and bytes whose hash state was
+    /// resumed from the repository's own earlier files ([`crate::prefix`]).
+    verify_hashed: AtomicU64,
+    verify_resumed: AtomicU64,
 }
 
 impl Metrics {
@@ -22,6 +26,13 @@ impl Metrics {
         self.by_class[class].fetch_add(1, Ordering::Relaxed);
         self.micros
             .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Records one file's verification: bytes hashed, and bytes resumed from a known
+    /// prefix state (read and checked, but not hashed again).
+    pub fn record_verification(&self, hashed: u64, resumed: u64) {
+        self.verify_hashed.fetch_add(hashed, Ordering::Relaxed);
+        self.verify_resumed.fetch_add(resumed, Ordering::Relaxed);
     }
 
     /// The exposition text; `chunks` is the current size of the chunk index.
@@ -47,6 +58,22 @@ impl Metrics {
         out.push_str("# HELP gitmodel_index_chunks Chunks in this node's chunk index.\n");
         out.push_str("# TYPE gitmodel_index_chunks gauge\n");
         let _ = writeln!(out, "gitmodel_index_chunks {chunks}");
+        out.push_str(
+            "# HELP gitmodel_verify_hashed_bytes_total Bytes of registered files hashed with SHA-256.\n",
+        );
+        out.push_str("# TYPE gitmodel_verify_hashed_bytes_total counter\n");
+        let _ = writeln!(
+            out,
+            "gitmodel_verify_hashed_bytes_total {}",
+            self.verify_hashed.load(Ordering::Relaxed)
+        );
+        out.push_str("# HELP gitmodel_verify_resumed_bytes_total Bytes of registered files whose SHA-256 resumed from the same repository's earlier files.\n");
+        out.push_str("# TYPE gitmodel_verify_resumed_bytes_total counter\n");
+        let _ = writeln!(
+            out,
+            "gitmodel_verify_resumed_bytes_total {}",
+            self.verify_resumed.load(Ordering::Relaxed)
+        );
         out
     }
 }

@@ -83,6 +83,8 @@ pub async fn register_batch(
     repo: RepoName,
     recipes: Vec<Recipe>,
 ) -> Result<RegisterResponse, ApiError> {
+    // When this registration starts reading packs (for GC's protocol, [`crate::gc`]).
+    let read_at = std::time::Instant::now();
     // The packs this repository may read, listed once for the whole batch.
     let readable = Arc::new(crate::tenancy::repo_packs(&**state.storage(), &repo).await?);
     let repo = Arc::new(repo);
@@ -108,7 +110,7 @@ pub async fn register_batch(
         let (i, outcome) = joined?;
         outcomes[i] = Some(outcome?);
     }
-    let outcomes = outcomes
+    let mut outcomes = outcomes
         .into_iter()
         .map(|o| o.ok_or_else(|| ApiError::internal("a registration result went missing")))
         .collect::<Result<Vec<_>, _>>()?;
@@ -116,14 +118,37 @@ pub async fn register_batch(
         .iter()
         .filter_map(|(_, _, r)| r.as_ref().ok())
         .collect();
-    // The packs are readable already (`locate` used only those); granting them keeps
-    // "the packs its files use" true even for records lost or never written.
-    let packs: Vec<PackId> = verified
+    let items = recipe_objects(&repo, &verified);
+    let used: HashSet<PackId> = verified
         .iter()
         .flat_map(|r| r.segments.iter().map(|s| s.pack))
         .collect();
-    let items = recipe_objects(&repo, &verified);
     store_recipes(&state, items).await?;
+    // Only now may the files be answered as registered: GC must not be deleting a pack
+    // they use ([`crate::gc::secure`]). Files that lost one are undone and answered
+    // `missing_chunks`: the client uploads those chunks again.
+    let lost = crate::gc::secure(&**state.storage(), &used, read_at).await?;
+    for (_, _, outcome) in outcomes.iter_mut() {
+        let Ok(recipe) = outcome else { continue };
+        let Some(gone) = recipe.segments.iter().find(|s| lost.contains(&s.pack)) else {
+            continue;
+        };
+        let message = collected_message(&gone.pack);
+        state
+            .storage()
+            .delete(&keys::recipe_key(&repo, &recipe.oid))
+            .await?;
+        *outcome = Err(FileError {
+            code: "missing_chunks",
+            message,
+        });
+    }
+    for pack in &lost {
+        state.index().remove_pack(pack);
+    }
+    // The packs are readable already (`locate` used only those); granting them keeps
+    // "the packs its files use" true even for records lost or never written.
+    let packs = used.into_iter().filter(|p| !lost.contains(p));
     crate::tenancy::grant(state.storage(), &repo, packs).await?;
     let files = outcomes
         .into_iter()
@@ -136,19 +161,51 @@ pub async fn register_batch(
 /// or why it is refused.
 type Outcome = (Oid, u64, Result<Recipe, FileError>);
 
+/// Why a file is answered `missing_chunks` when GC deleted a pack it would have used.
+fn collected_message(pack: &PackId) -> String {
+    format!(
+        "pack {pack}, which held chunks of this file, was collected by the server's GC \
+         meanwhile; upload the missing chunks again"
+    )
+}
+
 /// Locates and verifies one file; the located recipe to store, or why it is refused.
+/// A pack that turns out to be gone from storage (GC deleted it after this node indexed
+/// it) is dropped from the index and the file located once more, elsewhere or as
+/// `missing_chunks`.
 async fn check_one(
     state: &AppState,
     repo: &RepoName,
     readable: &HashSet<PackId>,
     recipe: Recipe,
 ) -> Result<Result<Recipe, FileError>, ApiError> {
-    Ok(
-        match state.locate_fresh_in(repo, &recipe, Some(readable)).await? {
-            Err(e) => Err(e),
-            Ok(located) => verify(state, &located).await?.map(|()| located.recipe),
-        },
-    )
+    let mut retried = false;
+    loop {
+        let located = match state.locate_fresh_in(repo, &recipe, Some(readable)).await? {
+            Err(e) => return Ok(Err(e)),
+            Ok(located) => located,
+        };
+        match verify(state, repo, &located).await {
+            Ok(checked) => return Ok(checked.map(|()| located.recipe)),
+            Err(ApiError::Storage(crate::storage::StorageError::NotFound { key })) => {
+                let Some(pack) = keys::parse_pack_key(&key) else {
+                    return Err(ApiError::Storage(crate::storage::StorageError::NotFound {
+                        key,
+                    }));
+                };
+                tracing::info!(%pack, "an indexed pack is gone from storage (collected); forgetting it");
+                state.index().remove_pack(&pack);
+                if retried {
+                    return Ok(Err(FileError {
+                        code: "missing_chunks",
+                        message: collected_message(&pack),
+                    }));
+                }
+                retried = true;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// The answer for one file of a batch, logged.
@@ -190,12 +247,29 @@ fn answer(
 /// Stores a located, verified recipe as `repo`'s copy of its file (replacing any earlier
 /// one, which describes the same bytes). Native registration ([`store_recipes`]) and Git
 /// LFS uploads ([`crate::upload`]) both end here.
+/// `read_at` is when the caller first read the packs it uses (see [`crate::gc::secure`]);
+/// if GC took one of them meanwhile, nothing is kept and the answer is
+/// [`ApiError::PackCollected`].
 pub async fn store_recipe(
     state: &AppState,
     repo: &RepoName,
     recipe: &Recipe,
+    read_at: std::time::Instant,
 ) -> Result<(), ApiError> {
-    store_recipes(state, recipe_objects(repo, &[recipe])).await
+    store_recipes(state, recipe_objects(repo, &[recipe])).await?;
+    let used: HashSet<PackId> = recipe.segments.iter().map(|s| s.pack).collect();
+    let lost = crate::gc::secure(&**state.storage(), &used, read_at).await?;
+    if let Some(pack) = lost.iter().next() {
+        state
+            .storage()
+            .delete(&keys::recipe_key(repo, &recipe.oid))
+            .await?;
+        for p in &lost {
+            state.index().remove_pack(p);
+        }
+        return Err(ApiError::PackCollected { pack: *pack });
+    }
+    Ok(())
 }
 
 /// The objects (key, bytes) that store `recipes` as `repo`'s.
@@ -318,26 +392,29 @@ pub fn locate(
 }
 
 /// Rebuilds the file from storage and checks it against the recipe. The outer error is
-/// the server's failure (storage), the inner one the file's. A prefix of chunks whose
-/// hash state this node remembers from an earlier verified file ([`crate::prefix`]) is
-/// neither fetched nor hashed again.
-async fn verify(state: &AppState, located: &Located) -> Result<Result<(), FileError>, ApiError> {
+/// the server's failure (storage), the inner one the file's. Every record is read and
+/// checked, always: a prefix of chunks whose hash state this node remembers from an
+/// earlier verified file of the same repository ([`crate::prefix`]) is not hashed with
+/// SHA-256 again, but each of its chunks is decoded and checked against its id (BLAKE3),
+/// so a pack damaged since that file verified is never vouched for.
+async fn verify(
+    state: &AppState,
+    repo: &RepoName,
+    located: &Located,
+) -> Result<Result<(), FileError>, ApiError> {
     let recipe = &located.recipe;
     let fps = Arc::new(prefix::fingerprints(&recipe.chunks));
     let (skip, hasher) = state
         .prefix_states()
-        .longest(&fps)
+        .longest(repo, &fps)
         .unwrap_or_else(|| (0, OidHasher::new()));
+    let resumed = hasher.len();
     let mut progress = Progress {
         hasher,
         fps: Arc::clone(&fps),
         states: Vec::new(),
     };
-    let windows: Vec<&Window> = located
-        .windows
-        .iter()
-        .filter(|w| w.chunks.end > skip)
-        .collect();
+    let windows: Vec<&Window> = located.windows.iter().collect();
     let fetch = |w: &Window| fetch_window(state, w);
     // Three stages overlap: fetching window i + 2, decoding window i + 1 and hashing
     // window i (SHA-256 is sequential; decoding is not), each CPU stage on a blocking
@@ -407,6 +484,9 @@ async fn verify(state: &AppState, located: &Located) -> Result<Result<(), FileEr
         i += 1;
     }
     let size = progress.hasher.len();
+    state
+        .metrics
+        .record_verification(size.saturating_sub(resumed), resumed);
     let actual = progress.hasher.finish();
     if actual != recipe.oid || size != recipe.size {
         if let Some(corrupt) = find_corrupt(state, recipe, &windows, skip).await? {
@@ -418,7 +498,7 @@ async fn verify(state: &AppState, located: &Located) -> Result<Result<(), FileEr
             recipe.oid, recipe.size
         ))));
     }
-    state.prefix_states().remember(progress.states);
+    state.prefix_states().remember(repo, progress.states);
     Ok(Ok(()))
 }
 
@@ -519,10 +599,10 @@ fn decode_window(
                 record.id, chunk.id
             )));
         }
-        if index < skip {
-            continue;
-        }
+        // The prefix whose SHA-256 state is known is not hashed again, so each of its
+        // chunks is checked against its id instead: nothing read goes unverified.
         let raw = match ids {
+            _ if index < skip => record.decode(),
             Ids::Checked => record.decode(),
             Ids::Unchecked => record.decode_unhashed(),
         }
@@ -535,7 +615,9 @@ fn decode_window(
                 chunk.raw_len
             )));
         }
-        out.push((index, raw));
+        if index >= skip {
+            out.push((index, raw));
+        }
     }
     Ok(out)
 }

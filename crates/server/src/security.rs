@@ -175,7 +175,7 @@ pub enum Command {
     Token(TokenCommand),
     /// Remove packs no registered file uses: a pack is deleted when it has stayed
     /// unreferenced for the grace period across two runs (so uploads in progress are
-    /// safe). Run it with the servers stopped, or restart them afterwards.
+    /// safe). Safe while servers serve the same store (see docs/reliability.md).
     Gc {
         /// Say what would be deleted; change nothing.
         #[arg(long)]
@@ -183,6 +183,14 @@ pub enum Command {
         /// Hours a pack must stay unreferenced, between two runs, before it goes.
         #[arg(long, default_value_t = 24)]
         grace_hours: u64,
+        /// The grace period as a duration (`90s`, `30m`, `24h`, `2d`); overrides
+        /// --grace-hours.
+        #[arg(long, value_name = "DURATION")]
+        grace: Option<String>,
+        /// How long a registration that needs a pack this run is deleting waits before it
+        /// looks for it; each delete is issued within half of it after the last check.
+        #[arg(long, value_name = "DURATION", default_value = "5s")]
+        rescue_wait: String,
         /// Print the report as one JSON object on stdout (shape in docs/json.md).
         #[arg(long)]
         json: bool,

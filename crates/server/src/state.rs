@@ -186,6 +186,19 @@ impl AppState {
         if let Some(interval) = refresh {
             spawn_refresher(&state, interval);
         }
+        spawn_gc_watcher(&state);
+        let storage = Arc::clone(&state.storage);
+        tokio::spawn(async move {
+            match storage.remove_stale_temporaries().await {
+                Ok((0, _)) => {}
+                Ok((files, bytes)) => {
+                    tracing::info!(files, bytes, "removed temporary files of killed writers")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %crate::error::error_chain(&e), "could not remove stale temporary files")
+                }
+            }
+        });
         Ok(state)
     }
 
@@ -361,6 +374,9 @@ impl AppState {
         self.claims.claim(pack).await;
         let stored = async {
             if self.storage.head(&key).await?.is_some() {
+                // Sent again (a retried push, or another repository's copy): whatever GC
+                // thought of the stored pack, its clock starts over.
+                crate::gc::touch(&*self.storage, &pack).await?;
                 Ok(false)
             } else {
                 self.storage.put(&key, bytes).await.map(|()| true)
@@ -393,6 +409,43 @@ impl AppState {
         let n = self.request_counter.fetch_add(1, Ordering::Relaxed);
         format!("{:08x}-{n:x}", self.request_tag)
     }
+}
+
+/// How often a node looks for packs GC deleted, to forget them in its index.
+pub const GC_WATCH_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Makes the index forget packs GC deleted (read from the condemned object, whose
+/// tombstones last far longer than this interval): a node never offers a deleted pack's
+/// chunks for long. Holds only a weak reference, so it ends with the state.
+fn spawn_gc_watcher(state: &Arc<AppState>) {
+    let weak = Arc::downgrade(state);
+    tokio::spawn(async move {
+        let mut seen = HashSet::new();
+        loop {
+            tokio::time::sleep(GC_WATCH_INTERVAL).await;
+            let Some(state) = weak.upgrade() else { return };
+            match crate::gc::recently_deleted(&*state.storage).await {
+                Ok(deleted) => {
+                    for (pack, at) in deleted {
+                        if !seen.insert((pack, at)) {
+                            continue;
+                        }
+                        // Stored again since? Then its chunks are there.
+                        let there = matches!(
+                            state.storage.head(&crate::keys::pack_key(&pack)).await,
+                            Ok(Some(_))
+                        );
+                        if !there && state.index.remove_pack(&pack) {
+                            tracing::info!(%pack, "forgot a pack GC deleted");
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %crate::error::error_chain(&e), "reading GC's deletions failed; retrying later")
+                }
+            }
+        }
+    });
 }
 
 /// Keeps the index of a node on shared storage current: refreshes every `interval`, and

@@ -37,6 +37,9 @@ pub enum StorageError {
         #[source]
         source: io::Error,
     },
+    /// An object the server wrote itself that it cannot parse (never a client's input).
+    #[error("object {key:?} is unreadable: {reason}")]
+    Corrupt { key: String, reason: String },
     /// A `--store` location that cannot be used (for example a malformed `s3://` URL).
     #[error("invalid storage location {location:?}: {reason}")]
     InvalidLocation {
@@ -69,6 +72,10 @@ impl StorageError {
             )
     }
 }
+
+/// A temporary file this old is a dead writer's, whatever its process id says (ids are
+/// reused): no request writes for this long.
+pub const STALE_TEMP_AGE: Duration = Duration::from_secs(24 * 3600);
 
 /// Requests in flight in the default [`Storage::put_many`].
 pub const PUT_MANY_IN_FLIGHT: usize = 16;
@@ -119,6 +126,14 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
 
     /// Removes the object. Deleting a missing key succeeds, as on object stores.
     async fn delete(&self, key: &str) -> Result<(), StorageError>;
+
+    /// Removes the temporary files of writers that were killed mid-write: for a local
+    /// directory, files named [`fsutil::TEMP_PREFIX`]`<pid>-…` whose process no longer
+    /// runs, or older than [`STALE_TEMP_AGE`] whatever their process. Returns how many
+    /// went and their bytes. Object stores have none (an object appears whole or not).
+    async fn remove_stale_temporaries(&self) -> Result<(usize, u64), StorageError> {
+        Ok((0, 0))
+    }
 
     /// A URL from which a client may `GET` the object (with `Range`) directly for
     /// `expires`, bypassing the server, or `None` when the backend has no such thing.
@@ -387,6 +402,58 @@ impl Storage for LocalDir {
         })
         .await
     }
+
+    async fn remove_stale_temporaries(&self) -> Result<(usize, u64), StorageError> {
+        let root = self.root.clone();
+        self.blocking("", move || {
+            let mut removed = (0, 0);
+            sweep_temps(&root, &mut removed).map_err(|e| io_error("", e))?;
+            Ok(removed)
+        })
+        .await
+    }
+}
+
+/// Removes the stale temporary files below `dir` (see
+/// [`Storage::remove_stale_temporaries`]); adds to `removed` (count, bytes).
+fn sweep_temps(dir: &Path, removed: &mut (usize, u64)) -> io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let file_type = entry.file_type()?;
+        if file_type.is_dir() {
+            sweep_temps(&entry.path(), removed)?;
+            continue;
+        }
+        let name = entry.file_name();
+        let Some(rest) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(fsutil::TEMP_PREFIX))
+        else {
+            continue;
+        };
+        let Ok(meta) = entry.metadata() else { continue };
+        let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
+        // A process id that does not run here, or none at all, is a dead writer's.
+        let dead = match pid {
+            Some(pid) => !Path::new("/proc").join(pid.to_string()).exists(),
+            None => true,
+        };
+        let old = meta
+            .modified()
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .is_some_and(|age| age >= STALE_TEMP_AGE);
+        if (dead || old) && std::fs::remove_file(entry.path()).is_ok() {
+            removed.0 += 1;
+            removed.1 += meta.len();
+        }
+    }
+    Ok(())
 }
 
 /// Collects the keys of regular files below `dir`, skipping temp files and anything whose

@@ -125,7 +125,7 @@ where
         .locate_fresh(repo, &recipe)
         .await?
         .map_err(|e| bug(e.message))?;
-    register::store_recipe(state, repo, &located.recipe).await?;
+    register::store_recipe(state, repo, &located.recipe, started).await?;
     tracing::info!(
         %repo,
         %oid,
