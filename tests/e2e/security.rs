@@ -1023,7 +1023,8 @@ fn expired_tokens_are_refused() {
     assert_eq!(r.status, 200, "{}", r.text());
 }
 
-// Issue 15, "Smaller": the token file failing closed, unique token names.
+// Issue 15, "Smaller": the token file failing closed, unique token names, range units
+// without regard to case, Git LFS sizes past 2^63.
 
 /// How a server process started by [`spawn_server`] ended up.
 enum Started {
@@ -1277,4 +1278,95 @@ fn token_names_are_unique() {
         "CI",
     ]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+#[test]
+fn range_units_and_header_names_are_case_insensitive() {
+    let w = World::new();
+    let url = &w.server.url;
+    let base = "/acme/vision/model/v1";
+    let (pack, bytes, _, _) = small_pack(3);
+    let r = request(url, "PUT", &format!("{base}/packs/{pack}"), &[], &bytes);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let path = format!("{base}/packs/{pack}");
+    for (name, value, want) in [
+        ("Range", "bytes=0-9", 0..10),
+        ("RANGE", "BYTES=0-9", 0..10),
+        ("range", "Bytes=-4", bytes.len() - 4..bytes.len()),
+    ] {
+        let r = request(url, "GET", &path, &[(name, value)], b"");
+        assert_eq!(r.status, 206, "{name}: {value}: {}", r.text());
+        assert_eq!(r.body, &bytes[want.clone()], "{name}: {value}");
+        let content_range = format!("bytes {}-{}/{}", want.start, want.end - 1, bytes.len());
+        assert_eq!(r.header("content-range"), Some(content_range.as_str()));
+    }
+    // Another unit is still refused.
+    let r = request(url, "GET", &path, &[("Range", "items=0-9")], b"");
+    assert_eq!(r.status, 400, "{}", r.text());
+
+    // Git LFS object downloads parse Range the same way.
+    let body = model(11);
+    let oid = Oid::of(&body);
+    let object = format!("/acme/vision.git/info/lfs/objects/{oid}");
+    let r = request(
+        url,
+        "PUT",
+        &object,
+        &[("Content-Type", "application/octet-stream")],
+        &body,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = request(url, "GET", &object, &[("RANGE", "BYTES=100-199")], b"");
+    assert_eq!(r.status, 206, "{}", r.text());
+    assert_eq!(r.body, &body[100..200]);
+}
+
+#[test]
+fn lfs_sizes_past_2_63_are_refused_naming_the_object() {
+    let w = World::new();
+    let url = &w.server.url;
+    let batch = "/acme/vision.git/info/lfs/objects/batch";
+    let headers = [("Content-Type", LFS_JSON)];
+    let oids: Vec<Oid> = (0..3u8).map(|i| Oid::of(&[i])).collect();
+    let body = format!(
+        r#"{{"operation":"download","objects":[
+            {{"oid":"{}","size":18446744073709551616}},
+            {{"oid":"{}","size":9223372036854775808}},
+            {{"oid":"{}","size":9223372036854775807}}]}}"#,
+        oids[0], oids[1], oids[2]
+    );
+    let r = request(url, "POST", batch, &headers, body.as_bytes());
+    assert_eq!(r.status, 200, "{}", r.text());
+    let answer: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let objects = answer["objects"].as_array().unwrap();
+    for (object, oid) in objects.iter().zip(&oids).take(2) {
+        assert_eq!(object["error"]["code"], 422, "{object}");
+        let message = object["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(&oid.to_hex()) && message.contains("2^63"),
+            "{message}"
+        );
+        // Nothing is echoed that a client's signed 64-bit size cannot hold.
+        assert!(object.get("size").is_none(), "{object}");
+    }
+    // 2^63 - 1 is a size (absent here, so a per-object 404), echoed as an integer.
+    assert_eq!(objects[2]["error"]["code"], 404, "{}", objects[2]);
+    assert_eq!(
+        objects[2]["size"].as_i64(),
+        Some(i64::MAX),
+        "{}",
+        objects[2]
+    );
+    assert!(
+        !r.text().contains("e19"),
+        "a size was echoed as a float: {}",
+        r.text()
+    );
+
+    // `verify` refuses them too.
+    let verify = "/acme/vision.git/info/lfs/verify";
+    let body = format!(r#"{{"oid":"{}","size":18446744073709551616}}"#, oids[0]);
+    let r = request(url, "POST", verify, &headers, body.as_bytes());
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(r.text().contains(&oids[0].to_hex()), "{}", r.text());
 }
