@@ -1022,3 +1022,351 @@ fn expired_tokens_are_refused() {
     );
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
+// Issue 15, "Smaller": the token file failing closed, unique token names, range units
+// without regard to case, Git LFS sizes past 2^63.
+
+/// How a server process started by [`spawn_server`] ended up.
+enum Started {
+    /// Serving at this URL; its log goes to the file.
+    Serving {
+        child: std::process::Child,
+        url: String,
+        log: PathBuf,
+    },
+    /// It exited before announcing an address (its log is in the text).
+    Exited { code: Option<i32>, log: String },
+}
+
+impl Started {
+    fn serving(self) -> (std::process::Child, String, PathBuf) {
+        match self {
+            Started::Serving { child, url, log } => (child, url, log),
+            Started::Exited { code, log } => panic!("the server exited ({code:?}): {log}"),
+        }
+    }
+
+    fn exited(self) -> (Option<i32>, String) {
+        match self {
+            Started::Exited { code, log } => (code, log),
+            Started::Serving { mut child, url, .. } => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the server started at {url}, but it should have refused to")
+            }
+        }
+    }
+}
+
+/// Starts `git-model-server --listen 127.0.0.1:0 --data-dir <dir> <args>` with its log
+/// in a file, so that a test can read what it logged, and tell a refusal to start from a
+/// start (without hanging on a server that was expected to exit).
+fn spawn_server(data_dir: &Path, args: &[&str]) -> Started {
+    use std::io::BufRead;
+    let log = data_dir.with_extension(format!("log-{}", std::process::id()));
+    let mut child = Command::new(server_exe())
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("starting git-model-server");
+    let mut line = String::new();
+    let _ = std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line);
+    match line.trim().rsplit(' ').next() {
+        Some(url) if url.starts_with("http://") => Started::Serving {
+            child,
+            url: url.to_string(),
+            log,
+        },
+        _ => {
+            let code = child.wait().unwrap().code();
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let _ = std::fs::remove_file(&log);
+            Started::Exited { code, log: text }
+        }
+    }
+}
+
+/// Sends the request every 100 ms until `done` holds for its answer (at most 10 s: a
+/// running server re-reads the token file within a second).
+fn poll(what: &str, send: impl Fn() -> Reply, done: impl Fn(&Reply) -> bool) -> Reply {
+    let started = Instant::now();
+    loop {
+        let r = send();
+        if done(&r) {
+            return r;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{what}: still {} {} after 10 s",
+            r.status,
+            r.text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_lost_token_file_fails_closed_until_it_is_restored() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().join("srv");
+    std::fs::create_dir(&dir).unwrap();
+    // A loopback server without tokens serves anonymously, until a token is created.
+    let (mut child, url, log) = spawn_server(&dir, &[]).serving();
+    let exists = "/acme/vision/model/v1/chunks/exists";
+    let anonymous = || request(&url, "POST", exists, &[], b"");
+    assert_eq!(anonymous().status, 200);
+    let secret = create_token(&dir, "write:acme/*", "CI");
+    let auth = bearer(&secret);
+    let with_token = || request(&url, "POST", exists, &[("Authorization", &auth)], b"");
+    poll("anonymous after token create", anonymous, |r| {
+        r.status == 401
+    });
+    assert_eq!(with_token().status, 200);
+
+    // The file disappears: every request is refused (not served anonymously), with a
+    // message saying why, and the log says so as an error.
+    let tokens = dir.join("tokens.json");
+    let saved = std::fs::read(&tokens).unwrap();
+    std::fs::remove_file(&tokens).unwrap();
+    let r = poll("anonymous after rm tokens.json", anonymous, |r| {
+        r.status != 401
+    });
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.text().contains("token file is missing"), "{}", r.text());
+    let r = with_token();
+    assert_eq!(r.status, 503, "{}", r.text());
+    // The Git LFS endpoints too, in their error shape.
+    let batch = request(
+        &url,
+        "POST",
+        "/acme/vision.git/info/lfs/objects/batch",
+        &[("Content-Type", LFS_JSON)],
+        &lfs_batch_body("download", &Oid::of(b"x"), 1),
+    );
+    assert_eq!(batch.status, 503, "{}", batch.text());
+    assert!(batch.text().contains("\"message\""), "{}", batch.text());
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("ERROR") && logged.contains("has disappeared"),
+        "{logged}"
+    );
+
+    // Restored: the old tokens work again, and anonymous requests are refused again.
+    std::fs::write(&tokens, &saved).unwrap();
+    poll("the token after restoring", with_token, |r| r.status == 200);
+    assert_eq!(anonymous().status, 401);
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_file(&log);
+
+    // A server starting without the file, after tokens existed, refuses to start.
+    std::fs::remove_file(&tokens).unwrap();
+    let (code, message) = spawn_server(&dir, &[]).exited();
+    assert_eq!(code, Some(2), "{message}");
+    assert!(
+        message.contains("is missing, but tokens existed") && message.contains("token create"),
+        "{message}"
+    );
+    let out = server_cmd(&["--data-dir", dir.to_str().unwrap(), "token", "list"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("is missing"), "{}", stderr(&out));
+
+    // Creating a token starts a new file (the old tokens stay invalid).
+    let fresh = create_token(&dir, "read:acme/*", "reader");
+    let (mut child, url, log) = spawn_server(&dir, &[]).serving();
+    let r = request(&url, "POST", exists, &[("Authorization", &auth)], b"");
+    assert_eq!(
+        r.status,
+        401,
+        "the lost token must not come back: {}",
+        r.text()
+    );
+    let r = request(
+        &url,
+        "POST",
+        exists,
+        &[("Authorization", &bearer(&fresh))],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_file(&log);
+
+    // Revoking the last token is the explicit way to have none: the file is then empty,
+    // and a missing file afterwards is no longer a loss.
+    let list = server_cmd(&["--data-dir", dir.to_str().unwrap(), "token", "list"]);
+    check_ok("token list", &list);
+    let id = String::from_utf8(list.stdout)
+        .unwrap()
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split('\t')
+        .next()
+        .unwrap()
+        .to_string();
+    let out = server_cmd(&["--data-dir", dir.to_str().unwrap(), "token", "revoke", &id]);
+    check_ok("token revoke", &out);
+    std::fs::remove_file(&tokens).unwrap();
+    let (mut child, url, log) = spawn_server(&dir, &[]).serving();
+    assert_eq!(request(&url, "POST", exists, &[], b"").status, 200);
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_file(&log);
+}
+
+#[test]
+fn token_names_are_unique() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().join("srv");
+    std::fs::create_dir(&dir).unwrap();
+    let d = dir.to_str().unwrap();
+    create_token(&dir, "write:acme/*", "CI");
+    // A second token of the same name is refused, naming the one that has it.
+    let out = server_cmd(&[
+        "--data-dir",
+        d,
+        "token",
+        "create",
+        "--scope",
+        "read:*",
+        "--name",
+        "CI",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(out.stdout.is_empty(), "no secret for a refused token");
+    assert!(
+        stderr(&out).contains("a token named \"CI\" exists already"),
+        "{}",
+        stderr(&out)
+    );
+    let list = server_cmd(&["--data-dir", d, "token", "list"]);
+    check_ok("token list", &list);
+    assert_eq!(String::from_utf8(list.stdout).unwrap().lines().count(), 2);
+
+    // A config-file token of the same name: the server refuses to start.
+    let config = data.path().join("server.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[tokens]]\nid = \"deploy\"\nname = \"CI\"\nscopes = [\"read:*\"]\nsha256 = \"{}\"\n",
+            "ab".repeat(32)
+        ),
+    )
+    .unwrap();
+    let (code, message) = spawn_server(&dir, &["--config", config.to_str().unwrap()]).exited();
+    assert_eq!(code, Some(2), "{message}");
+    assert!(
+        message.contains("token name \"CI\" is used by tokens"),
+        "{message}"
+    );
+    // And `token create` sees the config's names too.
+    let out = server_cmd(&[
+        "--data-dir",
+        d,
+        "--config",
+        config.to_str().unwrap(),
+        "token",
+        "create",
+        "--scope",
+        "read:*",
+        "--name",
+        "CI",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+#[test]
+fn range_units_and_header_names_are_case_insensitive() {
+    let w = World::new();
+    let url = &w.server.url;
+    let base = "/acme/vision/model/v1";
+    let (pack, bytes, _, _) = small_pack(3);
+    let r = request(url, "PUT", &format!("{base}/packs/{pack}"), &[], &bytes);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let path = format!("{base}/packs/{pack}");
+    for (name, value, want) in [
+        ("Range", "bytes=0-9", 0..10),
+        ("RANGE", "BYTES=0-9", 0..10),
+        ("range", "Bytes=-4", bytes.len() - 4..bytes.len()),
+    ] {
+        let r = request(url, "GET", &path, &[(name, value)], b"");
+        assert_eq!(r.status, 206, "{name}: {value}: {}", r.text());
+        assert_eq!(r.body, &bytes[want.clone()], "{name}: {value}");
+        let content_range = format!("bytes {}-{}/{}", want.start, want.end - 1, bytes.len());
+        assert_eq!(r.header("content-range"), Some(content_range.as_str()));
+    }
+    // Another unit is still refused.
+    let r = request(url, "GET", &path, &[("Range", "items=0-9")], b"");
+    assert_eq!(r.status, 400, "{}", r.text());
+
+    // Git LFS object downloads parse Range the same way.
+    let body = model(11);
+    let oid = Oid::of(&body);
+    let object = format!("/acme/vision.git/info/lfs/objects/{oid}");
+    let r = request(
+        url,
+        "PUT",
+        &object,
+        &[("Content-Type", "application/octet-stream")],
+        &body,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = request(url, "GET", &object, &[("RANGE", "BYTES=100-199")], b"");
+    assert_eq!(r.status, 206, "{}", r.text());
+    assert_eq!(r.body, &body[100..200]);
+}
+
+#[test]
+fn lfs_sizes_past_2_63_are_refused_naming_the_object() {
+    let w = World::new();
+    let url = &w.server.url;
+    let batch = "/acme/vision.git/info/lfs/objects/batch";
+    let headers = [("Content-Type", LFS_JSON)];
+    let oids: Vec<Oid> = (0..3u8).map(|i| Oid::of(&[i])).collect();
+    let body = format!(
+        r#"{{"operation":"download","objects":[
+            {{"oid":"{}","size":18446744073709551616}},
+            {{"oid":"{}","size":9223372036854775808}},
+            {{"oid":"{}","size":9223372036854775807}}]}}"#,
+        oids[0], oids[1], oids[2]
+    );
+    let r = request(url, "POST", batch, &headers, body.as_bytes());
+    assert_eq!(r.status, 200, "{}", r.text());
+    let answer: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let objects = answer["objects"].as_array().unwrap();
+    for (object, oid) in objects.iter().zip(&oids).take(2) {
+        assert_eq!(object["error"]["code"], 422, "{object}");
+        let message = object["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(&oid.to_hex()) && message.contains("2^63"),
+            "{message}"
+        );
+        // Nothing is echoed that a client's signed 64-bit size cannot hold.
+        assert!(object.get("size").is_none(), "{object}");
+    }
+    // 2^63 - 1 is a size (absent here, so a per-object 404), echoed as an integer.
+    assert_eq!(objects[2]["error"]["code"], 404, "{}", objects[2]);
+    assert_eq!(
+        objects[2]["size"].as_i64(),
+        Some(i64::MAX),
+        "{}",
+        objects[2]
+    );
+    assert!(
+        !r.text().contains("e19"),
+        "a size was echoed as a float: {}",
+        r.text()
+    );
+
+    // `verify` refuses them too.
+    let verify = "/acme/vision.git/info/lfs/verify";
+    let body = format!(r#"{{"oid":"{}","size":18446744073709551616}}"#, oids[0]);
+    let r = request(url, "POST", verify, &headers, body.as_bytes());
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(r.text().contains(&oids[0].to_hex()), "{}", r.text());
+}

@@ -100,6 +100,9 @@ pub enum ApiError {
     Unauthorized { reason: String },
     #[error("access denied: {reason}")]
     Forbidden { reason: String },
+    /// The server cannot serve any request as configured (the token file is lost).
+    #[error("service unavailable: {reason}")]
+    Unavailable { reason: String },
     #[error("storage failure")]
     Storage(#[from] StorageError),
     #[error("internal error: {what}")]
@@ -134,6 +137,7 @@ impl ApiError {
             PackCollected { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Forbidden { .. } => StatusCode::FORBIDDEN,
+            Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Storage(e) if e.is_out_of_space() => StatusCode::INSUFFICIENT_STORAGE,
             Storage(_) | Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -168,6 +172,7 @@ impl ApiError {
             PackCollected { .. } => "pack_collected",
             Unauthorized { .. } => "unauthorized",
             Forbidden { .. } => "forbidden",
+            Unavailable { .. } => "unavailable",
             Storage(e) if e.is_out_of_space() => "insufficient_storage",
             Storage(_) | Internal { .. } => "internal",
         }
@@ -282,6 +287,11 @@ mod tests {
                 ApiError::BadJson { reason: "x".into() },
                 StatusCode::BAD_REQUEST,
                 "bad_json",
+            ),
+            (
+                ApiError::Unavailable { reason: "x".into() },
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
             ),
         ];
         cases.push((

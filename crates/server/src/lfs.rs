@@ -47,6 +47,10 @@ pub const MAX_JSON_BODY: usize = 1024 * 1024;
 pub const EXPIRES_IN_SECS: i64 = 3600;
 /// Recipe lookups one batch runs at once.
 const LOOKUP_CONCURRENCY: usize = 32;
+/// Largest object size a batch or verify request may name: 2^63 − 1, what Git LFS
+/// clients can represent (their sizes are signed 64-bit), so every size echoed back
+/// parses as the integer it was.
+pub const MAX_OBJECT_SIZE: u64 = i64::MAX as u64;
 
 /// Which Git LFS endpoint of a repository a path names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -249,8 +253,10 @@ struct BatchRequest {
     // `ref` is accepted and ignored: authorization does not depend on refs yet.
 }
 
-/// An object as a client names it. The size stays a JSON number so that a negative or
-/// fractional size is answered per object (422), not as unreadable JSON.
+/// An object as a client names it. The size stays a JSON number so that a negative,
+/// fractional or too large size is answered per object (422), not as unreadable JSON.
+/// (serde_json reads an integer past `u64::MAX` as a float: `2^64` arrives as
+/// `1.8446744073709552e19`, which is why sizes are checked, and echoed, as integers.)
 #[derive(Debug, Deserialize)]
 struct ObjectSpec {
     oid: String,
@@ -267,7 +273,10 @@ struct BatchResponse {
 #[derive(Debug, Serialize)]
 struct ObjectAnswer {
     oid: String,
-    size: serde_json::Number,
+    /// The size asked about; left out when it is not a signed 64-bit integer (a float,
+    /// or past 2^63 − 1), which the client could not parse back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    size: Option<serde_json::Number>,
     #[serde(skip_serializing_if = "Option::is_none")]
     authenticated: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -314,12 +323,27 @@ fn check_object(spec: &ObjectSpec) -> Checked {
         ));
     };
     match spec.size.as_u64() {
-        Some(size) => Checked::Valid { oid, size },
-        None => Checked::Invalid(format!(
-            "invalid size {}: expected a whole number of bytes, at least 0",
-            spec.size
+        Some(size) if size <= MAX_OBJECT_SIZE => Checked::Valid { oid, size },
+        _ => Checked::Invalid(format!(
+            "object {oid}: invalid size {}: expected a whole number of bytes from 0 to \
+             {MAX_OBJECT_SIZE} (2^63 - 1)",
+            size_text(&spec.size)
         )),
     }
+}
+
+/// A size as the client most likely wrote it: an integer too large for `u64` reaches us
+/// as a float, printed whole rather than as `1.8446744073709552e19`.
+fn size_text(size: &serde_json::Number) -> String {
+    match size.as_f64() {
+        Some(f) if size.is_f64() && f.fract() == 0.0 && f.abs() < 1e21 => format!("{f:.0}"),
+        _ => size.to_string(),
+    }
+}
+
+/// The size to echo back: only as the signed 64-bit integer a client can parse.
+fn echo_size(size: &serde_json::Number) -> Option<serde_json::Number> {
+    size.as_i64().map(serde_json::Number::from)
 }
 
 async fn batch(
@@ -392,7 +416,7 @@ async fn batch(
         .map(|((spec, checked), stored)| {
             let fail = |code: StatusCode, message: String| ObjectAnswer {
                 oid: spec.oid.clone(),
-                size: spec.size.clone(),
+                size: echo_size(&spec.size),
                 authenticated: None,
                 actions: None,
                 error: Some(ObjectError {
@@ -437,7 +461,7 @@ async fn batch(
             };
             ObjectAnswer {
                 oid: spec.oid,
-                size: spec.size,
+                size: echo_size(&spec.size),
                 authenticated,
                 actions,
                 error: None,
@@ -621,6 +645,35 @@ mod tests {
             check_object(&spec(&good, "0")),
             Checked::Valid { size: 0, .. }
         ));
+        assert!(matches!(
+            check_object(&spec(&good, "9223372036854775807")),
+            Checked::Valid { size, .. } if size == MAX_OBJECT_SIZE
+        ));
+        for (size, shown) in [
+            ("9223372036854775808", "9223372036854775808"),
+            ("18446744073709551615", "18446744073709551615"),
+            ("18446744073709551616", "18446744073709551616"),
+        ] {
+            let number = serde_json::from_str(size).unwrap();
+            let checked = check_object(&ObjectSpec {
+                oid: good.clone(),
+                size: number,
+            });
+            let Checked::Invalid(message) = checked else {
+                panic!("{size} accepted");
+            };
+            assert!(
+                message.contains(&good) && message.contains(shown),
+                "{message}"
+            );
+        }
+        let two_to_64: serde_json::Number = serde_json::from_str("18446744073709551616").unwrap();
+        assert!(two_to_64.is_f64(), "serde_json reads 2^64 as a float");
+        assert_eq!(echo_size(&two_to_64), None);
+        assert_eq!(
+            echo_size(&serde_json::from_str("-1").unwrap()),
+            Some((-1).into())
+        );
         for (oid, size) in [
             (good.as_str(), "-1"),
             (good.as_str(), "1.5"),

@@ -1,5 +1,6 @@
 //! `Range: bytes=...` parsing for pack downloads: one range per request, in the three
-//! RFC 9110 forms `a-b`, `a-` and `-n` (the last `n` bytes).
+//! RFC 9110 forms `a-b`, `a-` and `-n` (the last `n` bytes). The unit is matched without
+//! regard to case, as RFC 9110 says (header names are too, by `http::HeaderMap`).
 //!
 //! Multiple ranges are refused rather than served as `multipart/byteranges`: the client
 //! issues one range read per segment, and refusing keeps the server simple.
@@ -17,9 +18,12 @@ pub enum RangeError {
 /// Parses a `Range` header value against an object of `size` bytes, returning the
 /// half-open byte range to send.
 pub fn parse_range(value: &str, size: u64) -> Result<Range<u64>, RangeError> {
+    // RFC 9110 §14.1: range units are case-insensitive (`BYTES=0-9` is `bytes=0-9`).
     let spec = value
         .trim()
-        .strip_prefix("bytes=")
+        .split_once('=')
+        .filter(|(unit, _)| unit.eq_ignore_ascii_case("bytes"))
+        .map(|(_, spec)| spec)
         .ok_or(RangeError::Malformed("only 'bytes=' ranges are supported"))?;
     if spec.contains(',') {
         return Err(RangeError::Malformed("multiple ranges are not supported"));
@@ -76,6 +80,8 @@ mod tests {
         assert_eq!(parse_range("bytes=95-", 100), Ok(95..100));
         assert_eq!(parse_range("bytes=-10", 100), Ok(90..100));
         assert_eq!(parse_range("bytes=-1000", 100), Ok(0..100));
+        assert_eq!(parse_range("BYTES=0-9", 100), Ok(0..10));
+        assert_eq!(parse_range(" Bytes=-10", 100), Ok(90..100));
         assert_eq!(
             parse_range("bytes=0-99999999999999999999999", 100),
             Ok(0..100)
@@ -89,6 +95,8 @@ mod tests {
         for bad in [
             "bytes=0-1,5-6",
             "items=0-1",
+            "bytes0-1",
+            "bytesx=0-1",
             "bytes=5-1",
             "bytes=-",
             "bytes=a-b",

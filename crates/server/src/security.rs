@@ -8,7 +8,8 @@
 //! and write everything) only on a loopback address. Binding any other address without
 //! tokens is refused ([`SecurityError::AnonymousOnPublicAddress`], exit 2) unless
 //! `--allow-anonymous` says the network is trusted. Once a token exists, requests
-//! without one get `401`.
+//! without one get `401`; and once the token file has held tokens, losing it does not
+//! make the server anonymous again (it fails closed, see [`crate::tokens`]).
 //!
 //! Precedence: flag > config file > default. Relative paths in the config file are
 //! relative to the file. The token model itself is in [`crate::tokens`].
@@ -383,8 +384,22 @@ pub fn run_token_command(
     let file_config = load_file_config(args)?;
     let path =
         tokens_path(&file_config, Some(data_dir)).unwrap_or_else(|| data_dir.join(TOKENS_FILE));
-    let mut file = TokenFile::read(&path)?;
     let output = SecurityError::Output;
+    // Creating a token is how a lost token file is replaced; the other commands say it
+    // is lost.
+    let mut file = match (command, TokenFile::read_checked(&path)) {
+        (TokenCommand::Create { .. }, Err(TokenError::Lost { path, .. })) => {
+            writeln!(
+                err,
+                "note: token file {} was missing although tokens existed; starting a new one \
+                 (the old tokens stay invalid)",
+                path.display()
+            )
+            .map_err(output)?;
+            TokenFile::default()
+        }
+        (_, read) => read?,
+    };
     match command {
         TokenCommand::Create {
             scopes,
@@ -392,10 +407,19 @@ pub fn run_token_command(
             expires,
         } => {
             let ttl = expires.as_deref().map(parse_duration).transpose()?;
-            let taken = |id: &str| {
-                file.tokens.iter().any(|t| t.id == id)
-                    || file_config.tokens.iter().any(|t| t.id == id)
-            };
+            let existing = || file_config.tokens.iter().chain(&file.tokens);
+            // A name is the identity of a token's requests (the owner of its locks).
+            if let Some(name) = name {
+                if let Some(other) = existing().find(|t| t.name == *name) {
+                    return Err(TokenError::NameTaken {
+                        name: name.clone(),
+                        id: other.id.clone(),
+                    }
+                    .into());
+                }
+            }
+            // A default name is the id, so an id must not be anyone's name either.
+            let taken = |id: &str| existing().any(|t| t.id == id || t.name == id);
             let new = generate(scopes, name.as_deref(), ttl, taken)?;
             file.tokens.push(new.record.clone());
             file.write(&path)?;

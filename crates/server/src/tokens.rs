@@ -11,7 +11,17 @@
 //! atomically by `git-model-server token create|revoke`, re-read by a running server
 //! within a second of a change, so revocation needs no restart) and `[[tokens]]` tables
 //! of the TOML config file ([`crate::config`]). A token carries scopes such as
-//! `write:acme/*`; its name is its identity (Git LFS lock owner).
+//! `write:acme/*`; its name is its identity (Git LFS lock owner), so names (and ids) are
+//! unique across both sources: duplicates are refused by `token create` and at load.
+//!
+//! **Failing closed.** A *missing* token file is not the same as an empty one. Once the
+//! file has held tokens, a marker beside it ([`marker_path`], `tokens.json.required`)
+//! records that; if the file then disappears, a running server refuses every request
+//! (`503`, an error in the log) until the file is back, and a server starting without
+//! it refuses to start ([`TokenError::Lost`]). Without this, deleting `tokens.json` on a
+//! loopback server would make it anonymous within a second. An empty file
+//! (`{"tokens": []}`, what revoking the last token leaves) is the explicit way to have no
+//! tokens, and so is deleting the marker.
 //!
 //! Not here: where credentials come from on the wire ([`credentials`] reads `Basic` and
 //! `Bearer`), and what an unreadable repository looks like (a 404, decided in
@@ -38,6 +48,11 @@ pub const TOKENS_FILE: &str = "tokens.json";
 const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 /// Longest token name.
 const MAX_NAME: usize = 100;
+/// What the marker beside the token file says to whoever finds it.
+const MARKER_TEXT: &str = "This file records that the token file beside it held tokens. While \
+it exists, git-model-server treats a missing token file as lost and refuses requests (fail \
+closed) instead of serving without authentication. Delete it only to serve without tokens \
+on purpose.\n";
 
 /// Why tokens or scopes could not be read, written or parsed.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +76,29 @@ pub enum TokenError {
     InConfig { id: String },
     #[error("token record {id:?} is invalid: {what}")]
     BadRecord { id: String, what: String },
+    #[error(
+        "a token named {name:?} exists already (id {id}): a name is the identity of a \
+         token's requests (the owner of its Git LFS locks), so each token needs its own. \
+         Choose another --name, or revoke {id} first"
+    )]
+    NameTaken { name: String, id: String },
+    #[error(
+        "token {what} {value:?} is used by tokens {first} and {second}: names and ids must be \
+         unique (a name is the owner of Git LFS locks); revoke or rename one of them"
+    )]
+    Duplicate {
+        what: &'static str,
+        value: String,
+        first: String,
+        second: String,
+    },
+    #[error(
+        "token file {} is missing, but tokens existed ({} says so): refusing to serve \
+         without authentication. Restore the file from a backup or create a token \
+         (git-model-server token create ...); to serve without tokens on purpose, delete {}",
+        path.display(), marker.display(), marker.display()
+    )]
+    Lost { path: PathBuf, marker: PathBuf },
     #[error("cannot read token file {}", path.display())]
     Read {
         path: PathBuf,
@@ -260,13 +298,32 @@ impl TokenFile {
                 })
             }
         };
-        serde_json::from_slice(&bytes).map_err(|source| TokenError::Parse {
+        TokenFile::parse(path, &bytes)
+    }
+
+    fn parse(path: &Path, bytes: &[u8]) -> Result<TokenFile, TokenError> {
+        serde_json::from_slice(bytes).map_err(|source| TokenError::Parse {
             path: path.to_path_buf(),
             source,
         })
     }
 
-    /// Writes `path` atomically (temp file, fsync, rename), readable by the owner only.
+    /// Reads `path` like [`TokenFile::read`], except that a missing file whose marker
+    /// ([`marker_path`]) says it held tokens is [`TokenError::Lost`], not an empty file.
+    /// What the token commands use, so that `token list` on a lost file says so.
+    pub fn read_checked(path: &Path) -> Result<TokenFile, TokenError> {
+        if !path.exists() && marker_path(path).exists() {
+            return Err(TokenError::Lost {
+                path: path.to_path_buf(),
+                marker: marker_path(path),
+            });
+        }
+        TokenFile::read(path)
+    }
+
+    /// Writes `path` atomically (temp file, fsync, rename), readable by the owner only,
+    /// and keeps its marker in step: written before a file with tokens, removed after an
+    /// empty one (so that at no moment a file with tokens lacks its marker).
     pub fn write(&self, path: &Path) -> Result<(), TokenError> {
         let fail = |source| TokenError::Write {
             path: path.to_path_buf(),
@@ -278,9 +335,63 @@ impl TokenFile {
         let mut json =
             serde_json::to_vec_pretty(self).map_err(|e| fail(std::io::Error::other(e)))?;
         json.push(b'\n');
+        let has_tokens = !self.tokens.is_empty();
+        if has_tokens {
+            write_marker(path).map_err(fail)?;
+        }
         // The temp file is created 0600 and the rename keeps that mode.
-        gitmodel_store::fsutil::write_atomic(path, &json).map_err(fail)
+        gitmodel_store::fsutil::write_atomic(path, &json).map_err(fail)?;
+        if !has_tokens {
+            remove_marker(path).map_err(fail)?;
+        }
+        Ok(())
     }
+}
+
+/// The marker beside a token file that says the file held tokens: `<file>.required`.
+pub fn marker_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".required");
+    path.with_file_name(name)
+}
+
+/// Writes the marker of token file `path` unless it exists.
+fn write_marker(path: &Path) -> std::io::Result<()> {
+    let marker = marker_path(path);
+    if marker.exists() {
+        return Ok(());
+    }
+    gitmodel_store::fsutil::write_atomic(&marker, MARKER_TEXT.as_bytes())
+}
+
+/// Removes the marker of token file `path`, if any.
+fn remove_marker(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(marker_path(path)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Refuses two records with the same name or the same id.
+fn check_unique<'a>(records: impl IntoIterator<Item = &'a TokenRecord>) -> Result<(), TokenError> {
+    let mut names = std::collections::HashMap::new();
+    let mut ids = std::collections::HashMap::new();
+    for record in records {
+        for (what, value, seen) in [
+            ("name", &record.name, &mut names),
+            ("id", &record.id, &mut ids),
+        ] {
+            if let Some(first) = seen.insert(value.clone(), record.id.clone()) {
+                return Err(TokenError::Duplicate {
+                    what,
+                    value: value.clone(),
+                    first,
+                    second: record.id.clone(),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A freshly created token: the secret (shown once) and its record.
@@ -435,6 +546,10 @@ struct Snapshot {
     entries: Vec<Entry>,
     /// The token file's (modification time, length) when it was read.
     stamp: Option<(SystemTime, u64)>,
+    /// The token file held tokens (here or, by its marker, before a restart).
+    had_tokens: bool,
+    /// The token file had tokens and is gone: every request is refused.
+    lost: bool,
 }
 
 /// The tokens a server accepts: the token file's (re-read when it changes) plus the
@@ -456,15 +571,27 @@ enum Found {
 }
 
 impl TokenStore {
-    /// Loads the token file (if any; a missing file has no tokens) and the config's
-    /// records. Invalid records are errors here, at startup.
+    /// Loads the token file (if any; a missing file has no tokens, unless its marker says
+    /// it had some: then [`TokenError::Lost`]) and the config's records. Invalid records
+    /// and duplicate names or ids are errors here, at startup.
     pub fn open(file: Option<PathBuf>, fixed: Vec<TokenRecord>) -> Result<TokenStore, TokenError> {
+        check_unique(&fixed)?;
         let fixed = fixed
             .into_iter()
             .map(Entry::new)
             .collect::<Result<Vec<_>, _>>()?;
         let snapshot = match &file {
-            Some(path) => read_snapshot(path)?,
+            Some(path) => {
+                let had_tokens = marker_path(path).exists();
+                let snapshot = read_snapshot(path, &fixed, had_tokens)?;
+                if snapshot.lost {
+                    return Err(TokenError::Lost {
+                        path: path.clone(),
+                        marker: marker_path(path),
+                    });
+                }
+                snapshot
+            }
             None => Snapshot::default(),
         };
         Ok(TokenStore {
@@ -476,20 +603,25 @@ impl TokenStore {
     }
 
     /// Whether any token exists (expired ones count: their holders must still
-    /// authenticate, and get a clear "expired" answer).
+    /// authenticate, and get a clear "expired" answer), or the token file is lost.
     pub fn has_tokens(&self) -> bool {
         self.refresh();
-        !self.fixed.is_empty()
-            || !self
-                .snapshot
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .entries
-                .is_empty()
+        let snapshot = self.snapshot.read().unwrap_or_else(PoisonError::into_inner);
+        !self.fixed.is_empty() || !snapshot.entries.is_empty() || snapshot.lost
+    }
+
+    /// Whether the token file held tokens and has disappeared.
+    fn lost(&self) -> bool {
+        self.refresh();
+        self.snapshot
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .lost
     }
 
     /// Re-reads the token file if it changed, at most once per [`RELOAD_INTERVAL`].
-    /// A file that became unreadable or invalid keeps the previous tokens (logged).
+    /// A file that became unreadable or invalid keeps the previous tokens (logged); one
+    /// that disappeared after holding tokens makes the store lost (logged as an error).
     fn refresh(&self) {
         let Some(path) = &self.file else { return };
         {
@@ -500,17 +632,26 @@ impl TokenStore {
         }
         *self.checked.write().unwrap_or_else(PoisonError::into_inner) = Instant::now();
         let current = file_stamp(path);
-        let known = self
-            .snapshot
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .stamp;
+        let (known, had_tokens) = {
+            let snapshot = self.snapshot.read().unwrap_or_else(PoisonError::into_inner);
+            (snapshot.stamp, snapshot.had_tokens)
+        };
         if current == known {
             return;
         }
-        match read_snapshot(path) {
+        match read_snapshot(path, &self.fixed, had_tokens) {
             Ok(fresh) => {
-                tracing::info!(tokens = fresh.entries.len(), file = %path.display(), "token file reloaded");
+                if fresh.lost {
+                    tracing::error!(
+                        file = %path.display(),
+                        "the token file held tokens and has disappeared: refusing every \
+                         request (503) until it is restored; an empty token file, or deleting \
+                         its marker {} and restarting, serves without tokens",
+                        marker_path(path).display()
+                    );
+                } else {
+                    tracing::info!(tokens = fresh.entries.len(), file = %path.display(), "token file reloaded");
+                }
                 *self
                     .snapshot
                     .write()
@@ -550,15 +691,55 @@ fn file_stamp(path: &Path) -> Option<(SystemTime, u64)> {
     Some((meta.modified().ok()?, meta.len()))
 }
 
-fn read_snapshot(path: &Path) -> Result<Snapshot, TokenError> {
+/// Reads the token file. `had_tokens`: whether it is known to have held tokens, which
+/// makes a missing file lost rather than empty. Its records must not reuse a name or an
+/// id of `fixed` (the config file's) or of each other. The marker is kept in step with
+/// what was read (best effort: a read-only directory only costs the protection across
+/// restarts, and is logged).
+fn read_snapshot(path: &Path, fixed: &[Entry], had_tokens: bool) -> Result<Snapshot, TokenError> {
     let stamp = file_stamp(path);
-    let file = TokenFile::read(path)?;
+    let file = match std::fs::read(path) {
+        Ok(bytes) => TokenFile::parse(path, &bytes)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Snapshot {
+                had_tokens,
+                lost: had_tokens,
+                ..Snapshot::default()
+            })
+        }
+        Err(source) => {
+            return Err(TokenError::Read {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    check_unique(fixed.iter().map(|e| &e.record).chain(&file.tokens))?;
     let entries = file
         .tokens
         .into_iter()
         .map(Entry::new)
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Snapshot { entries, stamp })
+    let has_tokens = !entries.is_empty();
+    let synced = if has_tokens {
+        write_marker(path)
+    } else {
+        remove_marker(path)
+    };
+    if let Err(e) = synced {
+        tracing::warn!(
+            marker = %marker_path(path).display(),
+            error = %e,
+            "cannot update the token file's marker: if the token file disappears while the \
+             server is stopped, the next start will not know that tokens existed"
+        );
+    }
+    Ok(Snapshot {
+        entries,
+        stamp,
+        had_tokens: has_tokens,
+        lost: false,
+    })
 }
 
 /// The secret a request presents: `Authorization: Bearer <token>`, or HTTP Basic with
@@ -588,6 +769,8 @@ pub fn credentials(headers: &http::HeaderMap) -> Option<String> {
 
 /// Authorizes requests with tokens from a [`TokenStore`].
 ///
+/// - The token file held tokens and has disappeared: `503` for every request (fail
+///   closed; a `401` would make clients erase their stored credentials).
 /// - No credentials: allowed only while the store has no token *and* anonymous serving
 ///   is permitted (loopback bind or `--allow-anonymous`); else `401`.
 /// - Unknown, revoked or expired token: `401`.
@@ -619,6 +802,13 @@ impl Authorizer for TokenAuthorizer {
         repo: &RepoName,
         access: Access,
     ) -> Result<(), ApiError> {
+        if self.store.lost() {
+            return Err(ApiError::Unavailable {
+                reason: "the server's token file is missing, so no token can be checked; \
+                         every request is refused until an operator restores it"
+                    .to_string(),
+            });
+        }
         if self.open() {
             return Ok(());
         }
@@ -877,5 +1067,80 @@ mod tests {
             .has_tokens());
         std::fs::write(&path, b"{not json").unwrap();
         assert!(TokenStore::open(Some(path), Vec::new()).is_err());
+    }
+
+    #[test]
+    fn a_lost_token_file_fails_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(TOKENS_FILE);
+        let t = generate(&["read:*".to_string()], None, None, |_| false).unwrap();
+        let file = TokenFile {
+            tokens: vec![t.record.clone()],
+        };
+        file.write(&path).unwrap();
+        assert!(marker_path(&path).exists(), "written with the file");
+        let store = Arc::new(TokenStore::open(Some(path.clone()), Vec::new()).unwrap());
+        let auth = TokenAuthorizer::new(Arc::clone(&store), true);
+        let vision = repo("acme", "vision");
+        let age = || *store.checked.write().unwrap() = Instant::now() - RELOAD_INTERVAL * 2;
+        std::fs::remove_file(&path).unwrap();
+        age();
+        for headers in [http::HeaderMap::new(), bearer(&t.secret)] {
+            let err = auth.authorize(&headers, &vision, Access::Read).unwrap_err();
+            assert_eq!(err.status().as_u16(), 503, "{err}");
+        }
+        assert!(store.has_tokens());
+        assert!(matches!(
+            TokenStore::open(Some(path.clone()), Vec::new()),
+            Err(TokenError::Lost { .. })
+        ));
+        assert!(matches!(
+            TokenFile::read_checked(&path),
+            Err(TokenError::Lost { .. })
+        ));
+        file.write(&path).unwrap();
+        age();
+        auth.authorize(&bearer(&t.secret), &vision, Access::Read)
+            .unwrap();
+        // An empty file is "no tokens" on purpose: the marker goes, and a missing file
+        // is then no loss.
+        TokenFile::default().write(&path).unwrap();
+        assert!(!marker_path(&path).exists());
+        std::fs::remove_file(&path).unwrap();
+        assert!(!TokenStore::open(Some(path), Vec::new())
+            .unwrap()
+            .has_tokens());
+    }
+
+    #[test]
+    fn names_and_ids_are_unique() {
+        let record = |id: &str, name: &str| {
+            let mut t = generate(&["read:*".to_string()], Some(name), None, |_| false).unwrap();
+            t.record.id = id.to_string();
+            t.record
+        };
+        let dup_name = vec![record("a", "CI"), record("b", "CI")];
+        assert!(matches!(
+            TokenStore::open(None, dup_name),
+            Err(TokenError::Duplicate { what: "name", .. })
+        ));
+        let dup_id = vec![record("a", "x"), record("a", "y")];
+        assert!(matches!(
+            TokenStore::open(None, dup_id),
+            Err(TokenError::Duplicate { what: "id", .. })
+        ));
+        // Across the config and the token file.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(TOKENS_FILE);
+        TokenFile {
+            tokens: vec![record("f", "CI")],
+        }
+        .write(&path)
+        .unwrap();
+        let err = TokenStore::open(Some(path), vec![record("c", "CI")]).unwrap_err();
+        assert!(
+            err.to_string().contains("\"CI\" is used by tokens c and f"),
+            "{err}"
+        );
     }
 }
