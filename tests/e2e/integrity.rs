@@ -50,31 +50,16 @@ fn gc_beside_pushes_on_two_nodes_loses_nothing(w: World) {
             }
             (runs, deleted, rescued)
         });
-        for v in 0..4u64 {
-            let node = if v % 2 == 0 { &w.server } else { &second };
-            let data = model(100 + v, 6);
-            w.commit_file(&repo, "m.safetensors", &data, &format!("v{v}"));
-            let proxy = Proxy::start(
-                &node.url,
-                vec![Rule {
-                    method: Some("POST"),
-                    path_contains: "/files$",
-                    hits: vec![1, 2, 3],
-                    fault: Fault::Status {
-                        status: 503,
-                        retry_after: None,
-                    },
-                }],
-            );
-            let url = proxy.repo_url("acme", "vision");
-            w.env.git(&repo, &["config", "model.url", &url]);
-            let out = w.env.git_output(&repo, &["push", "-q", "origin", "main"]);
-            check_ok(&format!("push of v{v} while GC runs"), &out);
-            let head = w.env.git(&repo, &["rev-parse", "HEAD"]);
-            versions.push((head.trim().to_string(), data));
-        }
+        // A failed push must still stop the GC loop, or the scope would wait for it.
+        let pushed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            push_versions(&w, &second, &repo, &mut versions)
+        }));
         stop.store(true, Ordering::SeqCst);
-        gc.join().unwrap()
+        let counts = gc.join().unwrap();
+        if let Err(panic) = pushed {
+            std::panic::resume_unwind(panic);
+        }
+        counts
     });
     eprintln!("{runs} GC runs beside 4 pushes: {deleted} packs deleted, {rescued} kept as rescued");
     assert!(
@@ -91,6 +76,39 @@ fn gc_beside_pushes_on_two_nodes_loses_nothing(w: World) {
             fs::read(clone.join("m.safetensors")).unwrap() == *data,
             "version at {commit} is not byte-exact"
         );
+    }
+}
+
+/// Pushes four versions, alternately through `w.server` and `second`, each through a
+/// proxy that answers the first three registration requests `503`.
+fn push_versions(
+    w: &World,
+    second: &gitmodel_testkit::Server,
+    repo: &Path,
+    versions: &mut Vec<(String, Vec<u8>)>,
+) {
+    for v in 0..4u64 {
+        let node = if v % 2 == 0 { &w.server } else { second };
+        let data = model(100 + v, 6);
+        w.commit_file(repo, "m.safetensors", &data, &format!("v{v}"));
+        let proxy = Proxy::start(
+            &node.url,
+            vec![Rule {
+                method: Some("POST"),
+                path_contains: "/files$",
+                hits: vec![1, 2, 3],
+                fault: Fault::Status {
+                    status: 503,
+                    retry_after: None,
+                },
+            }],
+        );
+        let url = proxy.repo_url("acme", "vision");
+        w.env.git(repo, &["config", "model.url", &url]);
+        let out = w.env.git_output(repo, &["push", "-q", "origin", "main"]);
+        check_ok(&format!("push of v{v} while GC runs"), &out);
+        let head = w.env.git(repo, &["rev-parse", "HEAD"]);
+        versions.push((head.trim().to_string(), data));
     }
 }
 

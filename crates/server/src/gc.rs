@@ -436,7 +436,7 @@ mod tests {
         }
     }
 
-    async fn put_pack(s: &LocalDir, data: &[u8]) -> (PackId, u64, u32) {
+    async fn put_pack(s: &dyn Storage, data: &[u8]) -> (PackId, u64, u32) {
         let mut b = PackBuilder::new();
         let (codec, stored) = encode_chunk(data);
         let e = b.push(ChunkId::of(data), data.len() as u32, codec, &stored);
@@ -448,7 +448,7 @@ mod tests {
     }
 
     /// Registers `data` (one chunk, stored whole in `pack`) as a file of acme/vision.
-    async fn put_recipe(s: &LocalDir, data: &[u8], pack: PackId, len: u64, raw: u32) {
+    async fn put_recipe(s: &dyn Storage, data: &[u8], pack: PackId, len: u64, raw: u32) {
         let repo = gitmodel_proto::RepoName::new("acme", "vision").unwrap();
         let recipe = Recipe {
             chunker: 1,
@@ -515,5 +515,233 @@ mod tests {
             .unwrap();
         assert!(r.deleted.is_empty());
         assert_eq!(r.live, 1);
+    }
+
+    /// A local directory that stops before the `nth` call of `op` on a key starting with
+    /// `prefix`, until the test lets it go on: to put a registration at an exact point of
+    /// a GC run.
+    #[derive(Debug)]
+    struct Gated {
+        inner: LocalDir,
+        op: &'static str,
+        prefix: &'static str,
+        nth: usize,
+        seen: std::sync::atomic::AtomicUsize,
+        reached: tokio::sync::Notify,
+        resume: tokio::sync::Notify,
+    }
+
+    impl Gated {
+        fn new(inner: LocalDir, op: &'static str, prefix: &'static str, nth: usize) -> Gated {
+            Gated {
+                inner,
+                op,
+                prefix,
+                nth,
+                seen: Default::default(),
+                reached: Default::default(),
+                resume: Default::default(),
+            }
+        }
+
+        async fn gate(&self, op: &str, key: &str) {
+            if op == self.op && key.starts_with(self.prefix) {
+                let n = self.seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                if n == self.nth {
+                    self.reached.notify_one();
+                    self.resume.notified().await;
+                }
+            }
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Storage for Gated {
+        async fn put(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
+            self.inner.put(key, data).await
+        }
+        async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<bool, StorageError> {
+            self.inner.put_if_absent(key, data).await
+        }
+        fn atomic_create(&self) -> bool {
+            self.inner.atomic_create()
+        }
+        async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
+            self.inner.get(key).await
+        }
+        async fn get_range(
+            &self,
+            key: &str,
+            range: std::ops::Range<u64>,
+        ) -> Result<Bytes, StorageError> {
+            self.inner.get_range(key, range).await
+        }
+        async fn head(&self, key: &str) -> Result<Option<u64>, StorageError> {
+            self.gate("head", key).await;
+            self.inner.head(key).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+            self.gate("list", prefix).await;
+            self.inner.list(prefix).await
+        }
+        async fn delete(&self, key: &str) -> Result<(), StorageError> {
+            self.gate("delete", key).await;
+            self.inner.delete(key).await
+        }
+    }
+
+    /// A store with one pack no file uses, first seen by a GC run at `t0`.
+    async fn condemnable(gated: &Gated, data: &[u8], t0: SystemTime) -> (PackId, u64, u32) {
+        let (pack, len, raw) = put_pack(gated, data).await;
+        let r = collect(gated, &opts(3600, false), t0).await.unwrap();
+        assert_eq!((r.waiting, r.deleted.len()), (1, 0));
+        (pack, len, raw)
+    }
+
+    fn gated(
+        dir: &tempfile::TempDir,
+        op: &'static str,
+        prefix: &'static str,
+        nth: usize,
+    ) -> Arc<Gated> {
+        Arc::new(Gated::new(
+            LocalDir::open(dir.path()).unwrap(),
+            op,
+            prefix,
+            nth,
+        ))
+    }
+
+    use std::sync::Arc;
+
+    /// A registration that writes its recipe after GC condemned the pack but before GC
+    /// lists the recipes again: the second listing sees it, the pack stays.
+    #[tokio::test]
+    async fn a_recipe_written_before_the_relisting_keeps_its_pack() {
+        let dir = tempfile::tempdir().unwrap();
+        // The run's second listing of `repos/` (the first run lists once, this one twice).
+        let s = gated(&dir, "list", "repos/", 3);
+        let data = b"registered while gc condemns it";
+        let t0 = SystemTime::now();
+        let (pack, len, raw) = condemnable(&s, data, t0).await;
+        let run = tokio::spawn({
+            let s = Arc::clone(&s);
+            async move { collect(&*s, &opts(3600, false), t0 + Duration::from_secs(7200)).await }
+        });
+        s.reached.notified().await;
+        put_recipe(&*s, data, pack, len, raw).await;
+        let used = HashSet::from([pack]);
+        let secured = tokio::spawn({
+            let s = Arc::clone(&s);
+            async move { secure(&*s, &used, Instant::now()).await }
+        });
+        s.resume.notify_one();
+        let report = run.await.unwrap().unwrap();
+        assert!(report.deleted.is_empty());
+        assert_eq!(report.rescued, 1);
+        assert!(secured.await.unwrap().unwrap().is_empty());
+        assert!(s.head(&keys::pack_key(&pack)).await.unwrap().is_some());
+    }
+
+    /// A registration whose recipe GC's relisting missed, while GC is about to delete:
+    /// its rescue marker is seen by GC's last check and the pack stays.
+    #[tokio::test]
+    async fn a_rescue_before_the_last_check_keeps_the_pack() {
+        let dir = tempfile::tempdir().unwrap();
+        // The rescue-marker check of the deleting run: the first `head` of gc/rescued/.
+        let s = gated(&dir, "head", keys::GC_RESCUED_PREFIX, 1);
+        let data = b"rescued just in time";
+        let t0 = SystemTime::now();
+        let (pack, len, raw) = condemnable(&s, data, t0).await;
+        let run = tokio::spawn({
+            let s = Arc::clone(&s);
+            async move { collect(&*s, &opts(3600, false), t0 + Duration::from_secs(7200)).await }
+        });
+        s.reached.notified().await;
+        put_recipe(&*s, data, pack, len, raw).await;
+        let used = HashSet::from([pack]);
+        let secured = tokio::spawn({
+            let s = Arc::clone(&s);
+            async move { secure(&*s, &used, Instant::now()).await }
+        });
+        // GC goes on once the marker is there (the registration is then waiting).
+        while s
+            .inner
+            .head(&keys::gc_rescued_key(&pack))
+            .await
+            .unwrap()
+            .is_none()
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        s.resume.notify_one();
+        let report = run.await.unwrap().unwrap();
+        assert!(report.deleted.is_empty(), "{report:?}");
+        assert_eq!(report.rescued, 1);
+        assert!(secured.await.unwrap().unwrap().is_empty());
+        assert!(s.head(&keys::pack_key(&pack)).await.unwrap().is_some());
+        // The next run sees the recipe: live, and the marker is gone after it.
+        let r = collect(&*s, &opts(3600, false), t0 + Duration::from_secs(7300))
+            .await
+            .unwrap();
+        assert_eq!((r.live, r.deleted.len()), (1, 0));
+    }
+
+    /// A registration that needed a pack GC has just deleted is told it is gone (the
+    /// caller then answers `missing_chunks`), never that it is registered.
+    #[tokio::test]
+    async fn a_registration_after_the_delete_is_told_the_pack_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = gated(&dir, "none", "", 0);
+        let data = b"deleted before its registration";
+        let t0 = SystemTime::now();
+        let (pack, len, raw) = condemnable(&s, data, t0).await;
+        let r = collect(&*s, &opts(3600, false), t0 + Duration::from_secs(7200))
+            .await
+            .unwrap();
+        assert_eq!(r.deleted, vec![pack]);
+        put_recipe(&*s, data, pack, len, raw).await;
+        let lost = secure(&*s, &HashSet::from([pack]), Instant::now())
+            .await
+            .unwrap();
+        assert_eq!(lost, HashSet::from([pack]));
+        // Nodes learn of the deletion from the tombstone.
+        let deleted = recently_deleted(&*s).await.unwrap();
+        assert_eq!(
+            deleted.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
+            vec![pack]
+        );
+        // Packs nobody condemned cost a registration nothing but one read.
+        let (other, _, _) = put_pack(&*s, b"never condemned").await;
+        let started = Instant::now();
+        assert!(secure(&*s, &HashSet::from([other]), started)
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(
+            started.elapsed() < Duration::from_millis(200),
+            "it waited the rescue wait"
+        );
+    }
+
+    /// A pack sent again (a retried push) starts its grace period over.
+    #[tokio::test]
+    async fn a_pack_uploaded_again_starts_its_grace_period_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = gated(&dir, "none", "", 0);
+        let t0 = SystemTime::now();
+        let (pack, _, _) = condemnable(&s, b"retried", t0).await;
+        touch(&*s, &pack).await.unwrap();
+        let at = |secs| t0 + Duration::from_secs(secs);
+        let r = collect(&*s, &opts(3600, false), at(7200)).await.unwrap();
+        assert!(r.deleted.is_empty(), "deleted although sent again");
+        let r = collect(&*s, &opts(3600, false), at(7200 + 1800))
+            .await
+            .unwrap();
+        assert!(r.deleted.is_empty(), "deleted inside its new grace period");
+        let r = collect(&*s, &opts(3600, false), at(7200 + 3600))
+            .await
+            .unwrap();
+        assert_eq!(r.deleted, vec![pack]);
     }
 }
