@@ -514,6 +514,25 @@ fn boot_tag() -> u32 {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_writer_has_bounded_batches_and_file_slots() {
+        let slots = WriterSlots::new(2);
+        let first = slots.open_batch(2).expect("first batch");
+        let second = slots.open_batch(2).expect("second batch");
+        assert!(slots.open_batch(2).is_none(), "a third batch is refused");
+        drop(first);
+        let _third = slots.open_batch(2).expect("room again once one ends");
+        drop(second);
+        let a = slots.file().await;
+        let _b = slots.file().await;
+        let waiting = tokio::time::timeout(Duration::from_millis(50), slots.file()).await;
+        assert!(waiting.is_err(), "a third file waits for a slot");
+        drop(a);
+        let _c = tokio::time::timeout(Duration::from_secs(5), slots.file())
+            .await
+            .expect("a slot frees when a file is done");
+    }
+
     #[test]
     fn data_dir_precedence() {
         let env = |pairs: &'static [(&'static str, &'static str)]| {
