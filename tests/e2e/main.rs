@@ -6,6 +6,7 @@
 mod backend;
 
 mod adopt;
+mod bounds;
 mod core;
 mod daily;
 mod integrity;

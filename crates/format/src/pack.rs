@@ -558,6 +558,22 @@ pub fn verify_pack(claimed: &PackId, bytes: &[u8]) -> Result<Vec<PackEntry>, Pac
     if records.len() != entries.len() {
         return Err(malformed("record count differs from index"));
     }
+    // Reserved bytes must be zero: otherwise one set of chunks could be uploaded as any
+    // number of distinct packs (a distinct id per reserved value), each copy another
+    // location for the server to index and search.
+    let zero = |range: std::ops::Range<usize>| bytes[range].iter().all(|&b| b == 0);
+    let index_start = index_offset as usize;
+    let trailer_start = (len - TRAILER_LEN) as usize;
+    let reserved_ok = zero(12..16)
+        && zero(trailer_start + 12..trailer_start + 16)
+        && entries.iter().enumerate().all(|(i, e)| {
+            let record = e.offset as usize;
+            let entry = index_start + i * INDEX_ENTRY_LEN as usize;
+            zero(record + 41..record + 48) && zero(entry + 49..entry + 56)
+        });
+    if !reserved_ok {
+        return Err(malformed("reserved bytes are not zero"));
+    }
     for (rec, entry) in records.iter().zip(&entries) {
         if rec.id != entry.id
             || rec.raw_len != entry.raw_len
@@ -585,6 +601,27 @@ mod tests {
             b.push(ChunkId::of(raw), raw.len() as u32, codec, &stored);
         }
         b.finish()
+    }
+
+    #[test]
+    fn nonzero_reserved_bytes_are_refused() {
+        let (_, bytes, entries) = sample_pack();
+        let index_offset = entries[1].offset as usize + entries[1].record_len() as usize;
+        let trailer = bytes.len() - TRAILER_LEN as usize;
+        for at in [
+            13,
+            entries[0].offset as usize + 45,
+            index_offset + INDEX_ENTRY_LEN as usize + 50,
+            trailer + 14,
+        ] {
+            let mut bad = bytes.clone();
+            bad[at] = 1;
+            let err = verify_pack(&PackId::of(&bad), &bad).unwrap_err();
+            assert!(
+                err.to_string().contains("reserved bytes"),
+                "byte {at}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -28,6 +28,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::auth::Access;
+use crate::conn::BodyFault;
 use crate::error::{error_chain, ApiError};
 use crate::keys;
 use crate::lfs::{self, LfsEndpoint};
@@ -52,6 +53,12 @@ pub fn full(bytes: Bytes) -> ResponseBody {
 
 /// How many recipe lookups one `files/exists` query runs at once.
 const EXISTS_CONCURRENCY: usize = 32;
+
+/// Largest body of a refused request that is read (and dropped) so that the client gets
+/// the answer rather than a reset connection; a longer one, or one that takes longer
+/// than [`crate::ServerConfig::refused_body_drain`], gets the answer and the connection
+/// closed. Unauthenticated clients can thus hold a connection only that long.
+pub const MAX_DRAIN_BYTES: u64 = 8 * 1024 * 1024;
 
 /// Which endpoint of a repository a path names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,7 +174,7 @@ pub async fn handle<B>(
 ) -> Response<ResponseBody>
 where
     B: hyper::body::Body<Data = Bytes> + Send + Unpin,
-    B::Error: std::fmt::Display,
+    B::Error: std::error::Error + Send + Sync + 'static,
 {
     let request_id = state.next_request_id();
     let started = Instant::now();
@@ -216,7 +223,7 @@ async fn dispatch<B>(
 ) -> Result<Response<ResponseBody>, ApiError>
 where
     B: hyper::body::Body<Data = Bytes> + Send + Unpin,
-    B::Error: std::fmt::Display,
+    B::Error: std::error::Error + Send + Sync + 'static,
 {
     check_path(req.uri().path())?;
     let route = match parse_route(req.uri().path()) {
@@ -237,11 +244,14 @@ where
             ))
         }
         Route::Metrics if req.method() == Method::GET => {
+            // The index size moves when any repository stores a chunk nobody else has:
+            // with tokens, only a server-wide administrator may watch it.
+            state.authorizer().authorize_server(req.headers())?;
             return Ok(binary(
                 StatusCode::OK,
                 "text/plain; version=0.0.4",
                 Bytes::from(state.metrics.render(state.index().len())),
-            ))
+            ));
         }
         Route::Health | Route::Metrics => {
             return Err(ApiError::MethodNotAllowed {
@@ -263,13 +273,12 @@ where
         // A client refused in the middle of sending a pack is still writing it: read the
         // rest (a declared length up to a pack's bound) and drop it, so that it gets this
         // answer rather than a reset connection and a "broken pipe".
-        let declared = req
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > 0 && n <= MAX_PACK_BYTES) {
+        // Bounded in size and time: the requester is not trusted with more.
+        let declared = content_length(req.headers());
+        if declared.is_some_and(|n| n > 0 && n <= MAX_DRAIN_BYTES) {
             let mut body = req.into_body();
-            while let Ok(Some(_)) = next_data(&mut body, timeout).await {}
+            let drain = async { while let Ok(Some(_)) = next_data(&mut body, timeout).await {} };
+            let _ = tokio::time::timeout(state.config().refused_body_drain, drain).await;
         }
         return Err(refused);
     }
@@ -289,7 +298,10 @@ where
             let body = read_body(body, &parts.headers, MAX_REGISTER_BODY, timeout).await?;
             let recipes = register::decode_batch(&body)?;
             drop(body);
-            let answer = register::register_batch(Arc::clone(state), repo, recipes).await?;
+            let writer = state.authorizer().writer(&parts.headers);
+            let answer =
+                register::register_batch(Arc::clone(state), repo, writer.as_deref(), recipes)
+                    .await?;
             Ok(json(StatusCode::OK, &answer))
         }
         Endpoint::File(oid) => get_file(state, &repo, &Oid::from_hex(&oid)?).await,
@@ -316,7 +328,7 @@ pub(crate) async fn next_data<B>(
 ) -> Result<Option<Bytes>, ApiError>
 where
     B: hyper::body::Body<Data = Bytes> + Unpin,
-    B::Error: std::fmt::Display,
+    B::Error: std::error::Error + Send + Sync + 'static,
 {
     loop {
         let frame = match tokio::time::timeout(idle_timeout, body.frame()).await {
@@ -326,13 +338,24 @@ where
                 })
             }
             Ok(None) => return Ok(None),
-            Ok(Some(frame)) => frame.map_err(|e| ApiError::BodyRead {
-                reason: e.to_string(),
-            })?,
+            Ok(Some(frame)) => frame.map_err(body_error)?,
         };
         if let Ok(data) = frame.into_data() {
             return Ok(Some(data));
         }
+    }
+}
+
+/// A failed read of a request body: `408` when it came too slowly
+/// ([`crate::conn::MinRate`]), else `400`.
+fn body_error<E: std::error::Error + 'static>(e: E) -> ApiError {
+    match (&e as &dyn std::error::Error).downcast_ref::<BodyFault>() {
+        Some(slow @ BodyFault::TooSlow { .. }) => ApiError::BodyTooSlow {
+            reason: slow.to_string(),
+        },
+        _ => ApiError::BodyRead {
+            reason: e.to_string(),
+        },
     }
 }
 
@@ -355,7 +378,7 @@ pub(crate) async fn read_body<B>(
 ) -> Result<Bytes, ApiError>
 where
     B: hyper::body::Body<Data = Bytes> + Unpin,
-    B::Error: std::fmt::Display,
+    B::Error: std::error::Error + Send + Sync + 'static,
 {
     let too_large = || ApiError::TooLarge {
         limit: limit as u64,
@@ -380,18 +403,23 @@ where
 /// repositories hold are answered 0, like absent ones: presence must not tell one
 /// repository what another stores ([`crate::tenancy`]).
 async fn chunks_exist(
-    state: &AppState,
+    state: &Arc<AppState>,
     repo: &RepoName,
     body: &[u8],
 ) -> Result<Response<ResponseBody>, ApiError> {
     let ids: Vec<ChunkId> = decode_ids(body)?.into_iter().map(ChunkId).collect();
     let readable = tenancy::repo_packs(&**state.storage(), repo).await?;
-    let answer: Vec<u8> = state
-        .index()
-        .get_many_where(&ids, |p| readable.contains(p))
-        .iter()
-        .map(|loc| u8::from(loc.is_some()))
-        .collect();
+    // Off the async threads: up to 16,384 lookups.
+    let state = Arc::clone(state);
+    let answer: Vec<u8> = tokio::task::spawn_blocking(move || {
+        state
+            .index()
+            .get_many_in(&ids, &readable)
+            .iter()
+            .map(|loc| u8::from(loc.is_some()))
+            .collect()
+    })
+    .await?;
     Ok(binary(StatusCode::OK, BINARY, answer.into()))
 }
 
@@ -457,7 +485,7 @@ async fn put_pack(
 }
 
 async fn get_pack(
-    state: &AppState,
+    state: &Arc<AppState>,
     repo: &RepoName,
     pack: PackId,
     headers: &HeaderMap,
@@ -477,29 +505,27 @@ async fn get_pack(
     if let Some(location) = presigned.and_then(|url| HeaderValue::from_str(&url).ok()) {
         return Ok(redirect(location));
     }
-    let vanished = |e: StorageError| match e {
-        StorageError::NotFound { .. } => not_found(),
-        other => other.into(),
+    // Streamed a frame at a time, whole or one range: a client that does not read holds
+    // a few frames of memory (and its connection only until `send_timeout`), not a pack.
+    let range = requested_range(headers, size)?;
+    let (status, wanted) = match range.clone() {
+        Some(range) => (StatusCode::PARTIAL_CONTENT, range),
+        None => (StatusCode::OK, 0..size),
     };
-    let Some(range) = requested_range(headers, size)? else {
-        let bytes = state.storage().get(&key).await.map_err(vanished)?;
-        let mut response = binary(StatusCode::OK, BINARY, bytes);
-        response
-            .headers_mut()
-            .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-        return Ok(response);
-    };
-    let content_range = format!("bytes {}-{}/{size}", range.start, range.end - 1);
-    let bytes = state
-        .storage()
-        .get_range(&key, range)
-        .await
-        .map_err(vanished)?;
-    let mut response = binary(StatusCode::PARTIAL_CONTENT, BINARY, bytes);
+    let mut response = Response::new(crate::download::stream_object_range(
+        state,
+        key,
+        wanted.clone(),
+    ));
+    *response.status_mut() = status;
     let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(BINARY));
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    if let Ok(value) = HeaderValue::from_str(&content_range) {
-        headers.insert(header::CONTENT_RANGE, value);
+    if range.is_some() {
+        let content_range = format!("bytes {}-{}/{size}", wanted.start, wanted.end - 1);
+        if let Ok(value) = HeaderValue::from_str(&content_range) {
+            headers.insert(header::CONTENT_RANGE, value);
+        }
     }
     Ok(response)
 }

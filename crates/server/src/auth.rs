@@ -54,6 +54,23 @@ pub trait Authorizer: Send + Sync + 'static {
         let _ = headers;
         ANONYMOUS.to_string()
     }
+
+    /// Who the request is authenticated as, for sharing work fairly between writers
+    /// ([`crate::register::FILES_PER_WRITER`]): a token's id. `None` when requests are
+    /// not authenticated (everyone is then one trusted party), the default.
+    fn writer(&self, headers: &http::HeaderMap) -> Option<String> {
+        let _ = headers;
+        None
+    }
+
+    /// Whether the request may see what concerns the whole server rather than one
+    /// repository (`/metrics`: figures that move with every tenant's data). Only
+    /// administrators of every repository (`admin:*`) may, once tokens exist; the
+    /// default lets everyone, like [`Authorizer::authorize`] of an open server.
+    fn authorize_server(&self, headers: &http::HeaderMap) -> Result<(), ApiError> {
+        let _ = headers;
+        Ok(())
+    }
 }
 
 /// The name claimed in [`USER_HEADER`], if it is a sensible one.

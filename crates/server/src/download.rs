@@ -253,7 +253,10 @@ fn record_lengths(
     let mut offset = segment.offset;
     let mut lengths = Vec::with_capacity(chunks.len());
     for (loc, chunk) in index
-        .get_many_where(chunks.iter().map(|c| &c.id), |p| *p == segment.pack)
+        .get_many_in(
+            chunks.iter().map(|c| &c.id),
+            &std::collections::HashSet::from([segment.pack]),
+        )
         .into_iter()
         .zip(chunks)
     {
@@ -353,6 +356,41 @@ async fn produce(
         }
     }
     Ok(())
+}
+
+/// Bytes of a pack read from storage per frame of a `GET packs/<id>` answer.
+pub const PACK_FRAME_BYTES: u64 = 1024 * 1024;
+/// Frames of a pack answer read ahead of the connection: with the frame being written,
+/// memory per pack download stays under three [`PACK_FRAME_BYTES`].
+const PACK_FRAMES_IN_FLIGHT: usize = 1;
+
+/// A body streaming bytes `range` of the object at `key`, read from storage
+/// [`PACK_FRAME_BYTES`] at a time as the client takes them. A storage failure midway
+/// cuts the answer short (the client sees fewer bytes than `Content-Length`).
+pub fn stream_object_range(state: &Arc<AppState>, key: String, range: Range<u64>) -> ResponseBody {
+    let (tx, rx) = mpsc::channel(PACK_FRAMES_IN_FLIGHT);
+    let length = range.end - range.start;
+    let storage = Arc::clone(state.storage());
+    let task = async move {
+        let mut at = range.start;
+        while at < range.end {
+            let end = range.end.min(at + PACK_FRAME_BYTES);
+            let frame = storage.get_range(&key, at..end).await.map_err(|e| {
+                tracing::error!(key, error = %error_chain(&e), "pack download failed mid-stream");
+                io::Error::other(e.to_string())
+            });
+            let failed = frame.is_err();
+            if tx.send(frame).await.is_err() || failed {
+                // The client went away, or the answer is cut: nothing left to do.
+                return;
+            }
+            at = end;
+        }
+    };
+    tokio::spawn(task.instrument(tracing::Span::current()));
+    ChannelBody::new(rx, length)
+        .map_err(api::BodyError::from)
+        .boxed()
 }
 
 /// Decodes the chunks `group` of a read, checking each record against the recipe.

@@ -45,6 +45,9 @@ pub enum ApiError {
     },
     #[error("the request body stalled for more than {secs} s")]
     BodyTimeout { secs: u64 },
+    /// A body slower on average than the server's least rate ([`crate::conn::MinRate`]).
+    #[error("{reason}")]
+    BodyTooSlow { reason: String },
     #[error("bad Range header {value:?}: {reason}")]
     BadRange { value: String, reason: &'static str },
     #[error("request body is larger than the limit of {limit} bytes")]
@@ -124,7 +127,7 @@ impl ApiError {
             | BadRequest { .. }
             | BadPath { .. }
             | BadJson { .. } => StatusCode::BAD_REQUEST,
-            BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            BodyTimeout { .. } | BodyTooSlow { .. } => StatusCode::REQUEST_TIMEOUT,
             TooLarge { .. } | ObjectTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             BadPack { .. } | Invalid { .. } | ContentMismatch { .. } => {
@@ -154,7 +157,7 @@ impl ApiError {
             BadIdList(_) | BodyRead { .. } => "bad_body",
             BadRecipe { .. } => "bad_recipe",
             BadRange { .. } => "bad_range",
-            BodyTimeout { .. } => "timeout",
+            BodyTimeout { .. } | BodyTooSlow { .. } => "timeout",
             TooLarge { .. } | ObjectTooLarge { .. } => "too_large",
             BadPath { .. } => "bad_path",
             RangeNotSatisfiable { .. } => "range_not_satisfiable",

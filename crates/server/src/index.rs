@@ -35,27 +35,71 @@ pub struct Location {
 /// object store (two small reads per pack, ~10–50 ms each), few enough not to flood it.
 const LOAD_CONCURRENCY: usize = 64;
 
+/// Distinct chunks looked up per acquisition of the index lock: a query of many ids
+/// lets writers (and other readers' turns) in between slices, so no request holds the
+/// lock for long whatever it asks.
+const LOOKUP_SLICE: usize = 512;
+
 /// Every known location of one chunk. Almost always one: a chunk is stored a second time
 /// only when a repository that may not read its first pack uploads it too (see
-/// [`crate::tenancy`]), and then each repository must find the copy it may read.
+/// [`crate::tenancy`]), and then each repository must find the copy it may read. One
+/// writer can store the same chunk in any number of packs, so a chunk with several
+/// locations also maps each pack to its position: a lookup for a repository costs the
+/// smaller of the chunk's location count and the repository's pack count
+/// ([`ChunkIndex::get_many_in`]), never another repository's pile of copies.
 #[derive(Debug, Clone)]
 enum Locations {
     One(Location),
-    Many(Vec<Location>),
+    Many {
+        list: Vec<Location>,
+        /// Pack → position in `list`.
+        by_pack: HashMap<PackId, u32>,
+    },
 }
 
 impl Locations {
     fn as_slice(&self) -> &[Location] {
         match self {
             Locations::One(one) => std::slice::from_ref(one),
-            Locations::Many(many) => many,
+            Locations::Many { list, .. } => list,
+        }
+    }
+
+    fn has_pack(&self, pack: &PackId) -> bool {
+        match self {
+            Locations::One(one) => one.pack == *pack,
+            Locations::Many { by_pack, .. } => by_pack.contains_key(pack),
         }
     }
 
     fn push(&mut self, location: Location) {
         match self {
-            Locations::One(one) => *self = Locations::Many(vec![*one, location]),
-            Locations::Many(many) => many.push(location),
+            Locations::One(one) => {
+                let list = vec![*one, location];
+                let by_pack = HashMap::from([(one.pack, 0), (location.pack, 1)]);
+                *self = Locations::Many { list, by_pack };
+            }
+            Locations::Many { list, by_pack } => {
+                let at = u32::try_from(list.len()).unwrap_or(u32::MAX);
+                by_pack.entry(location.pack).or_insert(at);
+                list.push(location);
+            }
+        }
+    }
+
+    /// The first location in a pack of `readable`, in
+    /// `min(locations, readable.len())` set lookups.
+    fn first_in(&self, readable: &HashSet<PackId>) -> Option<Location> {
+        match self {
+            Locations::One(one) => readable.contains(&one.pack).then_some(*one),
+            Locations::Many { list, .. } if list.len() <= readable.len() => {
+                list.iter().find(|l| readable.contains(&l.pack)).copied()
+            }
+            Locations::Many { list, by_pack } => readable
+                .iter()
+                .filter_map(|p| by_pack.get(p))
+                .min()
+                .map(|&at| list[at as usize]),
         }
     }
 }
@@ -66,7 +110,7 @@ struct Inner {
     packs: HashSet<PackId>,
     /// Packs found gone from storage (collected by GC): their locations stay in `chunks`
     /// (removing them would mean a scan of every chunk under the write lock) but no lookup
-    /// returns them, until the same pack is stored again.
+    /// returns them, until the same pack is stored again. Almost always empty.
     removed: HashSet<PackId>,
 }
 
@@ -140,7 +184,7 @@ impl ChunkIndex {
             };
             match inner.chunks.get_mut(&entry.id) {
                 // A pack listing one chunk twice keeps its first record.
-                Some(known) if known.as_slice().iter().any(|l| l.pack == pack) => {}
+                Some(known) if known.has_pack(&pack) => {}
                 Some(known) => known.push(location),
                 None => {
                     inner.chunks.insert(entry.id, Locations::One(location));
@@ -216,21 +260,67 @@ impl ChunkIndex {
         self.get_many_where(ids, |_| true)
     }
 
-    /// For each chunk, its first location in a pack that `usable` accepts.
+    /// For each chunk, its first location in a pack that `usable` accepts. Scans every
+    /// location of each distinct chunk asked for: for a repository's lookups use
+    /// [`ChunkIndex::get_many_in`], whose cost does not grow with copies it cannot read.
     pub fn get_many_where<'a>(
         &self,
         ids: impl IntoIterator<Item = &'a ChunkId>,
         usable: impl Fn(&PackId) -> bool,
     ) -> Vec<Option<Location>> {
-        let found: Vec<_> = {
+        self.lookup(ids, |locations, removed| {
+            locations
+                .as_slice()
+                .iter()
+                .find(|l| usable(&l.pack) && !removed.contains(&l.pack))
+                .copied()
+        })
+    }
+
+    /// For each chunk, its first location in a pack of `readable` (the packs a
+    /// repository may read, [`crate::tenancy::repo_packs`]). Each distinct chunk is
+    /// looked up once per call, in at most `min(its locations, readable.len())` set
+    /// lookups, and the lock is taken per [`LOOKUP_SLICE`] distinct chunks.
+    pub fn get_many_in<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a ChunkId>,
+        readable: &HashSet<PackId>,
+    ) -> Vec<Option<Location>> {
+        self.lookup(ids, |locations, removed| match removed.is_empty() {
+            true => locations.first_in(readable),
+            // Collected packs exist only between a GC run and the next restart: the plain
+            // scan then, which skips them.
+            false => locations
+                .as_slice()
+                .iter()
+                .find(|l| readable.contains(&l.pack) && !removed.contains(&l.pack))
+                .copied(),
+        })
+    }
+
+    /// Answers `pick` once per distinct id, a slice of ids per lock acquisition.
+    fn lookup<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a ChunkId>,
+        pick: impl Fn(&Locations, &HashSet<PackId>) -> Option<Location>,
+    ) -> Vec<Option<Location>> {
+        let ids: Vec<&ChunkId> = ids.into_iter().collect();
+        let mut answers: HashMap<&ChunkId, Option<Location>> = HashMap::new();
+        let mut distinct: Vec<&ChunkId> = Vec::new();
+        for id in &ids {
+            if let std::collections::hash_map::Entry::Vacant(v) = answers.entry(*id) {
+                v.insert(None);
+                distinct.push(id);
+            }
+        }
+        for slice in distinct.chunks(LOOKUP_SLICE) {
             let inner = self.read();
-            ids.into_iter()
-                .map(|id| {
-                    let locations = inner.chunks.get(id)?;
-                    inner.live(locations).find(|l| usable(&l.pack)).copied()
-                })
-                .collect()
-        };
+            for id in slice {
+                let found = inner.chunks.get(*id).and_then(|l| pick(l, &inner.removed));
+                answers.insert(id, found);
+            }
+        }
+        let found: Vec<Option<Location>> = ids.iter().map(|id| answers[id]).collect();
         self.note_miss(found.iter().any(Option::is_none));
         found
     }
@@ -394,6 +484,39 @@ mod tests {
         let (_, _, entries1) = pack_of(&[b"one", b"two"]);
         assert_eq!(index.add_pack(p1, &entries1), 0);
         assert_eq!(index.locations(&ChunkId::of(b"one")).len(), 1);
+    }
+
+    #[test]
+    fn lookups_in_a_pack_set_find_the_first_readable_copy() {
+        let index = ChunkIndex::new();
+        let raw = b"shared";
+        let (codec, stored) = encode_chunk(raw);
+        let mut packs = Vec::new();
+        for i in 0..50u32 {
+            let mut b = PackBuilder::new();
+            b.push(ChunkId::of(raw), raw.len() as u32, codec, &stored);
+            let other = i.to_le_bytes();
+            let (c2, s2) = encode_chunk(&other);
+            b.push(ChunkId::of(&other), 4, c2, &s2);
+            let (pack, _, entries) = b.finish();
+            index.add_pack(pack, &entries);
+            packs.push(pack);
+        }
+        let id = ChunkId::of(raw);
+        // Fewer readable packs than copies, and more: the same first copy either way.
+        let few: HashSet<PackId> = [packs[7], packs[30]].into();
+        assert_eq!(index.get_many_in([&id], &few)[0].unwrap().pack, packs[7]);
+        let mut many: HashSet<PackId> = (0..100u8).map(|i| PackId([i; 32])).collect();
+        many.insert(packs[42]);
+        many.insert(packs[44]);
+        assert_eq!(index.get_many_in([&id], &many)[0].unwrap().pack, packs[42]);
+        assert_eq!(index.get_many_in([&id], &HashSet::new()), vec![None]);
+        // Repeated ids are answered alike, in order.
+        let missing = ChunkId::of(b"missing");
+        let got = index.get_many_in([&id, &missing, &id], &few);
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0], got[2]);
+        assert_eq!(got[1], None);
     }
 
     #[tokio::test]

@@ -118,7 +118,7 @@ pub(crate) async fn dispatch<B>(
 ) -> Result<Response<ResponseBody>, ApiError>
 where
     B: hyper::body::Body<Data = Bytes> + Send + Unpin,
-    B::Error: std::fmt::Display,
+    B::Error: std::error::Error + Send + Sync + 'static,
 {
     let Some(access) = endpoint.access(req.method()) else {
         return Err(ApiError::MethodNotAllowed {

@@ -15,7 +15,8 @@
 //!   [`TokenAuthorizer`]; [`tenancy`]: which packs each repository may read;
 //!   [`security`]: the binary's config file, security flags, `token` subcommand and
 //!   startup policy; [`tls`]: HTTPS. See `docs/security.md`.
-//! - [`state`]: [`AppState`] and [`ServerConfig`]; [`server`]: [`serve`] and shutdown.
+//! - [`state`]: [`AppState`] and [`ServerConfig`]; [`server`]: [`serve`] and shutdown;
+//!   [`conn`]: connection caps, write deadlines and the least body rate.
 //!
 //! The binary (`crates/server/main.rs`) only parses flags, sets up logging and calls
 //! [`AppState::open_local`] and [`serve`]. The API is specified in `docs/protocol.md`.
@@ -23,6 +24,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod conn;
 pub mod download;
 pub mod error;
 pub mod gc;

@@ -1,8 +1,10 @@
 //! `/metrics`: request counters and the chunk index size in the Prometheus text format.
 //!
 //! Counters are process-local atomics (each node of a multi-node deployment is scraped on
-//! its own). The endpoint needs no credentials, like `/healthz`: it reveals request counts
-//! and the number of chunks the node indexes, nothing about any repository's content.
+//! its own). The number of chunks the node indexes moves by one when any repository
+//! stores a chunk nobody else has, so once tokens exist the endpoint needs an `admin:*`
+//! token ([`crate::auth::Authorizer::authorize_server`]); an anonymous (loopback) server
+//! serves it to everyone, like `/healthz`.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};

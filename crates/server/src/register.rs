@@ -34,6 +34,22 @@ use crate::state::AppState;
 pub const WINDOW_BYTES: u64 = 8 * 1024 * 1024;
 /// Files of one batch verified at once.
 const FILE_CONCURRENCY: usize = 4;
+/// Files one writer (a token) has in verification at once, across all its requests:
+/// its batches share these, so one writer never holds every verification permit of the
+/// server ([`crate::state::WriterSlots`]). A server without tokens has one trusted
+/// party and no such share.
+pub const FILES_PER_WRITER: usize = 4;
+/// Registration requests one writer may have open at once (waiting for its file slots
+/// or verifying); more are answered `429`.
+pub const BATCHES_PER_WRITER: usize = 8;
+/// A file may be larger than its distinct chunks by this factor (plus
+/// [`REPEAT_SLACK_BYTES`]) before its registration is refused: rebuilding it costs a
+/// decode and a SHA-256 pass per *reference*, so a tiny recipe naming one stored chunk
+/// thousands of times would otherwise buy gigabytes of work. The default of
+/// [`crate::ServerConfig::max_repeat_factor`].
+pub const MAX_REPEAT_FACTOR: u64 = 16;
+/// Bytes of repetition any file may have, however few its distinct chunks.
+pub const REPEAT_SLACK_BYTES: u64 = 64 * 1024 * 1024;
 
 // A window must always be able to hold one whole record.
 const _: () = assert!(WINDOW_BYTES >= RECORD_HEADER_LEN + MAX_CHUNK_BYTES as u64);
@@ -78,13 +94,25 @@ pub fn decode_batch(body: &[u8]) -> Result<Vec<Recipe>, ApiError> {
 /// together (one sync for the lot on a local directory, parallel requests on a bucket)
 /// before the batch is answered. Server-side failures (storage errors) fail the request
 /// and nothing of it is answered as registered; the client sends it again.
+///
+/// `writer` names the authenticated sender, if any (see [`FILES_PER_WRITER`]); a
+/// writer with [`BATCHES_PER_WRITER`] batches open already is refused `429`.
 pub async fn register_batch(
     state: Arc<AppState>,
     repo: RepoName,
+    writer: Option<&str>,
     recipes: Vec<Recipe>,
 ) -> Result<RegisterResponse, ApiError> {
     // When this registration starts reading packs (for GC's protocol, [`crate::gc`]).
     let read_at = std::time::Instant::now();
+    let slots = writer.map(|w| state.writer_slots(w));
+    let _open = match &slots {
+        Some(slots) => match slots.open_batch(BATCHES_PER_WRITER) {
+            Some(open) => Some(open),
+            None => return Err(ApiError::RateLimited { retry_after: 1 }),
+        },
+        None => None,
+    };
     // The packs this repository may read, listed once for the whole batch.
     let readable = Arc::new(crate::tenancy::repo_packs(&**state.storage(), &repo).await?);
     let repo = Arc::new(repo);
@@ -98,8 +126,13 @@ pub async fn register_batch(
             };
             let (state, repo, readable) =
                 (Arc::clone(&state), Arc::clone(&repo), Arc::clone(&readable));
+            let slots = slots.clone();
             tasks.spawn(async move {
                 let (oid, size) = (recipe.oid, recipe.size);
+                let _slot = match &slots {
+                    Some(slots) => Some(slots.file().await),
+                    None => None,
+                };
                 let checked = check_one(&state, &repo, &readable, recipe).await;
                 (i, checked.map(|c| (oid, size, c)))
             });
@@ -185,6 +218,9 @@ async fn check_one(
             Err(e) => return Ok(Err(e)),
             Ok(located) => located,
         };
+        if let Some(refused) = too_repetitive(&located.recipe, state.config().max_repeat_factor) {
+            return Ok(Err(refused));
+        }
         match verify(state, repo, &located).await {
             Ok(checked) => return Ok(checked.map(|()| located.recipe)),
             Err(ApiError::Storage(crate::storage::StorageError::NotFound { key })) => {
@@ -206,6 +242,33 @@ async fn check_one(
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Refuses a file whose size exceeds `factor` times its distinct chunks' bytes plus
+/// [`REPEAT_SLACK_BYTES`]: the work of rebuilding it is bounded by what the repository
+/// stored, not by how often a recipe repeats one chunk.
+fn too_repetitive(recipe: &Recipe, factor: u64) -> Option<FileError> {
+    let mut seen = HashSet::with_capacity(recipe.chunks.len());
+    let distinct: u64 = recipe
+        .chunks
+        .iter()
+        .filter(|c| seen.insert(c.id))
+        .map(|c| u64::from(c.raw_len))
+        .sum();
+    let limit = distinct
+        .saturating_mul(factor)
+        .saturating_add(REPEAT_SLACK_BYTES);
+    (recipe.size > limit).then(|| FileError {
+        code: "too_repetitive",
+        message: format!(
+            "the file's {} bytes repeat its {} distinct chunks ({distinct} bytes) more than \
+             this server verifies: at most {factor} times their size plus {} MiB ({limit} \
+             bytes)",
+            recipe.size,
+            seen.len(),
+            REPEAT_SLACK_BYTES >> 20
+        ),
+    })
 }
 
 /// The answer for one file of a batch, logged.
@@ -320,6 +383,25 @@ pub fn locate(
     usable: impl Fn(&PackId) -> bool,
 ) -> Result<Located, FileError> {
     let locations = index.get_many_where(recipe.chunks.iter().map(|c| &c.id), usable);
+    place(recipe, locations)
+}
+
+/// [`locate`] in the packs of `readable`, at a cost that does not grow with the copies
+/// of a chunk that other repositories stored ([`ChunkIndex::get_many_in`]).
+pub fn locate_in(
+    index: &ChunkIndex,
+    recipe: &Recipe,
+    readable: &HashSet<PackId>,
+) -> Result<Located, FileError> {
+    let locations = index.get_many_in(recipe.chunks.iter().map(|c| &c.id), readable);
+    place(recipe, locations)
+}
+
+/// Builds the segments and verification windows of `recipe` from each chunk's location.
+fn place(
+    recipe: &Recipe,
+    locations: Vec<Option<crate::index::Location>>,
+) -> Result<Located, FileError> {
     let missing: Vec<&ChunkId> = recipe
         .chunks
         .iter()

@@ -41,6 +41,13 @@ use crate::tokens::{
 /// header_read_timeout_secs = 30
 /// max_headers = 64
 /// max_header_bytes = 65536
+/// max_connections = 1024
+/// max_connections_per_ip = 128
+/// send_timeout_secs = 60
+/// body_min_bytes_per_sec = 16384
+/// body_rate_grace_secs = 30
+/// refused_body_drain_secs = 5
+/// max_repeat_factor = 16
 ///
 /// [[tokens]]                                   # tokens managed by hand (hashes only)
 /// id = "ci"
@@ -60,8 +67,68 @@ pub struct FileConfig {
     pub header_read_timeout_secs: Option<u64>,
     pub max_headers: Option<usize>,
     pub max_header_bytes: Option<usize>,
+    // Connection, body and verification bounds (`docs/security.md`, *Limits*).
+    pub max_connections: Option<usize>,
+    pub max_connections_per_ip: Option<usize>,
+    pub send_timeout_secs: Option<u64>,
+    pub body_min_bytes_per_sec: Option<u64>,
+    pub body_rate_grace_secs: Option<u64>,
+    pub refused_body_drain_secs: Option<u64>,
+    pub max_repeat_factor: Option<u64>,
     #[serde(default)]
     pub tokens: Vec<TokenRecord>,
+}
+
+/// Connection, body and verification bounds of the config file; unset keys keep the
+/// defaults of [`ServerConfig`].
+#[derive(Debug, Default, Clone)]
+struct Bounds {
+    max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
+    send_timeout_secs: Option<u64>,
+    body_min_bytes_per_sec: Option<u64>,
+    body_rate_grace_secs: Option<u64>,
+    refused_body_drain_secs: Option<u64>,
+    max_repeat_factor: Option<u64>,
+}
+
+impl Bounds {
+    fn of(file: &FileConfig) -> Bounds {
+        Bounds {
+            max_connections: file.max_connections,
+            max_connections_per_ip: file.max_connections_per_ip,
+            send_timeout_secs: file.send_timeout_secs,
+            body_min_bytes_per_sec: file.body_min_bytes_per_sec,
+            body_rate_grace_secs: file.body_rate_grace_secs,
+            refused_body_drain_secs: file.refused_body_drain_secs,
+            max_repeat_factor: file.max_repeat_factor,
+        }
+    }
+
+    fn apply(&self, config: &mut ServerConfig) {
+        let secs = |s: u64| Duration::from_secs(s.max(1));
+        if let Some(n) = self.max_connections {
+            config.max_connections = n.max(1);
+        }
+        if let Some(n) = self.max_connections_per_ip {
+            config.max_connections_per_ip = n.max(1);
+        }
+        if let Some(s) = self.send_timeout_secs {
+            config.send_timeout = secs(s);
+        }
+        if let Some(n) = self.body_min_bytes_per_sec {
+            config.body_min_rate = n;
+        }
+        if let Some(s) = self.body_rate_grace_secs {
+            config.body_rate_grace = secs(s);
+        }
+        if let Some(s) = self.refused_body_drain_secs {
+            config.refused_body_drain = secs(s);
+        }
+        if let Some(n) = self.max_repeat_factor {
+            config.max_repeat_factor = n.max(1);
+        }
+    }
 }
 
 /// A size in the config file: a number of bytes, or text such as `"50G"`.
@@ -266,6 +333,7 @@ pub struct Security {
     header_read_timeout: Option<Duration>,
     max_headers: Option<usize>,
     max_header_bytes: Option<usize>,
+    bounds: Bounds,
 }
 
 impl std::fmt::Debug for Security {
@@ -331,6 +399,7 @@ impl Security {
         };
         let authorizer = Arc::new(TokenAuthorizer::new(store, loopback || allow_anonymous));
 
+        let bounds = Bounds::of(&file);
         let cert = args.tls_cert.clone().or(file.tls_cert);
         let key = args.tls_key.clone().or(file.tls_key);
         let tls = match (cert, key) {
@@ -352,6 +421,7 @@ impl Security {
             max_headers: file.max_headers.map(|n| n.max(8)),
             // hyper's floor for its read buffer.
             max_header_bytes: file.max_header_bytes.map(|n| n.max(8192)),
+            bounds,
         })
     }
 
@@ -369,6 +439,7 @@ impl Security {
         if let Some(n) = self.max_header_bytes {
             config.max_header_bytes = n;
         }
+        self.bounds.apply(config);
         config.tls = self.tls.is_some();
     }
 }

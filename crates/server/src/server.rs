@@ -11,6 +11,12 @@
 //! `header_read_timeout` closes the connection; more than `max_headers` header lines or
 //! more than `max_header_bytes` is answered `431` by hyper and the connection closed;
 //! stalled bodies are the handlers' business (`body_idle_timeout`, `408`).
+//!
+//! Bounds per connection ([`crate::conn`]): at most `max_connections` open at once, and
+//! `max_connections_per_ip` from one client address (over either: `503`, closed, nothing
+//! read); a write that makes no progress for `send_timeout` ends the connection; a
+//! request body slower on average than `body_min_rate` after `body_rate_grace` is
+//! answered `408`.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -21,9 +27,11 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use crate::api;
+use crate::conn::{ConnLimits, MinRate, WriteDeadline};
 use crate::state::AppState;
 use crate::tls::TlsAcceptor;
 
@@ -67,6 +75,7 @@ async fn serve_with(
         .max_buf_size(config.max_header_bytes.max(MIN_BUF_BYTES))
         .max_header_size(config.max_header_bytes)
         .keep_alive(true);
+    let limits = ConnLimits::new(config.max_connections, config.max_connections_per_ip);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -82,9 +91,43 @@ async fn serve_with(
                 };
                 // Small JSON answers should not wait for Nagle.
                 let _ = stream.set_nodelay(true);
+                let guard = match limits.admit(peer.ip()) {
+                    Ok(guard) => guard,
+                    Err(refused) => {
+                        tracing::warn!(%peer, ?refused, "connection refused: over the connection limit");
+                        if tls.is_none() {
+                            // A canned answer, written with a short deadline, nothing read.
+                            tokio::spawn(async move {
+                                let mut stream = stream;
+                                let answer = refused.answer();
+                                // Answer, end the sending side, and read a little of what
+                                // the client sent so that closing does not reset the
+                                // connection before the client has read the answer.
+                                let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                                    stream.write_all(&answer).await?;
+                                    stream.shutdown().await?;
+                                    let mut sink = [0u8; 4096];
+                                    let mut read = 0;
+                                    while read < 64 * 1024 {
+                                        match stream.read(&mut sink).await? {
+                                            0 => break,
+                                            n => read += n,
+                                        }
+                                    }
+                                    Ok::<_, std::io::Error>(())
+                                })
+                                .await;
+                            });
+                        }
+                        continue;
+                    }
+                };
+                let stream = WriteDeadline::new(stream, config.send_timeout);
                 let state = Arc::clone(&state);
-                let service = service_fn(move |req| {
+                let (rate, grace) = (config.body_min_rate, config.body_rate_grace);
+                let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     let state = Arc::clone(&state);
+                    let req = req.map(|body| MinRate::new(body, rate, grace));
                     async move { Ok::<_, Infallible>(api::handle(state, req, peer).await) }
                 });
                 let watcher = graceful.watcher();
@@ -92,6 +135,7 @@ async fn serve_with(
                 let tls = tls.clone();
                 let handshake_timeout = config.header_read_timeout;
                 tokio::spawn(async move {
+                    let _guard = guard;
                     let result = match tls {
                         None => watcher.watch(http.serve_connection(TokioIo::new(stream), service)).await,
                         Some(tls) => {

@@ -82,6 +82,25 @@ pub struct ServerConfig {
     pub max_lfs_object_bytes: u64,
     /// Whether connections are TLS (`https://` in Git LFS transfer URLs).
     pub tls: bool,
+    /// Most connections open at once ([`crate::conn`]; more: `503`, closed).
+    pub max_connections: usize,
+    /// Most connections open at once from one client IP address (more: `503`, closed).
+    pub max_connections_per_ip: usize,
+    /// How long a write to a client may make no progress before the connection is cut
+    /// (a client that stops reading its answer).
+    pub send_timeout: Duration,
+    /// Least average rate of a request body, in bytes per second, once
+    /// [`ServerConfig::body_rate_grace`] has passed (slower: `408`); 0 turns it off.
+    pub body_min_rate: u64,
+    /// Time a request body may take before [`ServerConfig::body_min_rate`] applies.
+    pub body_rate_grace: Duration,
+    /// How long the body of a refused request (`401`/`403`/`404` before its body was
+    /// read) is read and dropped so that the client gets the answer; after it, or past
+    /// [`crate::api::MAX_DRAIN_BYTES`], the connection is closed instead.
+    pub refused_body_drain: Duration,
+    /// How many times its distinct chunks' bytes a registered file may be (plus 64 MiB);
+    /// more is refused `too_repetitive` ([`crate::register::MAX_REPEAT_FACTOR`]).
+    pub max_repeat_factor: u64,
 }
 
 impl ServerConfig {
@@ -100,6 +119,13 @@ impl ServerConfig {
             max_header_bytes: 64 * 1024,
             max_lfs_object_bytes: 100 * 1024 * 1024 * 1024,
             tls: false,
+            max_connections: 1024,
+            max_connections_per_ip: 128,
+            send_timeout: Duration::from_secs(60),
+            body_min_rate: 16 * 1024,
+            body_rate_grace: Duration::from_secs(30),
+            refused_body_drain: Duration::from_secs(5),
+            max_repeat_factor: crate::register::MAX_REPEAT_FACTOR,
         }
     }
 }
@@ -119,6 +145,50 @@ pub fn default_data_dir(env: impl Fn(&str) -> Option<OsString>) -> Option<PathBu
     var("HOME").map(|home| home.join(".local/share/git-model-server"))
 }
 
+/// Buckets of [`WriterSlots`]: writers whose names hash to one bucket share its slots.
+const WRITER_BUCKETS: usize = 64;
+
+/// One writer's share of registration work: file verifications in flight (a
+/// semaphore its batches take from), and its open registration requests.
+#[derive(Debug)]
+pub(crate) struct WriterSlots {
+    files: Arc<Semaphore>,
+    batches: AtomicU64,
+}
+
+/// An open registration request of a writer; counted until dropped.
+pub(crate) struct OpenBatch<'a>(&'a WriterSlots);
+
+impl Drop for OpenBatch<'_> {
+    fn drop(&mut self) {
+        self.0.batches.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl WriterSlots {
+    fn new(files: usize) -> WriterSlots {
+        WriterSlots {
+            files: Arc::new(Semaphore::new(files.max(1))),
+            batches: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts one more open batch, unless `limit` are open already.
+    pub(crate) fn open_batch(&self, limit: usize) -> Option<OpenBatch<'_>> {
+        let before = self.batches.fetch_add(1, Ordering::Relaxed);
+        let batch = OpenBatch(self);
+        (before < limit as u64).then_some(batch)
+    }
+
+    /// Waits for a slot to verify one file.
+    pub(crate) async fn file(&self) -> OwnedSemaphorePermit {
+        Arc::clone(&self.files)
+            .acquire_owned()
+            .await
+            .expect("writer slots are never closed")
+    }
+}
+
 /// State shared by all requests.
 pub struct AppState {
     storage: Arc<dyn Storage>,
@@ -131,6 +201,9 @@ pub struct AppState {
     lock_mutations: Mutex<()>,
     /// Packs being stored right now (see [`crate::tenancy`]).
     claims: PackClaims,
+    /// Registration slots per writer ([`WriterSlots`]), by hash of the writer's name.
+    writers: Vec<Arc<WriterSlots>>,
+    writer_hasher: std::collections::hash_map::RandomState,
     /// When the last index refresh started; held while one runs, so refreshes never
     /// overlap and a caller can tell whether one began after it missed.
     last_refresh: Mutex<Option<Instant>>,
@@ -177,6 +250,10 @@ impl AppState {
             prefix_states: Default::default(),
             lock_mutations: Mutex::new(()),
             claims: PackClaims::default(),
+            writers: (0..WRITER_BUCKETS)
+                .map(|_| Arc::new(WriterSlots::new(crate::register::FILES_PER_WRITER)))
+                .collect(),
+            writer_hasher: Default::default(),
             last_refresh: Mutex::new(Some(started)),
             config,
             request_tag: boot_tag(),
@@ -268,6 +345,14 @@ impl AppState {
             .expect("the verification semaphore is never closed")
     }
 
+    /// The registration slots of `writer` (shared with the few writers whose names hash
+    /// alike: the table has a fixed size, whatever names clients claim).
+    pub(crate) fn writer_slots(&self, writer: &str) -> Arc<WriterSlots> {
+        use std::hash::BuildHasher;
+        let at = (self.writer_hasher.hash_one(writer) % self.writers.len() as u64) as usize;
+        Arc::clone(&self.writers[at])
+    }
+
     /// Packs being stored right now (see [`crate::tenancy`]).
     pub(crate) fn claims(&self) -> &PackClaims {
         &self.claims
@@ -344,9 +429,8 @@ impl AppState {
                 &listed
             }
         };
-        let locate = |readable: &HashSet<PackId>| {
-            crate::register::locate(&self.index, recipe, |p| readable.contains(p))
-        };
+        let locate =
+            |readable: &HashSet<PackId>| crate::register::locate_in(&self.index, recipe, readable);
         match locate(readable) {
             Err(e) if e.code == "missing_chunks" && self.config.index_refresh.is_some() => {
                 self.refresh_index(observed).await?;
@@ -482,6 +566,25 @@ fn boot_tag() -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_writer_has_bounded_batches_and_file_slots() {
+        let slots = WriterSlots::new(2);
+        let first = slots.open_batch(2).expect("first batch");
+        let second = slots.open_batch(2).expect("second batch");
+        assert!(slots.open_batch(2).is_none(), "a third batch is refused");
+        drop(first);
+        let _third = slots.open_batch(2).expect("room again once one ends");
+        drop(second);
+        let a = slots.file().await;
+        let _b = slots.file().await;
+        let waiting = tokio::time::timeout(Duration::from_millis(50), slots.file()).await;
+        assert!(waiting.is_err(), "a third file waits for a slot");
+        drop(a);
+        let _c = tokio::time::timeout(Duration::from_secs(5), slots.file())
+            .await
+            .expect("a slot frees when a file is done");
+    }
 
     #[test]
     fn data_dir_precedence() {

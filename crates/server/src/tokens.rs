@@ -848,6 +848,51 @@ impl Authorizer for TokenAuthorizer {
         }
     }
 
+    /// The token's id (names need not be unique); `None` while no token exists.
+    fn writer(&self, headers: &http::HeaderMap) -> Option<String> {
+        if self.open() {
+            return None;
+        }
+        match credentials(headers).map(|secret| self.store.find(&secret)) {
+            Some(Found::Valid(entry)) => Some(entry.record.id),
+            _ => None,
+        }
+    }
+
+    /// `admin:*` only, once a token exists; open like [`Authorizer::authorize`] before.
+    fn authorize_server(&self, headers: &http::HeaderMap) -> Result<(), ApiError> {
+        if self.open() {
+            return Ok(());
+        }
+        let Some(secret) = credentials(headers) else {
+            return Err(ApiError::Unauthorized {
+                reason: "server-wide figures need an admin:* token".to_string(),
+            });
+        };
+        match self.store.find(&secret) {
+            Found::Valid(entry)
+                if entry
+                    .scopes
+                    .iter()
+                    .any(|s| s.level == Level::Admin && s.pattern == Pattern::All) =>
+            {
+                Ok(())
+            }
+            Found::Valid(entry) => Err(ApiError::Forbidden {
+                reason: format!(
+                    "token {} ({}) is not admin:*; server-wide figures need an admin:* token",
+                    entry.record.id, entry.record.name
+                ),
+            }),
+            Found::Expired { id, at } => Err(ApiError::Unauthorized {
+                reason: format!("token {id} expired at {}", format_time(at)),
+            }),
+            Found::Unknown => Err(ApiError::Unauthorized {
+                reason: "the token is not valid (unknown or revoked)".to_string(),
+            }),
+        }
+    }
+
     /// The token's name; without tokens, whatever the client claims (as [`AllowAll`]).
     ///
     /// [`AllowAll`]: crate::auth::AllowAll

@@ -88,7 +88,7 @@ pub async fn put_object<B>(
 ) -> Result<(), ApiError>
 where
     B: hyper::body::Body<Data = Bytes> + Send + Unpin,
-    B::Error: std::fmt::Display,
+    B::Error: std::error::Error + Send + Sync + 'static,
 {
     let started = Instant::now();
     let limit = state.config().max_lfs_object_bytes;
@@ -255,7 +255,7 @@ pub async fn ingest<B>(
 ) -> Result<(Ingested, StagedPacks), ApiError>
 where
     B: hyper::body::Body<Data = Bytes> + Send + Unpin,
-    B::Error: std::fmt::Display,
+    B::Error: std::error::Error + Send + Sync + 'static,
 {
     let staged = StagedPacks::new(state);
     let readable = tenancy::repo_packs(&**state.storage(), repo).await?;
@@ -294,7 +294,7 @@ async fn feed<B>(
 ) -> Result<(), ApiError>
 where
     B: hyper::body::Body<Data = Bytes> + Unpin,
-    B::Error: std::fmt::Display,
+    B::Error: std::error::Error + Send + Sync + 'static,
 {
     let mut parts = Vec::new();
     let mut len = 0;
