@@ -7,6 +7,7 @@
 //! repos/<namespace>/<repo>/locks/<path hash>.json          Git LFS locks, one per path
 //! repos/<namespace>/<repo>/packs/<ab>/<pack hex>.ref       packs this repository may read
 //! meta/pack-refs-v1                                        marks the refs as complete
+//! damaged/<ab>/<pack hex>.json                             a pack found damaged (scrub)
 //! ```
 //! A `.ref` is empty: its existence is the grant (see [`crate::tenancy`]).
 //! `<ab>` is the first two hex digits of the id (one level of fan-out keeps directories
@@ -94,6 +95,26 @@ pub fn parse_recipe_key(key: &str) -> Option<(RepoName, Oid)> {
     (*fan == &hex[..2]).then_some((repo, oid))
 }
 
+/// Prefix under which the records of damaged packs live (see [`crate::scrub`]).
+pub const DAMAGED_PREFIX: &str = "damaged/";
+const DAMAGED_SUFFIX: &str = ".json";
+
+/// Where the record that `pack` was found damaged lives (a small JSON object saying
+/// what is wrong and when it was found).
+pub fn damaged_key(pack: &PackId) -> String {
+    let hex = pack.to_hex();
+    format!("{DAMAGED_PREFIX}{}/{hex}{DAMAGED_SUFFIX}", &hex[..2])
+}
+
+/// The pack a key under [`DAMAGED_PREFIX`] names, if it is a well-formed record key.
+pub fn parse_damaged_key(key: &str) -> Option<PackId> {
+    let rest = key.strip_prefix(DAMAGED_PREFIX)?;
+    let (fan, file) = rest.split_once('/')?;
+    let hex = file.strip_suffix(DAMAGED_SUFFIX)?;
+    let id = PackId::from_hex(hex).ok()?;
+    (fan == &hex[..2]).then_some(id)
+}
+
 const LOCK_SUFFIX: &str = ".json";
 
 /// Prefix (directory) under which the Git LFS locks of `repo` live.
@@ -162,5 +183,12 @@ mod tests {
         );
         assert_eq!(parse_recipe_key(&grant), None);
         assert_eq!(parse_recipe_key(&lock), None);
+
+        let damaged = damaged_key(&pack);
+        assert_eq!(damaged, format!("damaged/ab/{}.json", "ab".repeat(32)));
+        crate::storage::validate_key(&damaged).unwrap();
+        assert_eq!(parse_damaged_key(&damaged), Some(pack));
+        assert_eq!(parse_damaged_key(&key), None);
+        assert_eq!(parse_damaged_key("damaged/cd/x.json"), None);
     }
 }
