@@ -51,7 +51,10 @@ fn a_damaged_pack_is_found_named_and_repaired_by_a_push(w: World) {
     // The client notices: the server checks its copy and says which file is damaged.
     let out = w.env.git_output(&repo, &["model", "fsck", "--remote"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "fsck --remote missed the damage: {stderr}");
+    assert!(
+        !out.status.success(),
+        "fsck --remote missed the damage: {stderr}"
+    );
     assert!(
         stderr.contains(rel) && stderr.contains(&oid) && stderr.contains("damaged"),
         "{stderr}"
