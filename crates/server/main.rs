@@ -306,33 +306,8 @@ async fn scrub(
     } else {
         0.0
     };
-    let file = |f: &gitmodel_server::scrub::FileName| serde_json::json!({ "repo": f.repo, "oid": f.oid.to_hex() });
     if json {
-        // One stable shape (docs/json.md); sizes in bytes.
-        let out = serde_json::json!({
-            "command": "scrub",
-            "ok": report.is_clean(),
-            "dry_run": dry_run,
-            "packs": report.packs,
-            "pack_bytes": report.pack_bytes,
-            "recipes": report.recipes,
-            "seconds": report.seconds,
-            "mib_per_second": rate,
-            "damaged_packs": report.damaged.iter().map(|d| serde_json::json!({
-                "pack": d.pack.to_hex(),
-                "problem": d.what,
-                "files": d.files.iter().map(file).collect::<Vec<_>>(),
-            })).collect::<Vec<_>>(),
-            "bad_recipes": report.bad_recipes.iter().map(|b| serde_json::json!({
-                "repo": b.file.repo,
-                "oid": b.file.oid.to_hex(),
-                "problem": b.what,
-            })).collect::<Vec<_>>(),
-            "affected_files": report.affected_files().iter().map(file).collect::<Vec<_>>(),
-            "records_written": report.records_written,
-            "records_cleared": report.records_cleared,
-        });
-        println!("{out}");
+        println!("{}", scrub_json(&report, dry_run, rate));
     } else {
         println!(
             "{} pack(s) ({mib:.1} MiB) and {} recipe(s) checked in {:.2} s ({rate:.0} MiB/s): {} damaged pack(s), {} bad recipe(s){}",
@@ -377,6 +352,80 @@ async fn scrub(
         });
     }
     Ok(())
+}
+
+/// `scrub --json`: one object, `command` first (docs/json.md).
+fn scrub_json(report: &gitmodel_server::scrub::ScrubReport, dry_run: bool, rate: f64) -> String {
+    #[derive(serde::Serialize)]
+    struct File {
+        repo: String,
+        oid: String,
+    }
+    #[derive(serde::Serialize)]
+    struct Damaged {
+        pack: String,
+        problem: String,
+        files: Vec<File>,
+    }
+    #[derive(serde::Serialize)]
+    struct Bad {
+        repo: String,
+        oid: String,
+        problem: String,
+    }
+    #[derive(serde::Serialize)]
+    struct Scrub {
+        command: &'static str,
+        ok: bool,
+        dry_run: bool,
+        packs: usize,
+        pack_bytes: u64,
+        recipes: usize,
+        seconds: f64,
+        mib_per_second: f64,
+        damaged_packs: Vec<Damaged>,
+        bad_recipes: Vec<Bad>,
+        affected_files: Vec<File>,
+        records_written: usize,
+        records_cleared: usize,
+    }
+    let file = |f: &gitmodel_server::scrub::FileName| File {
+        repo: f.repo.clone(),
+        oid: f.oid.to_hex(),
+    };
+    let out = Scrub {
+        command: "scrub",
+        ok: report.is_clean(),
+        dry_run,
+        packs: report.packs,
+        pack_bytes: report.pack_bytes,
+        recipes: report.recipes,
+        seconds: report.seconds,
+        mib_per_second: rate,
+        damaged_packs: report
+            .damaged
+            .iter()
+            .map(|d| Damaged {
+                pack: d.pack.to_hex(),
+                problem: d.what.clone(),
+                files: d.files.iter().map(file).collect(),
+            })
+            .collect(),
+        bad_recipes: report
+            .bad_recipes
+            .iter()
+            .map(|b| Bad {
+                repo: b.file.repo.clone(),
+                oid: b.file.oid.to_hex(),
+                problem: b.what.clone(),
+            })
+            .collect(),
+        affected_files: report.affected_files().iter().map(file).collect(),
+        records_written: report.records_written,
+        records_cleared: report.records_cleared,
+    };
+    // Plain strings and numbers: serializing cannot fail.
+    serde_json::to_string(&out).unwrap_or_default()
 }
 
 /// The configured store, for the maintenance subcommands.
