@@ -625,6 +625,16 @@ pub async fn verify_files(
     repo: &RepoName,
     files: &[VerifyFile],
 ) -> Result<Vec<VerifyResult>, ApiError> {
+    verify_files_within(state, repo, files, VERIFY_BUDGET_BYTES).await
+}
+
+/// [`verify_files`] with a budget of `budget` bytes.
+async fn verify_files_within(
+    state: &AppState,
+    repo: &RepoName,
+    files: &[VerifyFile],
+    budget: u64,
+) -> Result<Vec<VerifyResult>, ApiError> {
     if files.len() > MAX_VERIFY_FILES {
         return Err(ApiError::BadRequest {
             what: format!(
@@ -655,7 +665,7 @@ pub async fn verify_files(
                     }),
                 }
             };
-        if spent >= VERIFY_BUDGET_BYTES && worked {
+        if spent >= budget && worked {
             out.push(result("pending", file.from, None, None));
             continue;
         }
@@ -687,7 +697,7 @@ pub async fn verify_files(
             if i < file.from {
                 continue;
             }
-            if spent >= VERIFY_BUDGET_BYTES && worked {
+            if spent >= budget && worked {
                 verdict = result("pending", i, None, None);
                 break;
             }
@@ -870,6 +880,105 @@ mod tests {
         );
         clear_damage(&*storage, &pack).await.unwrap();
         assert!(damaged_packs(&*storage).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn verification_resumes_where_its_budget_ran_out() {
+        use crate::state::ServerConfig;
+        let dir = tempfile::tempdir().unwrap();
+        let config = ServerConfig::new(([127, 0, 0, 1], 0).into(), dir.path());
+        let state = AppState::open_local(config).await.unwrap();
+        let repo = RepoName::new("acme", "vision").unwrap();
+        // A file over three packs: three segments.
+        let raws: Vec<Vec<u8>> = (0..6).map(|i| noise(i, 40_000)).collect();
+        let mut packs = Vec::new();
+        for pair in raws.chunks(2) {
+            let (pack, bytes, entries) = pack_of(pair);
+            state
+                .store_pack(pack, bytes.into(), &entries)
+                .await
+                .unwrap();
+            packs.push(pack);
+        }
+        crate::tenancy::grant(state.storage(), &repo, packs.clone())
+            .await
+            .unwrap();
+        let data: Vec<u8> = raws.concat();
+        let unlocated = Recipe {
+            chunker: 1,
+            oid: Oid::of(&data),
+            size: data.len() as u64,
+            chunks: raws
+                .iter()
+                .map(|r| RecipeChunk {
+                    id: ChunkId::of(r),
+                    raw_len: r.len() as u32,
+                })
+                .collect(),
+            segments: Vec::new(),
+        };
+        let located = state
+            .locate_fresh(&repo, &unlocated)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(located.recipe.segments.len(), 3);
+        crate::register::store_recipe(&state, &repo, &located.recipe)
+            .await
+            .unwrap();
+        let absent = Oid::of(b"absent");
+        let ask = |from: u32| {
+            vec![
+                VerifyFile {
+                    oid: unlocated.oid.to_hex(),
+                    from,
+                },
+                VerifyFile {
+                    oid: absent.to_hex(),
+                    from: 0,
+                },
+            ]
+        };
+        // A budget of one byte: one segment per request, then `pending`.
+        let mut from = 0;
+        let mut rounds = 0;
+        loop {
+            rounds += 1;
+            let got = verify_files_within(&state, &repo, &ask(from), 1)
+                .await
+                .unwrap();
+            match got[0].status.as_str() {
+                "pending" => {
+                    assert_eq!(got[0].next, from + 1, "one segment per request");
+                    assert_eq!(got[1].status, "pending", "not reached");
+                    from = got[0].next;
+                }
+                "ok" => {
+                    assert_eq!(got[1].status, "pending");
+                    break;
+                }
+                other => panic!("{other}: {got:?}"),
+            }
+        }
+        assert_eq!(rounds, 3);
+        let whole = verify_files(&state, &repo, &ask(0)).await.unwrap();
+        assert_eq!((&*whole[0].status, &*whole[1].status), ("ok", "missing"));
+
+        // Damage in the last pack is found from where the client resumes, and recorded.
+        let key = keys::pack_key(&packs[2]);
+        let mut bytes = state.storage().get(&key).await.unwrap().to_vec();
+        bytes[HEADER_LEN as usize + 48 + 10] ^= 1;
+        state.storage().put(&key, bytes.into()).await.unwrap();
+        let got = verify_files_within(&state, &repo, &ask(2), 1)
+            .await
+            .unwrap();
+        assert_eq!(got[0].status, "damaged", "{got:?}");
+        assert_eq!(got[0].pack.as_deref(), Some(&*packs[2].to_hex()));
+        assert_eq!(
+            damaged_packs(&**state.storage()).await.unwrap(),
+            HashSet::from([packs[2]])
+        );
+        assert!(!state.usable_packs(&repo).await.unwrap().contains(&packs[2]));
     }
 
     #[test]
