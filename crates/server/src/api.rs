@@ -428,12 +428,7 @@ async fn files_exist(
     body: &[u8],
 ) -> Result<Response<ResponseBody>, ApiError> {
     let oids: Vec<Oid> = decode_ids(body)?.into_iter().map(Oid).collect();
-    let mut damaged = crate::scrub::damaged_packs(&**state.storage()).await?;
-    if !damaged.is_empty() {
-        let readable = tenancy::repo_packs(&**state.storage(), repo).await?;
-        damaged.retain(|p| readable.contains(p));
-    }
-    let damaged = Arc::new(damaged);
+    let damaged = Arc::new(crate::scrub::damaged_for(state, repo).await?);
     let mut answer = vec![0u8; oids.len()];
     let mut pending = oids.iter().enumerate();
     let mut tasks = JoinSet::new();
@@ -445,7 +440,10 @@ async fn files_exist(
             let storage = Arc::clone(state.storage());
             let key = keys::recipe_key(repo, oid);
             let damaged = Arc::clone(&damaged);
-            tasks.spawn(async move { (i, recipe_vouched(&*storage, &key, &damaged).await) });
+            tasks.spawn(async move {
+                let vouched = crate::scrub::recipe_vouched(&*storage, &key, &damaged).await;
+                (i, vouched)
+            });
         }
         let Some(joined) = tasks.join_next().await else {
             break;
@@ -456,27 +454,6 @@ async fn files_exist(
         }
     }
     Ok(binary(StatusCode::OK, BINARY, answer.into()))
-}
-
-/// Whether the recipe at `key` exists and names none of the `damaged` packs (which are
-/// the repository's own). Only a `HEAD` while nothing it may read is damaged.
-async fn recipe_vouched(
-    storage: &dyn crate::storage::Storage,
-    key: &str,
-    damaged: &std::collections::HashSet<PackId>,
-) -> Result<bool, StorageError> {
-    if damaged.is_empty() {
-        return Ok(storage.head(key).await?.is_some());
-    }
-    let bytes = match storage.get(key).await {
-        Ok(bytes) => bytes,
-        Err(StorageError::NotFound { .. }) => return Ok(false),
-        Err(e) => return Err(e),
-    };
-    Ok(match gitmodel_format::Recipe::decode(&bytes) {
-        Ok(recipe) => !recipe.segments.iter().any(|s| damaged.contains(&s.pack)),
-        Err(_) => false,
-    })
 }
 
 /// `PUT packs/<id>`: verifies the pack, stores it (once for the whole server; a damaged

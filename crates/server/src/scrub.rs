@@ -336,6 +336,41 @@ pub async fn damaged_packs(storage: &dyn Storage) -> Result<HashSet<PackId>, Sto
         .collect())
 }
 
+/// The packs `repo` may read that are recorded as damaged: one listing of `damaged/`,
+/// and, only when it is not empty, one of the repository's pack records.
+pub async fn damaged_for(
+    state: &AppState,
+    repo: &RepoName,
+) -> Result<HashSet<PackId>, StorageError> {
+    let mut damaged = damaged_packs(&**state.storage()).await?;
+    if !damaged.is_empty() {
+        let readable = crate::tenancy::repo_packs(&**state.storage(), repo).await?;
+        damaged.retain(|p| readable.contains(p));
+    }
+    Ok(damaged)
+}
+
+/// Whether the recipe at `key` exists and names none of the `damaged` packs (which are
+/// the repository's own). Only a `HEAD` while nothing it may read is damaged.
+pub async fn recipe_vouched(
+    storage: &dyn Storage,
+    key: &str,
+    damaged: &HashSet<PackId>,
+) -> Result<bool, StorageError> {
+    if damaged.is_empty() {
+        return Ok(storage.head(key).await?.is_some());
+    }
+    let bytes = match storage.get(key).await {
+        Ok(bytes) => bytes,
+        Err(StorageError::NotFound { .. }) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    Ok(match Recipe::decode(&bytes) {
+        Ok(recipe) => !recipe.segments.iter().any(|s| damaged.contains(&s.pack)),
+        Err(_) => false,
+    })
+}
+
 /// Whether the stored object at `key` holds exactly `bytes`, read in windows.
 pub async fn stored_equals(
     storage: &dyn Storage,

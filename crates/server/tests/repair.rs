@@ -52,17 +52,29 @@ impl TestServer {
         path: &str,
         body: impl Into<Bytes>,
     ) -> (StatusCode, Bytes) {
+        self.request_with(method, path, &[], body).await
+    }
+
+    async fn request_with(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> (StatusCode, Bytes) {
         let stream = TcpStream::connect(self.addr).await.expect("connect");
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .expect("handshake");
         tokio::spawn(conn);
-        let req = Request::builder()
+        let mut req = Request::builder()
             .method(method.clone())
             .uri(path)
-            .header(http::header::HOST, "localhost")
-            .body(Full::new(body.into()))
-            .expect("request");
+            .header(http::header::HOST, "localhost");
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let req = req.body(Full::new(body.into())).expect("request");
         let resp = sender
             .send_request(req)
             .await
@@ -291,6 +303,75 @@ async fn a_pack_found_damaged_is_not_vouched_for_until_it_is_uploaded_again() {
     assert!(
         got[..] == fx.data[..],
         "the repaired file downloads byte-exact"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_git_lfs_upload_repairs_a_file_whose_pack_is_damaged() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let fx = Fixture::new("acme/vision", 4);
+    let object = format!("/acme/vision/info/lfs/objects/{}", fx.oid());
+    let put = || async {
+        let headers = [("content-type", "application/octet-stream")];
+        let (status, body) = server
+            .request_with(Method::PUT, &object, &headers, fx.data.clone())
+            .await;
+        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    };
+    let asks_for_upload = || async {
+        let media = "application/vnd.git-lfs+json";
+        let batch = serde_json::json!({"operation": "upload", "transfers": ["basic"],
+            "objects": [{"oid": fx.oid().to_hex(), "size": fx.data.len()}]});
+        let (status, body) = server
+            .request_with(
+                Method::POST,
+                "/acme/vision/info/lfs/objects/batch",
+                &[("accept", media), ("content-type", media)],
+                serde_json::to_vec(&batch).unwrap(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+        let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        !answer["objects"][0]["actions"]["upload"].is_null()
+    };
+    put().await;
+    assert!(!asks_for_upload().await, "stored: no upload needed");
+
+    // The server built the pack; damage it, and let a verification find it.
+    let mut packs = Vec::new();
+    for fan in std::fs::read_dir(dir.path().join("packs"))
+        .unwrap()
+        .flatten()
+    {
+        packs.extend(
+            std::fs::read_dir(fan.path())
+                .unwrap()
+                .flatten()
+                .map(|e| e.path()),
+        );
+    }
+    assert_eq!(packs.len(), 1);
+    let mut bytes = std::fs::read(&packs[0]).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x40;
+    std::fs::write(&packs[0], bytes).unwrap();
+    assert_eq!(fx.verify(&server).await.status, "damaged");
+
+    // The Git LFS client is asked for the object again, and its upload repairs the file.
+    assert!(
+        asks_for_upload().await,
+        "a damaged copy must be asked for again"
+    );
+    put().await;
+    assert_eq!(fx.verify(&server).await.status, "ok");
+    assert_eq!(fx.file_present(&server).await, 1);
+    assert!(!asks_for_upload().await);
+    let got = server.ok(Method::GET, &object, "").await;
+    assert!(
+        got[..] == fx.data[..],
+        "the repaired object downloads byte-exact"
     );
     server.stop().await;
 }
