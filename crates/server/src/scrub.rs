@@ -350,25 +350,58 @@ pub async fn damaged_for(
     Ok(damaged)
 }
 
+/// Recipe layout (`docs/formats.md`): a 64-byte header (magic, version, chunker, oid,
+/// size, chunk count, segment count), 36 bytes per chunk, then 56 per segment (pack id
+/// first).
+const RECIPE_HEADER_LEN: u64 = 64;
+const RECIPE_CHUNK_LEN: u64 = 36;
+const RECIPE_SEGMENT_LEN: u64 = 56;
+
 /// Whether the recipe at `key` exists and names none of the `damaged` packs (which are
-/// the repository's own). Only a `HEAD` while nothing it may read is damaged.
+/// the repository's own). Only a `HEAD` while nothing it may read is damaged; otherwise
+/// its header and its segments are read (not its chunk list: memory stays small even for
+/// the recipe of a huge file). A recipe whose layout does not add up is not vouched for.
 pub async fn recipe_vouched(
     storage: &dyn Storage,
     key: &str,
     damaged: &HashSet<PackId>,
 ) -> Result<bool, StorageError> {
-    if damaged.is_empty() {
-        return Ok(storage.head(key).await?.is_some());
-    }
-    let bytes = match storage.get(key).await {
-        Ok(bytes) => bytes,
-        Err(StorageError::NotFound { .. }) => return Ok(false),
-        Err(e) => return Err(e),
+    let Some(size) = storage.head(key).await? else {
+        return Ok(false);
     };
-    Ok(match Recipe::decode(&bytes) {
-        Ok(recipe) => !recipe.segments.iter().any(|s| damaged.contains(&s.pack)),
-        Err(_) => false,
-    })
+    if damaged.is_empty() {
+        return Ok(true);
+    }
+    let read = |range: Range<u64>| async move {
+        match storage.get_range(key, range).await {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(StorageError::NotFound { .. } | StorageError::InvalidRange { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    };
+    if size < RECIPE_HEADER_LEN {
+        return Ok(false);
+    }
+    let Some(header) = read(0..RECIPE_HEADER_LEN).await? else {
+        return Ok(false);
+    };
+    let u32_at = |at: usize| u64::from(u32::from_le_bytes(header[at..at + 4].try_into().unwrap()));
+    if &header[..8] != gitmodel_format::recipe::RECIPE_MAGIC
+        || u32_at(8) != u64::from(gitmodel_format::recipe::RECIPE_VERSION)
+    {
+        return Ok(false);
+    }
+    let segments_at = RECIPE_HEADER_LEN + u32_at(56) * RECIPE_CHUNK_LEN;
+    if segments_at + u32_at(60) * RECIPE_SEGMENT_LEN != size {
+        return Ok(false);
+    }
+    let Some(segments) = read(segments_at..size).await? else {
+        return Ok(false);
+    };
+    Ok(!segments
+        .chunks_exact(RECIPE_SEGMENT_LEN as usize)
+        .filter_map(PackId::from_slice)
+        .any(|pack| damaged.contains(&pack)))
 }
 
 /// Whether the stored object at `key` holds exactly `bytes`, read in windows.
