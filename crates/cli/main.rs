@@ -93,7 +93,7 @@ enum Command {
         /// Every branch and tag.
         #[arg(long)]
         all: bool,
-        /// Also ask the server.
+        /// Also ask the server whether it has every file, and to check its copies.
         #[arg(long)]
         remote: bool,
     },

@@ -1,4 +1,5 @@
-//! Store maintenance: `fsck` (is every pointer's content here, intact, and on the server?)
+//! Store maintenance: `fsck` (is every pointer's content here, intact, and on the server,
+//! intact there too?)
 //! and `prune` (drop local chunks no recent ref needs, never any the server lacks).
 
 use std::collections::HashSet;
@@ -74,21 +75,8 @@ pub fn fsck(refs: &[String], all: bool, remote: bool) -> Result<()> {
     }
     let mut on_server = None;
     if remote {
-        let r = repo.remote()?;
-        let oids: Vec<Oid> = found.iter().map(|f| f.pointer.oid).collect();
-        let present = r.files_exist(&oids)?;
-        let mut n = 0;
-        for (f, there) in found.iter().zip(present) {
-            if there {
-                n += 1;
-            } else {
-                problems.push(Problem {
-                    path: f.path.clone(),
-                    oid: f.pointer.oid.to_hex(),
-                    problem: format!("not on the server {}", r.url()),
-                });
-            }
-        }
+        let (n, found_problems) = check_remote(&repo, &found)?;
+        problems.extend(found_problems);
         on_server = Some(n);
     }
     let lines: Vec<String> = problems
@@ -118,6 +106,53 @@ pub fn fsck(refs: &[String], all: bool, remote: bool) -> Result<()> {
         bail!("{} problem(s):\n  {}", lines.len(), lines.join("\n  "));
     }
     Ok(())
+}
+
+/// `fsck --remote`: has the server every file, and is its copy intact? The server checks
+/// its own storage (`files/verify`: every chunk of every file read and hashed there, no
+/// file content crosses the network); a server without that endpoint is only asked
+/// whether it has the files. Returns how many are there and intact, and the problems.
+fn check_remote(repo: &Repo, found: &[Found]) -> Result<(usize, Vec<Problem>)> {
+    let r = repo.remote()?;
+    let oids: Vec<Oid> = found.iter().map(|f| f.pointer.oid).collect();
+    let problem = |f: &Found, what: String| Problem {
+        path: f.path.clone(),
+        oid: f.pointer.oid.to_hex(),
+        problem: what,
+    };
+    let mut problems = Vec::new();
+    let mut n = 0;
+    let verified = match r.verify_files(&oids) {
+        Ok(results) => results,
+        Err(gitmodel_client::ClientError::Http {
+            status: 404 | 405, ..
+        }) => {
+            tracing::warn!("{} cannot verify its copies (an older server): only asking whether it has the files", r.url());
+            for (f, there) in found.iter().zip(r.files_exist(&oids)?) {
+                if there {
+                    n += 1;
+                } else {
+                    problems.push(problem(f, format!("not on the server {}", r.url())));
+                }
+            }
+            return Ok((n, problems));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    for (f, result) in found.iter().zip(verified) {
+        match result.status.as_str() {
+            "ok" => n += 1,
+            "missing" => problems.push(problem(f, format!("not on the server {}", r.url()))),
+            status => {
+                let message = result.error.map(|e| e.message).unwrap_or_default();
+                problems.push(problem(
+                    f,
+                    format!("the server's copy is {status}: {message}"),
+                ));
+            }
+        }
+    }
+    Ok((n, problems))
 }
 
 /// Files needed locally: the index, HEAD, and tips of refs committed within `age`.

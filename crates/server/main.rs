@@ -2,11 +2,13 @@
 //! binds, announces the address on stdout, and serves until SIGTERM or Ctrl-C. All the
 //! work is in the `gitmodel-server` library.
 //!
-//! `git-model-server token create|list|revoke` manages access tokens instead of serving.
+//! `git-model-server token create|list|revoke` manages access tokens instead of serving;
+//! `gc`, `scrub` (alias `fsck`) and `delete-repo` maintain the store.
 //!
 //! Exit codes: 0 after a clean shutdown, 2 for unusable configuration (bad flags, an
 //! unusable data directory, an address that cannot be bound, a non-loopback address
-//! without tokens or `--allow-anonymous`), 1 for anything else.
+//! without tokens or `--allow-anonymous`), 1 for anything else (including damage found
+//! by `scrub`).
 #![forbid(unsafe_code)]
 
 use std::io::Write;
@@ -120,6 +122,14 @@ async fn run(args: Args) -> Result<(), Failure> {
         options.rescue_wait = duration("--rescue-wait", rescue_wait)?;
         options.dry_run = *dry_run;
         return gc(&args, tokens_dir, &options, *json).await;
+    }
+    if let Some(gitmodel_server::security::Command::Scrub {
+        json,
+        jobs,
+        dry_run,
+    }) = &args.command
+    {
+        return scrub(&args, tokens_dir, *json, *jobs, *dry_run).await;
     }
     if let Some(gitmodel_server::security::Command::DeleteRepo { name }) = &args.command {
         let (ns, repo) = name.split_once('/').ok_or_else(|| {
@@ -296,6 +306,151 @@ async fn gc(
         );
     }
     Ok(())
+}
+
+/// `git-model-server scrub`: checks every pack and recipe of the configured store.
+async fn scrub(
+    args: &Args,
+    data_dir: Option<PathBuf>,
+    json: bool,
+    jobs: Option<usize>,
+    dry_run: bool,
+) -> Result<(), Failure> {
+    let storage = open_storage(args, data_dir)?;
+    let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let report = gitmodel_server::scrub::scrub(storage, jobs, !dry_run)
+        .await
+        .context("scrub")
+        .map_err(|error| Failure {
+            config: false,
+            error,
+        })?;
+    let mib = report.pack_bytes as f64 / (1024.0 * 1024.0);
+    let rate = if report.seconds > 0.0 {
+        mib / report.seconds
+    } else {
+        0.0
+    };
+    if json {
+        println!("{}", scrub_json(&report, dry_run, rate));
+    } else {
+        println!(
+            "{} pack(s) ({mib:.1} MiB) and {} recipe(s) checked in {:.2} s ({rate:.0} MiB/s): {} damaged pack(s), {} bad recipe(s){}",
+            report.packs,
+            report.recipes,
+            report.seconds,
+            report.damaged.len(),
+            report.bad_recipes.len(),
+            if report.records_cleared > 0 {
+                format!("; {} damage record(s) cleared", report.records_cleared)
+            } else {
+                String::new()
+            },
+        );
+        for d in &report.damaged {
+            println!("damaged pack {}: {}", d.pack, d.what);
+            if d.files.is_empty() {
+                println!("  used by no file (gc removes it)");
+            }
+            for f in &d.files {
+                println!("  affects {} {}", f.repo, f.oid);
+            }
+        }
+        for b in &report.bad_recipes {
+            println!("bad recipe {} {}: {}", b.file.repo, b.file.oid, b.what);
+        }
+    }
+    if !report.is_clean() {
+        return Err(Failure {
+            config: false,
+            error: anyhow::anyhow!(
+                "damage found: {} damaged pack(s), {} bad recipe(s), {} file(s) affected{}",
+                report.damaged.len(),
+                report.bad_recipes.len(),
+                report.affected_files().len(),
+                if dry_run {
+                    ""
+                } else {
+                    "; servers no longer vouch for the damaged packs, and a `git model push` from a clone holding the files repairs them"
+                }
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// `scrub --json`: one object, `command` first (docs/json.md).
+fn scrub_json(report: &gitmodel_server::scrub::ScrubReport, dry_run: bool, rate: f64) -> String {
+    #[derive(serde::Serialize)]
+    struct File {
+        repo: String,
+        oid: String,
+    }
+    #[derive(serde::Serialize)]
+    struct Damaged {
+        pack: String,
+        problem: String,
+        files: Vec<File>,
+    }
+    #[derive(serde::Serialize)]
+    struct Bad {
+        repo: String,
+        oid: String,
+        problem: String,
+    }
+    #[derive(serde::Serialize)]
+    struct Scrub {
+        command: &'static str,
+        ok: bool,
+        dry_run: bool,
+        packs: usize,
+        pack_bytes: u64,
+        recipes: usize,
+        seconds: f64,
+        mib_per_second: f64,
+        damaged_packs: Vec<Damaged>,
+        bad_recipes: Vec<Bad>,
+        affected_files: Vec<File>,
+        records_written: usize,
+        records_cleared: usize,
+    }
+    let file = |f: &gitmodel_server::scrub::FileName| File {
+        repo: f.repo.clone(),
+        oid: f.oid.to_hex(),
+    };
+    let out = Scrub {
+        command: "scrub",
+        ok: report.is_clean(),
+        dry_run,
+        packs: report.packs,
+        pack_bytes: report.pack_bytes,
+        recipes: report.recipes,
+        seconds: report.seconds,
+        mib_per_second: rate,
+        damaged_packs: report
+            .damaged
+            .iter()
+            .map(|d| Damaged {
+                pack: d.pack.to_hex(),
+                problem: d.what.clone(),
+                files: d.files.iter().map(file).collect(),
+            })
+            .collect(),
+        bad_recipes: report
+            .bad_recipes
+            .iter()
+            .map(|b| Bad {
+                repo: b.file.repo.clone(),
+                oid: b.file.oid.to_hex(),
+                problem: b.what.clone(),
+            })
+            .collect(),
+        affected_files: report.affected_files().iter().map(file).collect(),
+        records_written: report.records_written,
+        records_cleared: report.records_cleared,
+    };
+    // Plain strings and numbers: serializing cannot fail.
+    serde_json::to_string(&out).unwrap_or_default()
 }
 
 /// The configured store, for the maintenance subcommands.

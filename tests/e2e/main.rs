@@ -14,6 +14,7 @@ mod lfs;
 mod ml;
 mod registry;
 mod reliability;
+mod repair;
 mod s3;
 mod security;
 

@@ -442,6 +442,70 @@ impl Remote {
                 what: "no total length in Content-Range".into(),
             })
     }
+
+    /// Asks the server to check its copies of `oids` against its storage
+    /// (`files/verify`): one final result per file, in order, with status `ok`,
+    /// `damaged` or `missing`. Files the server could not finish within one request's
+    /// budget are asked about again from where it stopped, until none is pending.
+    pub fn verify_files(&self, oids: &[Oid]) -> Result<Vec<proto::VerifyResult>, ClientError> {
+        let url = self.endpoint(&proto::files_verify_path());
+        let mut done: Vec<Option<proto::VerifyResult>> = vec![None; oids.len()];
+        let mut pending: Vec<(usize, u32)> = (0..oids.len()).map(|i| (i, 0)).collect();
+        while !pending.is_empty() {
+            let mut next = Vec::new();
+            let mut progressed = false;
+            for batch in pending.chunks(proto::MAX_VERIFY_FILES) {
+                let request = proto::VerifyRequest {
+                    files: batch
+                        .iter()
+                        .map(|&(i, from)| proto::VerifyFile {
+                            oid: oids[i].to_hex(),
+                            from,
+                        })
+                        .collect(),
+                };
+                let body = serde_json::to_vec(&request).map_err(|e| ClientError::Protocol {
+                    url: url.clone(),
+                    what: e.to_string(),
+                })?;
+                let answer = self.send_read(&url, MAX_JSON_BYTES, || {
+                    self.request("POST", &url)
+                        .set("Content-Type", "application/json")
+                        .send_bytes(&body)
+                })?;
+                let answer: proto::VerifyResponse = json(&url, &answer.body)?;
+                if answer.files.len() != batch.len() {
+                    return Err(ClientError::Protocol {
+                        url,
+                        what: format!("{} results for {} files", answer.files.len(), batch.len()),
+                    });
+                }
+                for (&(i, from), result) in batch.iter().zip(answer.files) {
+                    if result.oid != oids[i].to_hex() {
+                        return Err(ClientError::Protocol {
+                            url,
+                            what: format!("result for {} where {} was asked", result.oid, oids[i]),
+                        });
+                    }
+                    if result.status == "pending" {
+                        progressed |= result.next > from;
+                        next.push((i, result.next));
+                    } else {
+                        progressed = true;
+                        done[i] = Some(result);
+                    }
+                }
+            }
+            if !progressed {
+                return Err(ClientError::Protocol {
+                    url,
+                    what: "the verification made no progress".into(),
+                });
+            }
+            pending = next;
+        }
+        Ok(done.into_iter().flatten().collect())
+    }
 }
 
 /// The credentials of a [`Remote`], shared by its clones and threads.

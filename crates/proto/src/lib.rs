@@ -11,6 +11,7 @@
 //! | GET  | `model/v1/packs/<pack id>` | (`Range: bytes=a-b`) → pack bytes |
 //! | POST | `model/v1/files` | concatenated unlocated recipes → [`RegisterResponse`] |
 //! | GET  | `model/v1/files/<oid>` | → the located recipe |
+//! | POST | `model/v1/files/verify` | [`VerifyRequest`] → [`VerifyResponse`] |
 //!
 //! Errors are JSON [`ErrorBody`] with an HTTP status.
 #![forbid(unsafe_code)]
@@ -35,6 +36,9 @@ pub fn files_exist_path() -> String {
 }
 pub fn files_path() -> String {
     format!("{API_PREFIX}/files")
+}
+pub fn files_verify_path() -> String {
+    format!("{API_PREFIX}/files/verify")
 }
 pub fn file_path(oid: &gitmodel_format::Oid) -> String {
     format!("{API_PREFIX}/files/{oid}")
@@ -120,6 +124,44 @@ pub struct RegisterResult {
     pub oid: String,
     pub ok: bool,
     /// Why the file was refused (e.g. missing chunks, hash mismatch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorDetail>,
+}
+
+/// Most files named in one `files/verify` request.
+pub const MAX_VERIFY_FILES: usize = 1024;
+
+/// Body of `files/verify`: the files to check against the server's storage.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VerifyRequest {
+    pub files: Vec<VerifyFile>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VerifyFile {
+    pub oid: String,
+    /// The recipe segment to start from: the `next` of an earlier `pending` answer.
+    #[serde(default)]
+    pub from: u32,
+}
+
+/// Answer to `files/verify`: one entry per file, in order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VerifyResponse {
+    pub files: Vec<VerifyResult>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VerifyResult {
+    pub oid: String,
+    /// `ok`, `damaged`, `missing` (not registered in this repository) or `pending` (not
+    /// finished within this request's budget: ask again with `from` = `next`).
+    pub status: String,
+    #[serde(default)]
+    pub next: u32,
+    /// The damaged pack, when the damage is in one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pack: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorDetail>,
 }

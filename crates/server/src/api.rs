@@ -17,8 +17,8 @@ use bytes::{Bytes, BytesMut};
 use gitmodel_format::pack::{verify_pack, MAX_PACK_BYTES};
 use gitmodel_format::{ChunkId, Oid, PackId};
 use gitmodel_proto::{
-    decode_ids, ErrorBody, ErrorDetail, PackUploaded, RepoName, BINARY, MAX_QUERY_IDS,
-    MAX_REGISTER_BODY, REQUEST_ID_HEADER,
+    decode_ids, ErrorBody, ErrorDetail, PackUploaded, RepoName, VerifyRequest, VerifyResponse,
+    BINARY, MAX_QUERY_IDS, MAX_REGISTER_BODY, REQUEST_ID_HEADER,
 };
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -53,6 +53,9 @@ pub fn full(bytes: Bytes) -> ResponseBody {
 
 /// How many recipe lookups one `files/exists` query runs at once.
 const EXISTS_CONCURRENCY: usize = 32;
+/// Largest `files/verify` body: [`gitmodel_proto::MAX_VERIFY_FILES`] entries of an oid
+/// and a segment number, with room for JSON whitespace.
+const VERIFY_BODY_LIMIT: usize = gitmodel_proto::MAX_VERIFY_FILES * 128;
 
 /// Largest body of a refused request that is read (and dropped) so that the client gets
 /// the answer rather than a reset connection; a longer one, or one that takes longer
@@ -65,6 +68,7 @@ pub const MAX_DRAIN_BYTES: u64 = 8 * 1024 * 1024;
 enum Endpoint {
     ChunksExist,
     FilesExist,
+    FilesVerify,
     Files,
     File(String),
     Pack(String),
@@ -88,7 +92,10 @@ impl Endpoint {
     /// Allowed methods, as listed in a 405's `Allow` header.
     fn allow(&self) -> &'static str {
         match self {
-            Endpoint::ChunksExist | Endpoint::FilesExist | Endpoint::Files => "POST",
+            Endpoint::ChunksExist
+            | Endpoint::FilesExist
+            | Endpoint::FilesVerify
+            | Endpoint::Files => "POST",
             Endpoint::File(_) => "GET",
             Endpoint::Pack(_) => "GET, PUT",
         }
@@ -97,7 +104,10 @@ impl Endpoint {
     /// The access a method needs here, or `None` when the method is not allowed.
     fn access(&self, method: &Method) -> Option<Access> {
         match (self, method) {
-            (Endpoint::ChunksExist | Endpoint::FilesExist, &Method::POST) => Some(Access::Read),
+            (
+                Endpoint::ChunksExist | Endpoint::FilesExist | Endpoint::FilesVerify,
+                &Method::POST,
+            ) => Some(Access::Read),
             (Endpoint::File(_) | Endpoint::Pack(_), &Method::GET) => Some(Access::Read),
             (Endpoint::Files, &Method::POST) | (Endpoint::Pack(_), &Method::PUT) => {
                 Some(Access::Write)
@@ -154,6 +164,7 @@ fn parse_route(path: &str) -> Option<Result<Route, ApiError>> {
     let endpoint = match tail {
         ["chunks", "exists"] => Endpoint::ChunksExist,
         ["files", "exists"] => Endpoint::FilesExist,
+        ["files", "verify"] => Endpoint::FilesVerify,
         ["files"] => Endpoint::Files,
         ["files", oid] => Endpoint::File((*oid).to_string()),
         ["packs", pack] => Endpoint::Pack((*pack).to_string()),
@@ -293,6 +304,16 @@ where
             let body = read_body(body, &parts.headers, MAX_QUERY_IDS * 32, timeout).await?;
             files_exist(state, &repo, &body).await
         }
+        Endpoint::FilesVerify => {
+            let (parts, body) = req.into_parts();
+            let body = read_body(body, &parts.headers, VERIFY_BODY_LIMIT, timeout).await?;
+            let request: VerifyRequest =
+                serde_json::from_slice(&body).map_err(|e| ApiError::BadJson {
+                    reason: e.to_string(),
+                })?;
+            let files = crate::scrub::verify_files(state, &repo, &request.files).await?;
+            Ok(json(StatusCode::OK, &VerifyResponse { files }))
+        }
         Endpoint::Files => {
             let (parts, body) = req.into_parts();
             let body = read_body(body, &parts.headers, MAX_REGISTER_BODY, timeout).await?;
@@ -401,14 +422,15 @@ where
 
 /// `chunks/exists`: 1 for each chunk in a pack `repo` may read. Chunks only other
 /// repositories hold are answered 0, like absent ones: presence must not tell one
-/// repository what another stores ([`crate::tenancy`]).
+/// repository what another stores ([`crate::tenancy`]). Chunks only in damaged packs
+/// are answered 0 too, so that a push sends them again ([`crate::scrub`]).
 async fn chunks_exist(
     state: &Arc<AppState>,
     repo: &RepoName,
     body: &[u8],
 ) -> Result<Response<ResponseBody>, ApiError> {
     let ids: Vec<ChunkId> = decode_ids(body)?.into_iter().map(ChunkId).collect();
-    let readable = tenancy::repo_packs(&**state.storage(), repo).await?;
+    let readable = state.usable_packs(repo).await?;
     // Off the async threads: up to 16,384 lookups.
     let state = Arc::clone(state);
     let answer: Vec<u8> = tokio::task::spawn_blocking(move || {
@@ -423,12 +445,18 @@ async fn chunks_exist(
     Ok(binary(StatusCode::OK, BINARY, answer.into()))
 }
 
+/// `files/exists`: 1 for each file registered in `repo`, unless its recipe names a
+/// damaged pack ([`crate::scrub`]) or cannot be read: then 0, so that a push from a
+/// clone holding the file uploads and registers it again. Recipes are only read when a
+/// pack `repo` may read is recorded damaged, so the answer and its cost depend on
+/// `repo`'s own data alone.
 async fn files_exist(
     state: &AppState,
     repo: &RepoName,
     body: &[u8],
 ) -> Result<Response<ResponseBody>, ApiError> {
     let oids: Vec<Oid> = decode_ids(body)?.into_iter().map(Oid).collect();
+    let damaged = Arc::new(crate::scrub::damaged_for(state, repo).await?);
     let mut answer = vec![0u8; oids.len()];
     let mut pending = oids.iter().enumerate();
     let mut tasks = JoinSet::new();
@@ -439,21 +467,26 @@ async fn files_exist(
             };
             let storage = Arc::clone(state.storage());
             let key = keys::recipe_key(repo, oid);
-            tasks.spawn(async move { (i, storage.head(&key).await) });
+            let damaged = Arc::clone(&damaged);
+            tasks.spawn(async move {
+                let vouched = crate::scrub::recipe_vouched(&*storage, &key, &damaged).await;
+                (i, vouched)
+            });
         }
         let Some(joined) = tasks.join_next().await else {
             break;
         };
-        let (i, size) = joined?;
-        if size?.is_some() {
+        let (i, vouched) = joined?;
+        if vouched? {
             answer[i] = 1;
         }
     }
     Ok(binary(StatusCode::OK, BINARY, answer.into()))
 }
 
-/// `PUT packs/<id>`: verifies the pack, stores it (once for the whole server) and
-/// records that `repo` may read it: the uploader has proven it holds every chunk in it.
+/// `PUT packs/<id>`: verifies the pack, stores it (once for the whole server; a damaged
+/// stored copy is replaced by these verified bytes) and records that `repo` may read it:
+/// the uploader has proven it holds every chunk in it.
 async fn put_pack(
     state: &AppState,
     repo: &RepoName,

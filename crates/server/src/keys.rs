@@ -11,6 +11,7 @@
 //! gc/condemned.json                                        gc: packs being deleted, and just deleted
 //! gc/touched/<ab>/<pack hex>.touch                         gc: a pack was uploaded again
 //! gc/rescued/<ab>/<pack hex>.rescue                        gc: a registration needs this pack
+//! damaged/<ab>/<pack hex>.json                             a pack found damaged (scrub)
 //! ```
 //! A `.ref` is empty: its existence is the grant (see [`crate::tenancy`]).
 //! `<ab>` is the first two hex digits of the id (one level of fan-out keeps directories
@@ -140,6 +141,21 @@ pub fn parse_gc_rescued_key(key: &str) -> Option<PackId> {
     parse_marker_key(key, GC_RESCUED_PREFIX, RESCUE_SUFFIX)
 }
 
+/// Prefix under which the records of damaged packs live (see [`crate::scrub`]).
+pub const DAMAGED_PREFIX: &str = "damaged/";
+const DAMAGED_SUFFIX: &str = ".json";
+
+/// Where the record that `pack` was found damaged lives (a small JSON object saying
+/// what is wrong and when it was found).
+pub fn damaged_key(pack: &PackId) -> String {
+    marker_key(DAMAGED_PREFIX, pack, DAMAGED_SUFFIX)
+}
+
+/// The pack a key under [`DAMAGED_PREFIX`] names, if it is a well-formed record key.
+pub fn parse_damaged_key(key: &str) -> Option<PackId> {
+    parse_marker_key(key, DAMAGED_PREFIX, DAMAGED_SUFFIX)
+}
+
 const LOCK_SUFFIX: &str = ".json";
 
 /// Prefix (directory) under which the Git LFS locks of `repo` live.
@@ -221,5 +237,11 @@ mod tests {
         assert_eq!(parse_gc_rescued_key(&rescued), Some(pack));
         assert_eq!(parse_gc_touched_key(&rescued), None);
         assert_eq!(parse_gc_rescued_key(&key), None);
+        let damaged = damaged_key(&pack);
+        assert_eq!(damaged, format!("damaged/ab/{}.json", "ab".repeat(32)));
+        crate::storage::validate_key(&damaged).unwrap();
+        assert_eq!(parse_damaged_key(&damaged), Some(pack));
+        assert_eq!(parse_damaged_key(&key), None);
+        assert_eq!(parse_damaged_key("damaged/cd/x.json"), None);
     }
 }

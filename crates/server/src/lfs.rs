@@ -407,7 +407,22 @@ async fn batch(
     };
 
     let checked: Vec<Checked> = request.objects.iter().map(check_object).collect();
-    let sizes = lookup_sizes(state, repo, &checked).await?;
+    let mut sizes = lookup_sizes(state, repo, &checked).await?;
+    if upload {
+        // An object whose stored copy uses a damaged pack is asked for again, so that an
+        // upload repairs it (see `crate::scrub`).
+        let damaged = crate::scrub::damaged_for(state, repo).await?;
+        if !damaged.is_empty() {
+            for (size, checked) in sizes.iter_mut().zip(&checked) {
+                if let (Some(_), Checked::Valid { oid, .. }) = (&size, checked) {
+                    let key = crate::keys::recipe_key(repo, oid);
+                    if !crate::scrub::recipe_vouched(&**state.storage(), &key, &damaged).await? {
+                        *size = None;
+                    }
+                }
+            }
+        }
+    }
     let objects = request
         .objects
         .into_iter()

@@ -15,6 +15,9 @@
 //!   [`TokenAuthorizer`]; [`tenancy`]: which packs each repository may read;
 //!   [`security`]: the binary's config file, security flags, `token` subcommand and
 //!   startup policy; [`tls`]: HTTPS. See `docs/security.md`.
+//! - [`scrub`]: checking stored packs and recipes after the fact (`git-model-server
+//!   scrub`, `files/verify`), and the damage records that stop servers vouching for a
+//!   damaged pack until a client uploads it again.
 //! - [`state`]: [`AppState`] and [`ServerConfig`]; [`server`]: [`serve`] and shutdown;
 //!   [`conn`]: connection caps, write deadlines and the least body rate.
 //!
@@ -37,6 +40,7 @@ pub mod prefix;
 pub mod range;
 pub mod register;
 pub mod s3;
+pub mod scrub;
 pub mod security;
 pub mod server;
 pub mod state;

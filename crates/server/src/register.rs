@@ -113,8 +113,8 @@ pub async fn register_batch(
         },
         None => None,
     };
-    // The packs this repository may read, listed once for the whole batch.
-    let readable = Arc::new(crate::tenancy::repo_packs(&**state.storage(), &repo).await?);
+    // The packs this repository may read, less damaged ones, listed once for the batch.
+    let readable = Arc::new(state.usable_packs(&repo).await?);
     let repo = Arc::new(repo);
     let mut outcomes: Vec<Option<Outcome>> = vec![None; recipes.len()];
     let mut pending = recipes.into_iter().enumerate();

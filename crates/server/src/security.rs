@@ -263,6 +263,23 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check everything stored: read every pack (id, footer, every chunk against its id)
+    /// and every recipe against the packs it names. Damaged packs are reported with the
+    /// files they affect and recorded, so running servers stop vouching for them until a
+    /// client uploads them again (`git model push` from any clone holding the files).
+    /// Exits 1 when damage is found. Safe while servers serve.
+    #[command(alias = "fsck")]
+    Scrub {
+        /// Print the report as one JSON object on stdout (shape in docs/json.md).
+        #[arg(long)]
+        json: bool,
+        /// Packs checked at once [default: the number of CPUs].
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Report only: write and clear no damage records.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Delete a repository: its file recipes, pack references and locks. Its packs go at
     /// the next `gc` runs unless other repositories use them.
     DeleteRepo {

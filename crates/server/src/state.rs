@@ -412,8 +412,9 @@ impl AppState {
         self.locate_fresh_in(repo, recipe, None).await
     }
 
-    /// [`AppState::locate_fresh`] with the repository's readable packs already listed
-    /// (once for a whole registration batch); they are listed again after a refresh.
+    /// [`AppState::locate_fresh`] with the repository's usable packs already listed
+    /// ([`AppState::usable_packs`], once for a whole registration batch); they are listed
+    /// again after a refresh.
     pub async fn locate_fresh_in(
         &self,
         repo: &RepoName,
@@ -425,7 +426,7 @@ impl AppState {
         let readable = match readable {
             Some(set) => set,
             None => {
-                listed = crate::tenancy::repo_packs(&*self.storage, repo).await?;
+                listed = self.usable_packs(repo).await?;
                 &listed
             }
         };
@@ -434,39 +435,78 @@ impl AppState {
         match locate(readable) {
             Err(e) if e.code == "missing_chunks" && self.config.index_refresh.is_some() => {
                 self.refresh_index(observed).await?;
-                let relisted = crate::tenancy::repo_packs(&*self.storage, repo).await?;
+                let relisted = self.usable_packs(repo).await?;
                 Ok(locate(&relisted))
             }
             other => Ok(other),
         }
     }
 
+    /// The packs `repo` may read ([`crate::tenancy::repo_packs`]) less those recorded as
+    /// damaged ([`crate::scrub`]): the only packs whose chunks are vouched for to `repo`
+    /// (`chunks/exists`) or placed in its files (registration, Git LFS uploads). Two
+    /// listings, neither depending on what other repositories store.
+    pub async fn usable_packs(&self, repo: &RepoName) -> Result<HashSet<PackId>, StorageError> {
+        let mut packs = crate::tenancy::repo_packs(&*self.storage, repo).await?;
+        let damaged = crate::scrub::damaged_packs(&*self.storage).await?;
+        if !damaged.is_empty() {
+            packs.retain(|p| !damaged.contains(p));
+        }
+        Ok(packs)
+    }
+
+    /// Writes the bytes of `pack` (already verified, or built by the server) unless an
+    /// intact copy is stored: absent, it is created; present, the stored copy is compared
+    /// with `bytes` (read in windows of [`crate::scrub::WINDOW_BYTES`]) and replaced,
+    /// atomically, when it differs (damaged). A damage record of the pack is then
+    /// cleared. Returns whether bytes were written. Callers hold a claim on the pack.
+    pub async fn write_pack(&self, pack: &PackId, bytes: Bytes) -> Result<bool, StorageError> {
+        let key = crate::keys::pack_key(pack);
+        let recorded = self
+            .storage
+            .head(&crate::keys::damaged_key(pack))
+            .await?
+            .is_some();
+        let written = match self.storage.head(&key).await? {
+            None => {
+                self.storage.put(&key, bytes).await?;
+                true
+            }
+            Some(_) if crate::scrub::stored_equals(&*self.storage, &key, &bytes).await? => {
+                // Sent again (a retried push, or another repository's copy): whatever GC
+                // thought of the stored pack, its clock starts over.
+                crate::gc::touch(&*self.storage, pack).await?;
+                false
+            }
+            Some(size) => {
+                crate::gc::touch(&*self.storage, pack).await?;
+                self.storage.put(&key, bytes).await?;
+                tracing::warn!(%pack, stored_bytes = size, "replaced a damaged copy of a pack with verified bytes");
+                true
+            }
+        };
+        if recorded {
+            crate::scrub::clear_damage(&*self.storage, pack).await?;
+            tracing::info!(%pack, "pack repaired: its damage record is cleared");
+        }
+        Ok(written)
+    }
+
     /// Stores a pack whose content is already trusted (`entries` are its verified footer
     /// index: either `verify_pack` checked an upload, or the server built the pack itself)
-    /// and makes its chunks visible in the index. Content-addressed: an existing pack with
-    /// this id has exactly these bytes, so it is not written again. Returns whether the
-    /// pack was new.
+    /// and makes its chunks visible in the index. Content-addressed: an intact stored
+    /// copy is not written again, a damaged one is replaced ([`AppState::write_pack`]).
+    /// Returns whether bytes were written.
     pub async fn store_pack(
         &self,
         pack: PackId,
         bytes: Bytes,
         entries: &[PackEntry],
     ) -> Result<bool, StorageError> {
-        let key = crate::keys::pack_key(&pack);
         // Claimed, so that a failed Git LFS upload storing the same pack cannot delete it
         // between our check and the index update.
         self.claims.claim(pack).await;
-        let stored = async {
-            if self.storage.head(&key).await?.is_some() {
-                // Sent again (a retried push, or another repository's copy): whatever GC
-                // thought of the stored pack, its clock starts over.
-                crate::gc::touch(&*self.storage, &pack).await?;
-                Ok(false)
-            } else {
-                self.storage.put(&key, bytes).await.map(|()| true)
-            }
-        }
-        .await;
+        let stored = self.write_pack(&pack, bytes).await;
         let added = match &stored {
             Ok(_) => self.index.add_pack(pack, entries),
             Err(_) => 0,

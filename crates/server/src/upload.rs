@@ -47,7 +47,6 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use crate::api;
 use crate::error::{error_chain, ApiError};
-use crate::keys;
 use crate::register;
 use crate::state::AppState;
 use crate::tenancy;
@@ -258,7 +257,8 @@ where
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let staged = StagedPacks::new(state);
-    let readable = tenancy::repo_packs(&**state.storage(), repo).await?;
+    // Chunks in damaged packs are packed again (see `crate::scrub`).
+    let readable = state.usable_packs(repo).await?;
     let (tx, rx) = mpsc::channel(BLOCKS_IN_FLIGHT);
     let worker = Worker::new(
         Arc::clone(state),
@@ -489,10 +489,8 @@ impl Packer {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .push((pack, entries));
-            let key = keys::pack_key(&pack);
-            if state.storage().head(&key).await?.is_none() {
-                state.storage().put(&key, bytes.into()).await?;
-            }
+            // An intact copy stays; a damaged one is replaced (see `crate::scrub`).
+            state.write_pack(&pack, bytes.into()).await?;
             Ok::<_, ApiError>(())
         })?;
         self.packs += 1;
