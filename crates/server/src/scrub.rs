@@ -991,7 +991,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(located.recipe.segments.len(), 3);
-        crate::register::store_recipe(&state, &repo, &located.recipe)
+        crate::register::store_recipe(&state, &repo, &located.recipe, std::time::Instant::now())
             .await
             .unwrap();
         let absent = Oid::of(b"absent");
