@@ -8,6 +8,7 @@ mod backend;
 mod adopt;
 mod core;
 mod daily;
+mod hostile;
 mod lfs;
 mod ml;
 mod registry;
