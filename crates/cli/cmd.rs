@@ -474,6 +474,15 @@ fn pull_batch(
             outcome(s, Err(why.clone()));
             continue;
         }
+        if let Err(gitmodel_store::StoreError::HashMismatch { .. }) = &done.result {
+            if local.contains_key(&oid) {
+                // A stored recipe that makes the wrong file (kept unchecked by an older
+                // git-model): drop it, so that the next pull asks the server again.
+                if let Err(e) = store.forget_recipe(&oid) {
+                    tracing::warn!("dropping the wrong recipe of {oid}: {e}");
+                }
+            }
+        }
         let result = done
             .result
             .map_err(|e| e.to_string())

@@ -376,3 +376,31 @@ fn tiny_pack_claiming_2_gib_writes_nothing_large() {
         pointer.to_bytes()
     );
 }
+
+#[test]
+fn a_wrong_recipe_kept_by_an_older_client_is_dropped_and_fetched_again() {
+    let w = World::new();
+    let a = model(8);
+    let oids = push(&w, &[("a.safetensors", &a)]);
+    let clone = w.clone_pointers_only("clone");
+    w.env.git(&clone, &["model", "fetch"]);
+    // What an older git-model kept from a lying server: the right chunks, the wrong list.
+    let mut recipes = Vec::new();
+    crate::collect(&clone.join(".git/model/recipes"), &mut recipes);
+    let kept = recipes
+        .iter()
+        .find(|p| p.to_string_lossy().contains(&oids[0].to_hex()))
+        .expect("fetch kept the recipe");
+    let mut r = Recipe::decode(&std::fs::read(kept).unwrap()).unwrap();
+    r.chunks.reverse();
+    std::fs::write(kept, r.encode()).unwrap();
+
+    let out = w.env.git_with(&clone, &[], &["model", "pull"]);
+    let text = stderr(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("hashes to"), "{text}");
+    assert!(!kept.exists(), "the wrong recipe was kept");
+    let out = w.env.git_with(&clone, &[], &["model", "pull"]);
+    crate::check_ok("git model pull after the wrong recipe was dropped", &out);
+    assert_content(&clone.join("a.safetensors"), &a);
+}
