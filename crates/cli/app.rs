@@ -92,8 +92,34 @@ impl Repo {
                 self.git.dir(),
             ))),
             tls: tls_options(&self.git, &url.value)?,
+            transfer_timeout: self.transfer_timeout()?,
         };
         Ok(Remote::with_options(&url.value, options)?)
+    }
+}
+
+impl Repo {
+    /// `GIT_MODEL_TRANSFER_TIMEOUT`, else `model.transferTimeout`: seconds every call to
+    /// the server may take at most, retries included; unset, the client allows 60 s plus
+    /// 4 s per MiB the call may move.
+    fn transfer_timeout(&self) -> Result<Option<std::time::Duration>> {
+        let Some(s) = config::get(
+            &self.git,
+            "transferTimeout",
+            Some("GIT_MODEL_TRANSFER_TIMEOUT"),
+        )?
+        else {
+            return Ok(None);
+        };
+        match s.value.trim().parse::<f64>() {
+            Ok(secs) if secs > 0.0 && secs.is_finite() => {
+                Ok(Some(std::time::Duration::from_secs_f64(secs)))
+            }
+            _ => Err(usage(format!(
+                "model.transferTimeout ({}) is {:?}; expected a number of seconds, e.g. 600",
+                s.source, s.value
+            ))),
+        }
     }
 }
 

@@ -307,6 +307,17 @@ pub fn fetch(refs: &[String], include: &[String], exclude: &[String]) -> Result<
     Ok(())
 }
 
+/// Whether the working tree lacks the content of `p` at `path`: the file still holds
+/// exactly the pointer, or is not there at all (a checkout whose smudge failed leaves
+/// no file).
+fn lacks_content(path: &std::path::Path, p: &Pointer) -> bool {
+    is_missing(path) || is_pointer_file(path, p)
+}
+
+fn is_missing(path: &std::path::Path) -> bool {
+    matches!(fs::symlink_metadata(path), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+}
+
 /// Whether the working-tree file at `path` still holds exactly the pointer `p`.
 fn is_pointer_file(path: &std::path::Path, p: &Pointer) -> bool {
     match fs::metadata(path) {
@@ -321,10 +332,32 @@ fn is_pointer_file(path: &std::path::Path, p: &Pointer) -> bool {
 /// Files written by one [`Assembly`] at most: each holds an open temp file.
 const ASSEMBLY_FILES: usize = 256;
 
+/// Bytes a file may repeat of its own chunks (beyond twice its distinct chunks' size)
+/// and still be written as its chunks arrive. A file that repeats more (a 2 GiB file of
+/// one zero chunk, or a server's lie of that shape) is first hashed from the store, in
+/// memory, and written only once it matched: a few hundred bytes from a server never
+/// make gigabytes of unverified writes.
+const REPEAT_UNCHECKED_BYTES: u64 = 64 << 20;
+
+/// Whether `recipe` repeats its chunks so much that writing it unverified would write far
+/// more than its distinct content (see [`REPEAT_UNCHECKED_BYTES`]).
+fn repeats_much(recipe: &gitmodel_format::Recipe) -> bool {
+    let mut seen = std::collections::HashSet::new();
+    let distinct: u64 = recipe
+        .chunks
+        .iter()
+        .filter(|c| seen.insert(c.id))
+        .map(|c| c.raw_len as u64)
+        .sum();
+    recipe.size > 2 * distinct && recipe.size - distinct > REPEAT_UNCHECKED_BYTES
+}
+
 /// Downloads what `batch` lacks and writes its files straight from the downloaded chunks
 /// (plus those already in the store), each checked against its oid before it replaces the
-/// pointer file. A failed download fails the batch with nothing written; a file that
-/// fails its checks is reported through `outcome` and left as a pointer.
+/// pointer file; a server recipe is kept in the store only once its file checked out.
+/// A file that fails (a bad answer, a failed check) is reported through `outcome` and
+/// left as a pointer; the others go on. Only a server failing as a whole (unreachable,
+/// refusing us, too slow) fails the batch, with nothing written.
 #[allow(clippy::too_many_arguments)]
 fn pull_batch(
     repo: &Repo,
@@ -334,7 +367,7 @@ fn pull_batch(
     batch: &[scan::IndexPointer],
     progress: &gitmodel_client::Progress,
     fetched: &mut DownloadReport,
-    outcome: &mut impl FnMut(&scan::IndexPointer, Result<u64, gitmodel_store::StoreError>),
+    outcome: &mut impl FnMut(&scan::IndexPointer, Result<u64, String>),
 ) -> Result<()> {
     let files: Vec<FileRef> = batch
         .iter()
@@ -368,6 +401,12 @@ fn pull_batch(
                 .with_context(|| format!("downloading from {}", r.url()))?,
         )
     };
+    // Why a file cannot be had, by oid: its recipe was absent or bad.
+    let mut failed: std::collections::HashMap<_, String> = plan
+        .iter()
+        .flat_map(|p| p.failed())
+        .map(|f| (f.oid, f.error.to_string()))
+        .collect();
     // Recipes by oid: the plan's (located) and those read from the store, once each.
     let mut local: std::collections::HashMap<_, gitmodel_format::Recipe> = Default::default();
     let planned: std::collections::HashMap<_, &gitmodel_format::Recipe> = plan
@@ -377,8 +416,14 @@ fn pull_batch(
         .collect();
     let mut items = Vec::new();
     let mut placed = Vec::new();
+    // Files written only after their content was checked from the store.
+    let mut checked_first = Vec::new();
     for s in batch {
         let oid = s.pointer.oid;
+        if let Some(why) = failed.get(&oid) {
+            outcome(s, Err(why.clone()));
+            continue;
+        }
         let recipe = match planned.get(&oid).copied().or_else(|| local.get(&oid)) {
             Some(r) => r.unlocated(),
             None => match store.recipe(&oid) {
@@ -387,41 +432,90 @@ fn pull_batch(
                     r
                 }
                 Ok(None) => {
-                    outcome(
-                        s,
-                        Err(gitmodel_store::StoreError::MissingFile { oid: s.pointer.oid }),
-                    );
+                    let e = gitmodel_store::StoreError::MissingFile { oid };
+                    outcome(s, Err(e.to_string()));
                     continue;
                 }
                 Err(e) => {
-                    outcome(s, Err(e));
+                    outcome(s, Err(e.to_string()));
                     continue;
                 }
             },
         };
+        if repeats_much(&recipe) {
+            checked_first.push(s);
+            continue;
+        }
         let known = store.prefix_states(&s.path);
         items.push((recipe, workdir.join(&s.path), s.executable, known));
         placed.push(s);
     }
     let assembly = gitmodel_store::Assembly::new(items)?;
+    // The server's recipes, kept once their files checked out.
+    let mut unverified: std::collections::HashMap<_, gitmodel_format::Recipe> = Default::default();
     if let (Some(plan), Some(r)) = (plan, remote.as_ref()) {
         let sink = |id: &gitmodel_format::ChunkId, data: &[u8]| assembly.put(id, data);
-        let report = gitmodel_client::run_download(store, r, plan, progress, Some(&sink))
+        let done = gitmodel_client::run_download(store, r, plan, progress, Some(&sink))
             .with_context(|| format!("downloading from {}", r.url()))?;
+        let report = done.report;
         fetched.file_bytes += report.file_bytes;
         fetched.chunks_fetched += report.chunks_fetched;
         fetched.bytes_received += report.bytes_received;
         fetched.bytes_new += report.bytes_new;
         fetched.requests += report.requests;
+        for f in done.failed {
+            failed.insert(f.oid, f.error.to_string());
+        }
+        unverified.extend(done.unverified.into_iter().map(|r| (r.oid, r)));
     }
     for (s, done) in placed.into_iter().zip(assembly.finish(store)) {
-        let result = done.result.map(|(size, states)| {
-            // An edit of this file is then cleaned from where it differs.
-            if let Err(e) = store.keep_prefix_states(&s.path, &states) {
-                tracing::debug!("keeping hash states of {}: {e}", s.path);
+        let oid = s.pointer.oid;
+        if let Some(why) = failed.get(&oid) {
+            outcome(s, Err(why.clone()));
+            continue;
+        }
+        if let Err(gitmodel_store::StoreError::HashMismatch { .. }) = &done.result {
+            if local.contains_key(&oid) {
+                // A stored recipe that makes the wrong file (kept unchecked by an older
+                // git-model): drop it, so that the next pull asks the server again.
+                if let Err(e) = store.forget_recipe(&oid) {
+                    tracing::warn!("dropping the wrong recipe of {oid}: {e}");
+                }
             }
-            size
-        });
+        }
+        let result = done
+            .result
+            .map_err(|e| e.to_string())
+            .and_then(|(size, states)| {
+                if let Some(r) = unverified.remove(&oid) {
+                    // The file hashed to its oid: the recipe is true.
+                    store.put_recipe(&r).map_err(|e| e.to_string())?;
+                }
+                // An edit of this file is then cleaned from where it differs.
+                if let Err(e) = store.keep_prefix_states(&s.path, &states) {
+                    tracing::debug!("keeping hash states of {}: {e}", s.path);
+                }
+                Ok(size)
+            });
+        outcome(s, result);
+    }
+    for s in checked_first {
+        let oid = s.pointer.oid;
+        if let Some(why) = failed.get(&oid) {
+            outcome(s, Err(why.clone()));
+            continue;
+        }
+        let result = (|| -> Result<u64, String> {
+            if let Some(r) = unverified.remove(&oid) {
+                store
+                    .verify_recipe(&r)
+                    .map_err(|e| format!("the server's recipe does not make this file: {e}"))?;
+                store.put_recipe(&r).map_err(|e| e.to_string())?;
+            }
+            store
+                .materialize(&oid, &workdir.join(&s.path), s.executable)
+                .map_err(|e| e.to_string())
+        })();
         outcome(s, result);
     }
     Ok(())
@@ -437,7 +531,7 @@ pub fn pull(include: &[String], exclude: &[String]) -> Result<()> {
         .filter(|s| {
             s.pointer.size > 0
                 && filter.allows(&s.path)
-                && is_pointer_file(&workdir.join(&s.path), &s.pointer)
+                && lacks_content(&workdir.join(&s.path), &s.pointer)
         })
         .collect();
     if todo.is_empty() {
@@ -460,18 +554,17 @@ pub fn pull(include: &[String], exclude: &[String]) -> Result<()> {
     let mut written = 0u64;
     let mut failed = Vec::new();
     let mut done: Vec<(String, Pointer)> = Vec::new();
-    let mut outcome =
-        |s: &scan::IndexPointer, result: Result<u64, gitmodel_store::StoreError>| match result {
-            Ok(n) => {
-                written += n;
-                done.push((s.path.clone(), s.pointer));
-            }
-            Err(e) => failed.push(crate::report::Problem {
-                path: s.path.clone(),
-                oid: s.pointer.oid.to_hex(),
-                problem: e.to_string(),
-            }),
-        };
+    let mut outcome = |s: &scan::IndexPointer, result: Result<u64, String>| match result {
+        Ok(n) => {
+            written += n;
+            done.push((s.path.clone(), s.pointer));
+        }
+        Err(problem) => failed.push(crate::report::Problem {
+            path: s.path.clone(),
+            oid: s.pointer.oid.to_hex(),
+            problem,
+        }),
+    };
     crate::progress::show("downloading", |progress| -> Result<()> {
         for batch in todo.chunks(ASSEMBLY_FILES) {
             pull_batch(
@@ -543,7 +636,7 @@ pub fn ls_files(long: bool) -> Result<()> {
     let json = crate::report::json();
     let mut files = Vec::new();
     for s in scan::pointers_in_index(&repo.repo)? {
-        let here = !is_pointer_file(&workdir.join(&s.path), &s.pointer);
+        let here = !lacks_content(&workdir.join(&s.path), &s.pointer);
         if json {
             files.push(crate::report::FileState {
                 path: s.path,
@@ -582,13 +675,20 @@ pub fn status() -> Result<()> {
     for s in &staged {
         total += s.pointer.size;
         let in_store = store.has_file(&s.pointer.oid) || s.pointer.size == 0;
-        let in_tree = !is_pointer_file(&workdir.join(&s.path), &s.pointer);
+        let in_tree = !lacks_content(&workdir.join(&s.path), &s.pointer);
         let (state, code) = match (in_tree, in_store) {
             (true, true) => {
                 local += 1;
                 ("ok", "ok")
             }
             (true, false) => ("in working tree, not in local store", "not_in_store"),
+            (false, _) if is_missing(&workdir.join(&s.path)) => {
+                pointer_only += 1;
+                (
+                    "missing from the working tree (run git model pull)",
+                    "missing",
+                )
+            }
             (false, true) => {
                 pointer_only += 1;
                 ("pointer in working tree (run git model pull)", "pointer")

@@ -196,7 +196,16 @@ impl Filter for ModelFilter {
         let (_, states) = self
             .store
             .write_file_resuming(&p.oid, out, self.store.prefix_states(path))
-            .map_err(|e| FilterError(format!("{path} ({}): {e}", p.oid)))?;
+            .map_err(|e| {
+                if let gitmodel_store::StoreError::HashMismatch { .. } = e {
+                    // A stored recipe that makes the wrong file (kept unchecked by an
+                    // older git-model): dropped, so that `git model pull` fetches anew.
+                    if let Err(e) = self.store.forget_recipe(&p.oid) {
+                        tracing::warn!("dropping the wrong recipe of {}: {e}", p.oid);
+                    }
+                }
+                FilterError(format!("{path} ({}): {e}", p.oid))
+            })?;
         // An edit of this file (a fine-tune of its last layers) is then cleaned from where
         // it differs.
         if let Err(e) = self.store.keep_prefix_states(path, &states) {

@@ -317,7 +317,9 @@ impl Ctx {
     }
 
     /// The chunk list of a stored file: from the local store, else the server's recipe
-    /// (kept locally for next time; its chunks are fetched only when read).
+    /// (kept for this command only: the store keeps a server's recipe once the whole file
+    /// was hashed to its oid, which a partial read never does; its chunks are fetched only
+    /// when read).
     pub fn chunk_list(&self, p: &Pointer) -> Result<ChunkLayout> {
         if let Some(r) = self.store.recipe(&p.oid)? {
             return Ok(ChunkLayout::new(&r.chunks));
@@ -331,7 +333,6 @@ impl Ctx {
                 p.size
             );
         }
-        self.store.put_recipe(&r)?;
         Ok(ChunkLayout::new(&r.chunks))
     }
 

@@ -181,7 +181,7 @@ pub struct FileState {
     /// Only in `status`: the local store has the content.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub in_store: Option<bool>,
-    /// Only in `status`: `ok`, `not_in_store`, `pointer` or `not_downloaded`.
+    /// Only in `status`: `ok`, `not_in_store`, `pointer`, `missing` or `not_downloaded`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<&'static str>,
 }

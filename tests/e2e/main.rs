@@ -9,6 +9,7 @@ mod adopt;
 mod bounds;
 mod core;
 mod daily;
+mod hostile;
 mod integrity;
 mod lfs;
 mod ml;

@@ -13,7 +13,8 @@ pub use credentials::{Credential, CredentialHelper, GitCredentialHelper};
 pub use remote::{Auth, Remote, RemoteOptions, TlsOptions};
 pub use transfer::{
     download, download_with_progress, plan_download, run_download, upload, upload_with_progress,
-    ChunkSink, DownloadPlan, DownloadReport, FileRef, Progress, UploadReport,
+    ChunkSink, DownloadPlan, DownloadReport, Downloaded, FileFailure, FileRef, Progress,
+    UploadReport,
 };
 
 use gitmodel_format::Oid;
@@ -31,6 +32,9 @@ pub enum ClientError {
     },
     #[error("cannot reach {url}: {message}")]
     Transport { url: String, message: String },
+    /// The call's overall deadline passed (a server too slow, or dripping its answer).
+    #[error("{url}: no complete answer within the transfer timeout of {secs:.0} s (set model.transferTimeout or GIT_MODEL_TRANSFER_TIMEOUT, in seconds, to allow more)")]
+    Timeout { url: String, secs: f64 },
     #[error("authentication required for {url}: {why}")]
     AuthRequired { url: String, why: String },
     #[error("{url}: TLS setup failed: {what}")]
@@ -53,6 +57,9 @@ pub enum ClientError {
         path: String,
         what: String,
     },
+    /// Some files of a download failed (each named with its reason); the others were kept.
+    #[error("{} file(s) could not be downloaded:\n  {}", failed.len(), failed.iter().map(|f| f.to_string()).collect::<Vec<_>>().join("\n  "))]
+    Incomplete { failed: Vec<transfer::FileFailure> },
     #[error(transparent)]
     Store(#[from] gitmodel_store::StoreError),
 }

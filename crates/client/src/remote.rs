@@ -14,6 +14,12 @@
 //! **TLS** ([`TlsOptions`], from git's `http.sslCAInfo` / `http.sslVerify`): by default
 //! the server's certificate is checked against the bundled web PKI roots; a CA file
 //! replaces them; `verify: false` turns checking off (with a warning).
+//!
+//! **Deadlines.** Besides the idle limit per read ([`READ_IDLE`]), every call has an
+//! overall deadline, retries included: [`RemoteOptions::transfer_timeout`] when set
+//! (`model.transferTimeout`, `GIT_MODEL_TRANSFER_TIMEOUT`), else [`DEADLINE_BASE`] plus
+//! the time the bytes the call may move take at [`DEADLINE_RATE`]. A server that drips
+//! its answer a byte at a time fails the call with [`ClientError::Timeout`].
 
 // The closures return ureq's own error type, which is large; it only lives on the error path.
 #![allow(clippy::result_large_err)]
@@ -21,10 +27,11 @@
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
-use gitmodel_format::{ChunkId, Oid, PackId, Recipe};
+use gitmodel_format::recipe::HEADER_LEN as RECIPE_HEADER_LEN;
+use gitmodel_format::{ChunkId, Oid, PackId, Recipe, RecipeHeader};
 use gitmodel_proto as proto;
 
 use crate::credentials::{Credential, CredentialHelper, CredentialUrl};
@@ -34,6 +41,12 @@ const USER_AGENT: &str = concat!("git-model/", env!("CARGO_PKG_VERSION"));
 const ATTEMPTS: u32 = 5;
 /// Largest recipe accepted from the server (a 1 TiB file has ~16 M chunks × 36 B).
 const MAX_RECIPE_BYTES: u64 = 1 << 30;
+/// Longest wait for the next bytes of an answer (or for the server to take ours).
+pub const READ_IDLE: Duration = Duration::from_secs(120);
+/// Default overall deadline of a call: this much, plus [`DEADLINE_RATE`] for its bytes.
+pub const DEADLINE_BASE: Duration = Duration::from_secs(60);
+/// Slowest transfer rate the default deadline allows for (bytes per second).
+pub const DEADLINE_RATE: u64 = 256 * 1024;
 /// Largest JSON answer accepted.
 const MAX_JSON_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -100,6 +113,9 @@ pub struct RemoteOptions {
     /// Asked for credentials on a `401` when `auth` is [`Auth::None`].
     pub credentials: Option<Arc<dyn CredentialHelper>>,
     pub tls: TlsOptions,
+    /// Overall deadline of every call, retries included (`model.transferTimeout`);
+    /// `None`: [`DEADLINE_BASE`] plus [`DEADLINE_RATE`] for the bytes the call may move.
+    pub transfer_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -107,6 +123,7 @@ pub struct Remote {
     base: String,
     agent: ureq::Agent,
     creds: Arc<Creds>,
+    transfer_timeout: Option<Duration>,
 }
 
 impl Remote {
@@ -155,8 +172,8 @@ impl Remote {
         })?;
         let mut agent = ureq::AgentBuilder::new()
             .timeout_connect(Duration::from_secs(10))
-            .timeout_read(Duration::from_secs(120))
-            .timeout_write(Duration::from_secs(120))
+            .timeout_read(READ_IDLE)
+            .timeout_write(READ_IDLE)
             .user_agent(USER_AGENT)
             .max_idle_connections_per_host(16);
         let tls_error = |what: String| ClientError::Tls {
@@ -181,6 +198,7 @@ impl Remote {
             base,
             agent: agent.build(),
             creds: Arc::new(creds),
+            transfer_timeout: options.transfer_timeout,
         })
     }
 
@@ -192,25 +210,45 @@ impl Remote {
         format!("{}/{path}", self.base)
     }
 
-    fn request(&self, method: &str, url: &str) -> ureq::Request {
-        let req = self.agent.request(method, url);
+    /// The overall deadline of a call that moves up to `bytes` bytes (see the module
+    /// header).
+    fn deadline(&self, bytes: u64) -> Deadline {
+        let limit = self
+            .transfer_timeout
+            .unwrap_or_else(|| DEADLINE_BASE + Duration::from_secs(bytes / DEADLINE_RATE));
+        Deadline {
+            at: Instant::now() + limit,
+            limit,
+        }
+    }
+
+    /// A request whose overall time (connection, upload, answer) ends at `deadline`.
+    fn request(&self, method: &str, url: &str, deadline: &Deadline) -> ureq::Request {
+        let req = self
+            .agent
+            .request(method, url)
+            .timeout(deadline.remaining().max(Duration::from_millis(1)));
         match self.creds.current().header() {
             None => req,
             Some(value) => req.set("Authorization", &value),
         }
     }
 
-    /// Sends a request built by `make`, retrying transient failures, and asking for
-    /// credentials on a `401` (see the module header).
+    /// Sends a request built by `make`, retrying transient failures until `deadline`, and
+    /// asking for credentials on a `401` (see the module header).
     fn send(
         &self,
         url: &str,
+        deadline: &Deadline,
         make: impl Fn() -> Result<ureq::Response, ureq::Error>,
     ) -> Result<ureq::Response, ClientError> {
         let mut delay = Duration::from_millis(200);
         let mut attempt = 0;
         loop {
             attempt += 1;
+            if deadline.passed() {
+                return Err(deadline.error(url));
+            }
             let generation = self.creds.generation();
             let (err, retry_after) = match make() {
                 Ok(resp) => {
@@ -243,6 +281,9 @@ impl Remote {
                     }
                     (err, retry_after)
                 }
+                Err(ureq::Error::Transport(_)) if deadline.passed() => {
+                    return Err(deadline.error(url))
+                }
                 Err(ureq::Error::Transport(t)) => (
                     ClientError::Transport {
                         url: url.to_string(),
@@ -255,6 +296,11 @@ impl Remote {
                 return Err(err);
             }
             let wait = retry_after.unwrap_or(delay).min(Duration::from_secs(30));
+            if wait >= deadline.remaining() {
+                // No time for another attempt: say why it stopped.
+                tracing::warn!("{err}");
+                return Err(deadline.error(url));
+            }
             tracing::warn!("{err}; retrying in {:.1}s", wait.as_secs_f64());
             std::thread::sleep(wait);
             delay *= 2;
@@ -268,24 +314,44 @@ impl Remote {
         &self,
         url: &str,
         limit: u64,
+        deadline: &Deadline,
         make: impl Fn() -> Result<ureq::Response, ureq::Error>,
     ) -> Result<Answer, ClientError> {
+        self.send_with(url, deadline, make, |status, content_range, body| {
+            Ok(Answer {
+                status,
+                content_range,
+                body: read_at_most(url, body, limit)?,
+            })
+        })
+    }
+
+    /// [`Remote::send`], then `read` takes the answer's status, `Content-Range` and body.
+    /// A connection lost while the body arrives (`read` answers [`ClientError::Transport`])
+    /// is retried like one lost before the answer, until `deadline`.
+    fn send_with<T>(
+        &self,
+        url: &str,
+        deadline: &Deadline,
+        make: impl Fn() -> Result<ureq::Response, ureq::Error>,
+        read: impl Fn(u16, Option<String>, &mut dyn Read) -> Result<T, ClientError>,
+    ) -> Result<T, ClientError> {
         let mut delay = Duration::from_millis(200);
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let resp = self.send(url, &make)?;
+            let resp = self.send(url, deadline, &make)?;
             let status = resp.status();
             let content_range = resp.header("Content-Range").map(str::to_string);
-            match Self::read_body(url, resp, limit) {
-                Ok(body) => {
-                    return Ok(Answer {
-                        status,
-                        content_range,
-                        body,
-                    })
+            let mut body = resp.into_reader();
+            match read(status, content_range, &mut body) {
+                Ok(v) => return Ok(v),
+                Err(ClientError::Transport { .. }) if deadline.passed() => {
+                    return Err(deadline.error(url))
                 }
-                Err(err @ ClientError::Transport { .. }) if attempt < ATTEMPTS => {
+                Err(err @ ClientError::Transport { .. })
+                    if attempt < ATTEMPTS && delay < deadline.remaining() =>
+                {
                     tracing::warn!(
                         "{err} (while reading the answer); retrying in {:.1}s",
                         delay.as_secs_f64()
@@ -298,32 +364,15 @@ impl Remote {
         }
     }
 
-    fn read_body(url: &str, resp: ureq::Response, limit: u64) -> Result<Vec<u8>, ClientError> {
-        let mut body = Vec::new();
-        resp.into_reader()
-            .take(limit + 1)
-            .read_to_end(&mut body)
-            .map_err(|e| ClientError::Transport {
-                url: url.to_string(),
-                message: e.to_string(),
-            })?;
-        if body.len() as u64 > limit {
-            return Err(ClientError::Protocol {
-                url: url.to_string(),
-                what: format!("answer larger than {limit} bytes"),
-            });
-        }
-        Ok(body)
-    }
-
     fn exists(&self, path: &str, ids: &[[u8; 32]]) -> Result<Vec<bool>, ClientError> {
         let url = self.endpoint(path);
         let mut out = Vec::with_capacity(ids.len());
         for batch in ids.chunks(proto::MAX_QUERY_IDS) {
             let body = proto::encode_ids(batch.iter());
+            let deadline = self.deadline(body.len() as u64);
             let answer = self
-                .send_read(&url, batch.len() as u64, || {
-                    self.request("POST", &url)
+                .send_read(&url, batch.len() as u64, &deadline, || {
+                    self.request("POST", &url, &deadline)
                         .set("Content-Type", proto::BINARY)
                         .send_bytes(&body)
                 })?
@@ -351,8 +400,9 @@ impl Remote {
 
     pub fn put_pack(&self, id: &PackId, bytes: &[u8]) -> Result<proto::PackUploaded, ClientError> {
         let url = self.endpoint(&proto::pack_path(id));
-        let answer = self.send_read(&url, MAX_JSON_BYTES, || {
-            self.request("PUT", &url)
+        let deadline = self.deadline(bytes.len() as u64);
+        let answer = self.send_read(&url, MAX_JSON_BYTES, &deadline, || {
+            self.request("PUT", &url, &deadline)
                 .set("Content-Type", proto::BINARY)
                 .send_bytes(bytes)
         })?;
@@ -366,8 +416,9 @@ impl Remote {
         for r in recipes {
             r.unlocated().encode_into(&mut body);
         }
-        let answer = self.send_read(&url, MAX_JSON_BYTES, || {
-            self.request("POST", &url)
+        let deadline = self.deadline(body.len() as u64);
+        let answer = self.send_read(&url, MAX_JSON_BYTES, &deadline, || {
+            self.request("POST", &url, &deadline)
                 .set("Content-Type", proto::BINARY)
                 .send_bytes(&body)
         })?;
@@ -383,17 +434,87 @@ impl Remote {
 
     /// The server's (located) recipe of `oid`; `Ok(None)` when the server lacks it.
     pub fn get_recipe(&self, oid: &Oid) -> Result<Option<Recipe>, ClientError> {
+        self.recipe_bounded(oid, None)
+    }
+
+    /// [`Remote::get_recipe`] of a file the pointer says has `size` bytes: an answer
+    /// whose header says otherwise is refused before its body is read.
+    pub fn get_recipe_sized(&self, oid: &Oid, size: u64) -> Result<Option<Recipe>, ClientError> {
+        self.recipe_bounded(oid, Some(size))
+    }
+
+    /// Reads the header first and checks it (magic, version, oid, size, counts possible
+    /// for the size), then exactly the length it announces: garbage costs 64 bytes, and a
+    /// plausible header at most what the format allows for the file's size.
+    fn recipe_bounded(&self, oid: &Oid, size: Option<u64>) -> Result<Option<Recipe>, ClientError> {
         let url = self.endpoint(&proto::file_path(oid));
-        let body = match self.send_read(&url, MAX_RECIPE_BYTES, || self.request("GET", &url).call())
-        {
-            Ok(a) => a.body,
+        let protocol = |what: String| ClientError::Protocol {
+            url: url.clone(),
+            what,
+        };
+        // The most a recipe of this size can be, for the deadline (the header refines it).
+        let most = size.map_or(MAX_RECIPE_BYTES, |s| {
+            (RECIPE_HEADER_LEN as u64)
+                .saturating_add(s.saturating_mul(92))
+                .min(MAX_RECIPE_BYTES)
+        });
+        let deadline = self.deadline(most);
+        let read = |_status: u16, _range: Option<String>, body: &mut dyn Read| {
+            let mut head = [0u8; RECIPE_HEADER_LEN];
+            if !read_full(&url, body, &mut head)? {
+                return Err(protocol(format!(
+                    "bad header: the answer is shorter than {RECIPE_HEADER_LEN} bytes"
+                )));
+            }
+            let header = RecipeHeader::parse(&head)
+                .map_err(|e| protocol(format!("{e} (first bytes {})", hex_prefix(&head))))?;
+            if header.oid != *oid {
+                return Err(protocol(format!(
+                    "bad header: the answer is the recipe of {}, not {oid}",
+                    header.oid
+                )));
+            }
+            if let Some(size) = size.filter(|s| *s != header.size) {
+                return Err(protocol(format!(
+                    "bad header: the recipe has {} bytes, the pointer says {size}",
+                    header.size
+                )));
+            }
+            header
+                .check_counts()
+                .map_err(|e| protocol(format!("bad header: {e}")))?;
+            let len = header.encoded_len();
+            if len > MAX_RECIPE_BYTES {
+                return Err(protocol(format!(
+                    "bad header: announces {len} bytes, more than the limit of \
+                     {MAX_RECIPE_BYTES}"
+                )));
+            }
+            let rest = read_at_most(&url, body, len - RECIPE_HEADER_LEN as u64)?;
+            if (rest.len() as u64) < len - RECIPE_HEADER_LEN as u64 {
+                return Err(ClientError::Transport {
+                    url: url.clone(),
+                    message: format!(
+                        "the recipe ends after {} of {len} bytes",
+                        rest.len() + RECIPE_HEADER_LEN
+                    ),
+                });
+            }
+            let mut bytes = Vec::with_capacity(len as usize);
+            bytes.extend_from_slice(&head);
+            bytes.extend_from_slice(&rest);
+            Recipe::decode(&bytes).map_err(|e| protocol(e.to_string()))
+        };
+        let recipe = match self.send_with(
+            &url,
+            &deadline,
+            || self.request("GET", &url, &deadline).call(),
+            read,
+        ) {
+            Ok(r) => r,
             Err(ClientError::Http { status: 404, .. }) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let recipe = Recipe::decode(&body).map_err(|e| ClientError::Protocol {
-            url: url.clone(),
-            what: e.to_string(),
-        })?;
         if recipe.oid != *oid || !recipe.is_located() {
             return Err(ClientError::Protocol {
                 url,
@@ -407,8 +528,11 @@ impl Remote {
     pub fn get_range(&self, pack: &PackId, offset: u64, len: u64) -> Result<Vec<u8>, ClientError> {
         let url = self.endpoint(&proto::pack_path(pack));
         let range = format!("bytes={}-{}", offset, offset + len - 1);
-        let answer = self.send_read(&url, len, || {
-            self.request("GET", &url).set("Range", &range).call()
+        let deadline = self.deadline(len);
+        let answer = self.send_read(&url, len, &deadline, || {
+            self.request("GET", &url, &deadline)
+                .set("Range", &range)
+                .call()
         })?;
         if answer.status != 206 {
             return Err(ClientError::Protocol {
@@ -429,8 +553,11 @@ impl Remote {
     /// Pack length, via a one-byte range request's `Content-Range`.
     pub fn pack_len(&self, pack: &PackId) -> Result<u64, ClientError> {
         let url = self.endpoint(&proto::pack_path(pack));
-        let answer = self.send_read(&url, 1, || {
-            self.request("GET", &url).set("Range", "bytes=0-0").call()
+        let deadline = self.deadline(1);
+        let answer = self.send_read(&url, 1, &deadline, || {
+            self.request("GET", &url, &deadline)
+                .set("Range", "bytes=0-0")
+                .call()
         })?;
         answer
             .content_range
@@ -468,8 +595,9 @@ impl Remote {
                     url: url.clone(),
                     what: e.to_string(),
                 })?;
-                let answer = self.send_read(&url, MAX_JSON_BYTES, || {
-                    self.request("POST", &url)
+                let deadline = self.deadline(body.len() as u64);
+                let answer = self.send_read(&url, MAX_JSON_BYTES, &deadline, || {
+                    self.request("POST", &url, &deadline)
                         .set("Content-Type", "application/json")
                         .send_bytes(&body)
                 })?;
@@ -717,6 +845,73 @@ fn http_error(url: &str, status: u16, resp: ureq::Response) -> ClientError {
 /// and `507` (the server's disk is full) do not go away in seconds.
 fn transient(status: u16) -> bool {
     status == 429 || (status >= 500 && !matches!(status, 501 | 505 | 507))
+}
+
+/// When a call must be done by, and the limit it came from (for the error).
+struct Deadline {
+    at: Instant,
+    limit: Duration,
+}
+
+impl Deadline {
+    fn remaining(&self) -> Duration {
+        self.at.saturating_duration_since(Instant::now())
+    }
+
+    fn passed(&self) -> bool {
+        Instant::now() >= self.at
+    }
+
+    fn error(&self, url: &str) -> ClientError {
+        ClientError::Timeout {
+            url: url.to_string(),
+            secs: self.limit.as_secs_f64(),
+        }
+    }
+}
+
+/// Reads `body` to its end, refusing more than `limit` bytes (an error as soon as byte
+/// `limit + 1` arrives, without reading further).
+fn read_at_most(url: &str, body: &mut dyn Read, limit: u64) -> Result<Vec<u8>, ClientError> {
+    let mut out = Vec::new();
+    body.take(limit + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| ClientError::Transport {
+            url: url.to_string(),
+            message: e.to_string(),
+        })?;
+    if out.len() as u64 > limit {
+        return Err(ClientError::Protocol {
+            url: url.to_string(),
+            what: format!("answer larger than {limit} bytes"),
+        });
+    }
+    Ok(out)
+}
+
+/// Fills `buf` from `body`: `Ok(false)` when the answer ends first (a lost connection
+/// is a [`ClientError::Transport`], retried by the caller).
+fn read_full(url: &str, body: &mut dyn Read, buf: &mut [u8]) -> Result<bool, ClientError> {
+    let mut got = 0;
+    while got < buf.len() {
+        match body.read(&mut buf[got..]) {
+            Ok(0) => return Ok(false),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                return Err(ClientError::Transport {
+                    url: url.to_string(),
+                    message: e.to_string(),
+                })
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// The first bytes of an answer, for an error message.
+fn hex_prefix(bytes: &[u8]) -> String {
+    bytes.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 /// An answer read whole.

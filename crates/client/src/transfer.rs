@@ -6,7 +6,9 @@
 //!
 //! Download: fetch recipes, work out which chunks the local store lacks, read the packs'
 //! footer indexes to turn them into exact byte ranges, fetch ranges in parallel, verify
-//! every chunk, store them in local packs, then record the recipes.
+//! every chunk, store them in local packs, then record each recipe once the file it
+//! describes was rebuilt and hashed to its oid (nothing the server said is kept
+//! unverified). A bad answer fails the files it concerns; the others go on.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -317,6 +319,31 @@ pub struct DownloadReport {
     pub requests: usize,
 }
 
+/// A file a download could not bring, and why. The other files of the download are
+/// unaffected.
+#[derive(Debug)]
+pub struct FileFailure {
+    pub oid: Oid,
+    pub path: String,
+    pub error: ClientError,
+}
+
+impl std::fmt::Display for FileFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}): {}", self.path, self.oid, self.error)
+    }
+}
+
+/// What [`run_download`] did: its figures, the files it could not bring, and the server's
+/// recipes of the files whose chunks all arrived when a sink took the content (not kept
+/// in the store: the caller keeps each once it has checked the content against the oid).
+#[derive(Debug, Default)]
+pub struct Downloaded {
+    pub report: DownloadReport,
+    pub failed: Vec<FileFailure>,
+    pub unverified: Vec<Recipe>,
+}
+
 /// A range read planned from pack indexes.
 struct RangeTask {
     pack: PackId,
@@ -325,7 +352,10 @@ struct RangeTask {
     entries: Vec<PackEntry>,
 }
 
-/// Brings every file in `files` into the local store.
+/// Brings every file in `files` into the local store. Each server recipe is kept only
+/// once the content it describes was rebuilt from verified chunks and hashed to the oid;
+/// a file that fails leaves nothing behind and does not stop the others, which are kept
+/// before [`ClientError::Incomplete`] lists the failures.
 pub fn download(
     store: &LocalStore,
     remote: &Remote,
@@ -342,7 +372,13 @@ pub fn download_with_progress(
     progress: &Progress,
 ) -> Result<DownloadReport, ClientError> {
     let plan = plan_download(store, remote, files)?;
-    run_download(store, remote, plan, progress, None)
+    let done = run_download(store, remote, plan, progress, None)?;
+    if !done.failed.is_empty() {
+        return Err(ClientError::Incomplete {
+            failed: done.failed,
+        });
+    }
+    Ok(done.report)
 }
 
 /// Called with each downloaded chunk's content, already checked against its id, from
@@ -355,17 +391,39 @@ pub struct DownloadPlan<'a> {
     report: DownloadReport,
     wanted: Vec<&'a FileRef>,
     recipes: Vec<Recipe>,
+    failed: Vec<FileFailure>,
 }
 
 impl DownloadPlan<'_> {
-    /// The recipes of the files to download (located: with the server's packs).
+    /// The recipes of the files to download (located: with the server's packs). They are
+    /// the server's word, not checked against the files' content yet.
     pub fn recipes(&self) -> &[Recipe] {
         &self.recipes
     }
+
+    /// Files whose recipe could not be had (absent, malformed, not matching the pointer).
+    pub fn failed(&self) -> &[FileFailure] {
+        &self.failed
+    }
+}
+
+/// Whether an error concerns the server as a whole (unreachable, refusing us, too slow)
+/// rather than one answer: it ends the whole download instead of failing one file.
+fn fatal(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::Transport { .. }
+            | ClientError::Timeout { .. }
+            | ClientError::AuthRequired { .. }
+            | ClientError::Tls { .. }
+            | ClientError::BadUrl { .. }
+            | ClientError::Store(_)
+    ) || matches!(e, ClientError::Http { status, .. } if *status == 429 || *status >= 500)
 }
 
 /// First step of [`download`]: which files are missing locally, and what they are made
-/// of (one recipe request per file, in parallel).
+/// of (one recipe request per file, in parallel). A file whose recipe is absent or bad
+/// is listed in [`DownloadPlan::failed`]; only errors of the server as a whole fail here.
 pub fn plan_download<'a>(
     store: &LocalStore,
     remote: &Remote,
@@ -373,59 +431,94 @@ pub fn plan_download<'a>(
 ) -> Result<DownloadPlan<'a>, ClientError> {
     let mut report = DownloadReport::default();
     let mut seen = HashSet::new();
-    let mut wanted = Vec::new();
+    let mut candidates = Vec::new();
     for f in files.iter().filter(|f| f.size > 0 && seen.insert(f.oid)) {
         report.files += 1;
         if store.has_file(&f.oid) {
             report.files_local += 1;
         } else {
-            wanted.push(f);
+            candidates.push(f);
         }
     }
-    let recipes = parallel_map(&wanted, |f| {
-        let r = remote
-            .get_recipe(&f.oid)?
-            .ok_or_else(|| ClientError::NotOnServer {
-                oid: f.oid,
-                path: f.path.clone(),
-            })?;
+    let answers = parallel_map(&candidates, |f| {
+        let r = match remote.get_recipe_sized(&f.oid, f.size) {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                return Ok(Err(ClientError::NotOnServer {
+                    oid: f.oid,
+                    path: f.path.clone(),
+                }))
+            }
+            Err(e) if fatal(&e) => return Err(e),
+            Err(e) => return Ok(Err(e)),
+        };
         if r.size != f.size {
-            return Err(ClientError::Corrupt {
+            return Ok(Err(ClientError::Corrupt {
                 oid: f.oid,
                 path: f.path.clone(),
                 what: format!(
                     "server recipe has {} bytes, the pointer says {}",
                     r.size, f.size
                 ),
-            });
+            }));
         }
-        Ok(r)
+        Ok(Ok(r))
     })?;
-    Ok(DownloadPlan {
+    let mut plan = DownloadPlan {
         report,
-        wanted,
-        recipes,
-    })
+        wanted: Vec::new(),
+        recipes: Vec::new(),
+        failed: Vec::new(),
+    };
+    for (f, answer) in candidates.into_iter().zip(answers) {
+        match answer {
+            Ok(r) => {
+                plan.wanted.push(f);
+                plan.recipes.push(r);
+            }
+            Err(error) => plan.failed.push(FileFailure {
+                oid: f.oid,
+                path: f.path.clone(),
+                error,
+            }),
+        }
+    }
+    Ok(plan)
 }
 
 /// Second step of [`download`]: fetches the chunks of `plan`'s files that the store
-/// lacks, stores them and then the recipes. Each fetched chunk's content also goes to
-/// `sink`, if given (e.g. an [`gitmodel_store::Assembly`] writing the files directly).
+/// lacks and stores them (each checked against its id). Without a `sink`, each file is
+/// then rebuilt from the store and hashed, and its recipe kept only if that gives its
+/// oid; with one (e.g. an [`gitmodel_store::Assembly`] writing the files directly), each
+/// chunk's content also goes to `sink`, and the recipes come back in
+/// [`Downloaded::unverified`] for the caller to keep once it has checked the files.
+/// A bad answer fails the files it concerns ([`Downloaded::failed`]), not the others.
 pub fn run_download(
     store: &LocalStore,
     remote: &Remote,
     plan: DownloadPlan<'_>,
     progress: &Progress,
     sink: Option<&ChunkSink<'_>>,
-) -> Result<DownloadReport, ClientError> {
+) -> Result<Downloaded, ClientError> {
     let DownloadPlan {
-        mut report,
+        report,
         wanted,
         recipes,
+        failed,
     } = plan;
+    let mut done = Downloaded {
+        report,
+        failed,
+        unverified: Vec::new(),
+    };
+    let report = &mut done.report;
     if wanted.is_empty() {
-        return Ok(report);
+        return Ok(done);
     }
+    let protocol = |what: String| ClientError::Protocol {
+        url: remote.url().to_string(),
+        what,
+    };
 
     // Which chunks of which packs are needed.
     // Packs are listed in the order the files first need them, so that chunks arrive
@@ -450,22 +543,45 @@ pub fn run_download(
         }
     }
 
-    // Exact ranges from each pack's footer index.
+    // Exact ranges from each pack's footer index. A pack whose index is bad fails the
+    // files that need it.
     let packs: Vec<(PackId, Vec<u32>)> = order
         .into_iter()
         .map(|p| (p, needed.remove(&p).expect("listed pack")))
         .collect();
-    let indexes = parallel_map(&packs, |(pack, _)| pack_index(remote, pack))?;
+    let indexes = parallel_map(&packs, |(pack, _)| match pack_index(remote, pack) {
+        Err(e) if fatal(&e) => Err(e),
+        other => Ok(other),
+    })?;
+    // Why a chunk did not arrive, for the files that need it.
+    let mut undelivered: HashMap<ChunkId, String> = HashMap::new();
     let mut tasks = Vec::new();
+    let mut entries_of: HashMap<PackId, Vec<PackEntry>> = HashMap::new();
     for ((pack, mut wanted), index) in packs.into_iter().zip(indexes) {
+        let index = match index {
+            Ok(index) => index,
+            Err(e) => {
+                let why = e.to_string();
+                for r in &recipes {
+                    for (seg, chunks) in r.segment_chunks() {
+                        if seg.pack == pack {
+                            for c in chunks {
+                                undelivered.entry(c.id).or_insert_with(|| why.clone());
+                            }
+                        }
+                    }
+                }
+                continue;
+            }
+        };
         wanted.sort_unstable();
         wanted.dedup();
         let mut current: Option<RangeTask> = None;
         for i in wanted {
-            let entry = *index.get(i as usize).ok_or_else(|| ClientError::Protocol {
-                url: remote.url().to_string(),
-                what: format!("pack {pack} has no record {i}"),
-            })?;
+            let Some(entry) = index.get(i as usize).copied() else {
+                // Reported for the files whose recipes name it, below.
+                continue;
+            };
             match &mut current {
                 Some(t) if t.offset + t.length == entry.offset && t.length < RANGE_BYTES => {
                     t.length += entry.record_len();
@@ -483,6 +599,31 @@ pub fn run_download(
             }
         }
         tasks.extend(current);
+        entries_of.insert(pack, index);
+    }
+    // Every recipe chunk must be the record its segment names: same id, same length. A
+    // recipe that says otherwise fails its file before anything is fetched for it.
+    let mut bad_recipe: HashMap<Oid, String> = HashMap::new();
+    for r in &recipes {
+        'segs: for (seg, chunks) in r.segment_chunks() {
+            let Some(index) = entries_of.get(&seg.pack) else {
+                continue;
+            };
+            for (k, c) in chunks.iter().enumerate() {
+                let i = seg.first as u64 + k as u64;
+                let why = match index.get(i as usize) {
+                    None => format!("pack {} has no record {i}", seg.pack),
+                    Some(e) if e.id != c.id || e.raw_len != c.raw_len => format!(
+                        "record {i} of pack {} is chunk {} ({} bytes), the recipe says {} \
+                         ({} bytes)",
+                        seg.pack, e.id, e.raw_len, c.id, c.raw_len
+                    ),
+                    Some(_) => continue,
+                };
+                bad_recipe.insert(r.oid, why);
+                break 'segs;
+            }
+        }
     }
     report.requests = tasks.len();
     // Added, not set: a command may run several downloads under one progress display.
@@ -492,7 +633,8 @@ pub fn run_download(
 
     // Fetch in parallel; store in this thread as results arrive.
     let queue = Mutex::new(tasks.into_iter());
-    let (tx, rx) = mpsc::sync_channel::<Result<(u64, Vec<StoredChunk>), ClientError>>(1);
+    type Fetched = (Vec<PackEntry>, Result<(u64, Vec<StoredChunk>), ClientError>);
+    let (tx, rx) = mpsc::sync_channel::<Fetched>(1);
     std::thread::scope(|scope| -> Result<(), ClientError> {
         for _ in 0..PARALLEL {
             let tx = tx.clone();
@@ -502,8 +644,8 @@ pub fn run_download(
                     break;
                 };
                 let result = fetch_range(remote, &task, sink);
-                let failed = result.is_err();
-                if tx.send(result).is_err() || failed {
+                let stop = result.as_ref().is_err_and(fatal);
+                if tx.send((task.entries, result)).is_err() || stop {
                     break;
                 }
             });
@@ -511,13 +653,20 @@ pub fn run_download(
         drop(tx);
         let mut batch = Vec::new();
         let mut batch_bytes = 0u64;
-        for result in rx {
+        for (entries, result) in rx {
             let (received, chunks) = match result {
                 Ok(r) => r,
-                Err(e) => {
+                Err(e) if fatal(&e) => {
                     // Stop the other workers from taking more work.
                     queue.lock().unwrap().by_ref().for_each(drop);
                     return Err(e);
+                }
+                Err(e) => {
+                    let why = e.to_string();
+                    for entry in entries {
+                        undelivered.entry(entry.id).or_insert_with(|| why.clone());
+                    }
+                    continue;
                 }
             };
             report.bytes_received += received;
@@ -538,20 +687,46 @@ pub fn run_download(
         Ok(())
     })?;
 
-    for r in &recipes {
-        for c in &r.chunks {
-            if !store.has_chunk(&c.id) {
-                let f = wanted.iter().find(|f| f.oid == r.oid).expect("wanted file");
-                return Err(ClientError::Corrupt {
-                    oid: r.oid,
-                    path: f.path.clone(),
-                    what: format!("chunk {} was not delivered", c.id),
-                });
-            }
+    for (f, r) in wanted.into_iter().zip(recipes) {
+        let fail = |what: String| FileFailure {
+            oid: f.oid,
+            path: f.path.clone(),
+            error: ClientError::Corrupt {
+                oid: f.oid,
+                path: f.path.clone(),
+                what,
+            },
+        };
+        if let Some(why) = bad_recipe.remove(&r.oid) {
+            done.failed.push(FileFailure {
+                oid: f.oid,
+                path: f.path.clone(),
+                error: protocol(format!("recipe of {}: {why}", r.oid)),
+            });
+            continue;
         }
-        store.put_recipe(r)?;
+        if let Some(c) = r.chunks.iter().find(|c| !store.has_chunk(&c.id)) {
+            let why = undelivered
+                .get(&c.id)
+                .map_or_else(String::new, |w| format!(": {w}"));
+            done.failed
+                .push(fail(format!("chunk {} was not delivered{why}", c.id)));
+            continue;
+        }
+        if sink.is_some() {
+            done.unverified.push(r);
+            continue;
+        }
+        // The chunks are verified; the recipe is the server's word until the content it
+        // describes hashes to the oid.
+        match store.verify_recipe(&r) {
+            Ok(_) => store.put_recipe(&r)?,
+            Err(e) => done
+                .failed
+                .push(fail(format!("the server's recipe is wrong: {e}"))),
+        }
     }
-    Ok(report)
+    Ok(done)
 }
 
 fn pack_index(remote: &Remote, pack: &PackId) -> Result<Vec<PackEntry>, ClientError> {

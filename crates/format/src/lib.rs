@@ -24,4 +24,4 @@ pub use chunk::{cut_candidates, select_cuts, ChunkParams, Chunker};
 pub use id::{ChunkId, IdError, Oid, PackId};
 pub use pack::{Codec, PackBuilder, PackEntry, PackError};
 pub use pointer::Pointer;
-pub use recipe::{Recipe, RecipeChunk, RecipeError, Segment};
+pub use recipe::{Recipe, RecipeChunk, RecipeError, RecipeHeader, Segment};

@@ -17,7 +17,9 @@ use crate::pack::{MAX_CHUNK_BYTES, RECORD_HEADER_LEN};
 
 pub const RECIPE_MAGIC: &[u8; 8] = b"GMRECIP\n";
 pub const RECIPE_VERSION: u32 = 1;
-const HEADER_LEN: usize = 64;
+/// Bytes of the fixed header; [`RecipeHeader::parse`] reads it alone, so that a reader
+/// can check it (and the length it announces) before reading anything else.
+pub const HEADER_LEN: usize = 64;
 const CHUNK_LEN: usize = 36;
 const SEGMENT_LEN: usize = 56;
 
@@ -37,6 +39,63 @@ pub struct Segment {
     pub offset: u64,
     /// Bytes of the `count` records, headers included.
     pub length: u64,
+}
+
+/// The fixed header of an encoded recipe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecipeHeader {
+    pub chunker: u32,
+    pub oid: Oid,
+    pub size: u64,
+    pub chunk_count: u32,
+    pub segment_count: u32,
+}
+
+impl RecipeHeader {
+    /// Parses the first [`HEADER_LEN`] bytes of a recipe (magic and version checked).
+    pub fn parse(bytes: &[u8]) -> Result<RecipeHeader, RecipeError> {
+        if bytes.len() < HEADER_LEN || &bytes[..8] != RECIPE_MAGIC {
+            return Err(bad("bad header"));
+        }
+        let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+        if u32_at(8) != RECIPE_VERSION {
+            return Err(bad(format!("unknown version {}", u32_at(8))));
+        }
+        Ok(RecipeHeader {
+            chunker: u32_at(12),
+            oid: Oid::from_slice(&bytes[16..48]).unwrap(),
+            size: u64::from_le_bytes(bytes[48..56].try_into().unwrap()),
+            chunk_count: u32_at(56),
+            segment_count: u32_at(60),
+        })
+    }
+
+    /// Length of the whole encoded recipe this header announces.
+    pub fn encoded_len(&self) -> u64 {
+        HEADER_LEN as u64
+            + self.chunk_count as u64 * CHUNK_LEN as u64
+            + self.segment_count as u64 * SEGMENT_LEN as u64
+    }
+
+    /// Whether the counts are possible for a file of `size` bytes: every chunk holds 1 to
+    /// [`MAX_CHUNK_BYTES`] bytes, and a located recipe has at most one segment per chunk.
+    pub fn check_counts(&self) -> Result<(), RecipeError> {
+        let chunks = self.chunk_count as u64;
+        let fewest = self.size.div_ceil(MAX_CHUNK_BYTES as u64);
+        if chunks < fewest || chunks > self.size {
+            return Err(bad(format!(
+                "{chunks} chunks cannot make a file of {} bytes",
+                self.size
+            )));
+        }
+        if self.segment_count > self.chunk_count {
+            return Err(bad(format!(
+                "{} segments for {chunks} chunks",
+                self.segment_count
+            )));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,19 +173,12 @@ impl Recipe {
     /// Decodes the recipe at the start of `bytes`; returns it and the bytes it used. A
     /// batch of recipes is their encodings one after the other.
     pub fn decode_prefix(bytes: &[u8]) -> Result<(Recipe, usize), RecipeError> {
-        if bytes.len() < HEADER_LEN || &bytes[..8] != RECIPE_MAGIC {
-            return Err(bad("bad header"));
-        }
+        let header = RecipeHeader::parse(bytes)?;
         let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
         let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
-        if u32_at(8) != RECIPE_VERSION {
-            return Err(bad(format!("unknown version {}", u32_at(8))));
-        }
-        let chunker = u32_at(12);
-        let oid = Oid::from_slice(&bytes[16..48]).unwrap();
-        let size = u64_at(48);
-        let nchunks = u32_at(56) as usize;
-        let nsegs = u32_at(60) as usize;
+        let (chunker, oid, size) = (header.chunker, header.oid, header.size);
+        let nchunks = header.chunk_count as usize;
+        let nsegs = header.segment_count as usize;
         let total = HEADER_LEN + nchunks * CHUNK_LEN + nsegs * SEGMENT_LEN;
         if bytes.len() < total {
             return Err(bad(format!("truncated: {} of {total} bytes", bytes.len())));

@@ -352,6 +352,19 @@ impl LocalStore {
         self.write(&path, &recipe.unlocated().encode(), false)
     }
 
+    /// Drops the recipe of `oid`: for one that proved wrong (its chunks are each checked
+    /// against their ids, so a rebuilt file that hashes to something else means the
+    /// chunk list is wrong, e.g. kept from a server by an older git-model). The file is
+    /// then fetched again, with a recipe that is checked before it is kept.
+    pub fn forget_recipe(&self, oid: &Oid) -> Result<()> {
+        let path = self.recipe_path(oid);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+
     /// Writes a finished pack and indexes its chunks.
     fn write_pack(&self, builder: PackBuilder) -> Result<PackId> {
         let (id, bytes, entries) = builder.finish();

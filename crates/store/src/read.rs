@@ -12,7 +12,7 @@ use std::path::Path;
 use gitmodel_format::id::OidHasher;
 use gitmodel_format::pack;
 use gitmodel_format::prefix::{Fingerprint, ResumingHasher, States};
-use gitmodel_format::{Oid, PackId};
+use gitmodel_format::{Oid, PackId, Recipe};
 use rayon::prelude::*;
 
 use crate::{fsutil, io_err, ChunkLoc, LocalStore, Result, StoreError};
@@ -44,12 +44,32 @@ impl LocalStore {
     pub fn write_file_resuming<W: Write + Send>(
         &self,
         oid: &Oid,
-        mut out: W,
+        out: W,
         known: States,
     ) -> Result<(u64, Vec<(Fingerprint, OidHasher)>)> {
         let recipe = self
             .recipe(oid)?
             .ok_or(StoreError::MissingFile { oid: *oid })?;
+        self.write_recipe_resuming(&recipe, out, known)
+    }
+
+    /// Rebuilds the content `recipe` describes from the store (which must hold its
+    /// chunks) and checks it against the recipe's oid, writing nothing: how a recipe from
+    /// a server is vetted before the store keeps it.
+    pub fn verify_recipe(&self, recipe: &Recipe) -> Result<u64> {
+        Ok(self
+            .write_recipe_resuming(recipe, std::io::sink(), States::new())?
+            .0)
+    }
+
+    /// [`LocalStore::write_file_resuming`] from a given recipe rather than the stored one.
+    pub fn write_recipe_resuming<W: Write + Send>(
+        &self,
+        recipe: &Recipe,
+        mut out: W,
+        known: States,
+    ) -> Result<(u64, Vec<(Fingerprint, OidHasher)>)> {
+        let oid = &recipe.oid;
         let mut runs: Vec<Run> = Vec::new();
         for c in &recipe.chunks {
             let loc = self.locate(&c.id).ok_or(StoreError::MissingChunk {

@@ -2,7 +2,8 @@
 //! real client and the real server, forwards requests, and answers the ones its script
 //! picks with a fault instead: a status (`503`, `429` with `Retry-After`, a persistent
 //! `500`), a connection dropped halfway through the request body, or the server's answer
-//! cut off halfway through its body.
+//! cut off halfway through its body. It can also play a hostile server: rewrite an
+//! answer's body, drip it a byte at a time, or answer with a stream of garbage.
 //!
 //! Every request is logged with when it arrived and when it was answered, so a test can
 //! count the retries the client made and measure the gap it left after a `Retry-After`
@@ -30,7 +31,38 @@ pub enum Fault {
     DropRequestBody,
     /// Forward the request, then pass on the answer's head and half its body, and close.
     DropResponseBody,
+    /// Forward the request and pass on the answer with its body replaced by what the
+    /// function makes of it (`Content-Length` adjusted): a server that lies.
+    RewriteBody(Rewrite),
+    /// Answer `200` with the body the function makes (given an empty slice), without
+    /// asking the server: content the server never had.
+    Answer(Rewrite),
+    /// Forward the request, pass on the answer's head, then its body one byte every
+    /// `every_ms` milliseconds: a server that drips.
+    DripResponseBody { every_ms: u64 },
+    /// Answer `200` with a `Content-Length` of `bytes` and that many bytes of garbage,
+    /// made as they are sent (the proxy holds none of it), until the client stops
+    /// reading; [`Logged::body_sent`] says how far it got.
+    Garbage { bytes: u64 },
 }
+
+/// A body rewrite for [`Fault::RewriteBody`].
+#[derive(Clone, Copy)]
+pub struct Rewrite(pub fn(&[u8]) -> Vec<u8>);
+
+impl std::fmt::Debug for Rewrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Rewrite(..)")
+    }
+}
+
+impl PartialEq for Rewrite {
+    fn eq(&self, other: &Rewrite) -> bool {
+        std::ptr::fn_addr_eq(self.0, other.0)
+    }
+}
+
+impl Eq for Rewrite {}
 
 /// Which requests get a fault: those whose method is `method` (any if `None`) and whose
 /// path contains `path_contains` (ends with it, when it ends with `$`); of these, the `hits`-th ones (1-based, in order of
@@ -76,6 +108,8 @@ pub struct Logged {
     /// When the proxy had finished answering it (or closed the connection).
     pub answered: Instant,
     pub outcome: Outcome,
+    /// Bytes of the answer's body written to the client.
+    pub body_sent: u64,
 }
 
 impl Logged {
@@ -244,6 +278,7 @@ fn serve(s: &Shared, conn: TcpStream) {
                 arrived: now,
                 answered: now,
                 outcome: Outcome::Failed(e.to_string()),
+                body_sent: 0,
             });
             return;
         }
@@ -262,7 +297,8 @@ fn serve(s: &Shared, conn: TcpStream) {
         }
         fault
     };
-    let outcome = match handle(s, &head, fault, &mut reader, &mut writer) {
+    let mut body_sent = 0;
+    let outcome = match handle(s, &head, fault, &mut reader, &mut writer, &mut body_sent) {
         Ok(o) => o,
         Err(e) => Outcome::Failed(e.to_string()),
     };
@@ -275,6 +311,7 @@ fn serve(s: &Shared, conn: TcpStream) {
         arrived,
         answered: Instant::now(),
         outcome,
+        body_sent,
     });
 }
 
@@ -284,6 +321,7 @@ fn handle(
     fault: Option<Fault>,
     reader: &mut impl Read,
     writer: &mut TcpStream,
+    body_sent: &mut u64,
 ) -> io::Result<Outcome> {
     if fault == Some(Fault::DropRequestBody) {
         let mut half = vec![0; head.content_length / 2];
@@ -311,6 +349,41 @@ fn handle(
         answer.push_str("\r\n");
         answer.push_str(&text);
         writer.write_all(answer.as_bytes())?;
+        return Ok(Outcome::Faulted(fault.unwrap()));
+    }
+    if let Some(Fault::Answer(Rewrite(f))) = fault {
+        let body = f(&[]);
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        writer.write_all(head.as_bytes())?;
+        writer.write_all(&body)?;
+        *body_sent = body.len() as u64;
+        return Ok(Outcome::Faulted(fault.unwrap()));
+    }
+    if let Some(Fault::Garbage { bytes }) = fault {
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\
+             Content-Length: {bytes}\r\nConnection: close\r\n\r\n"
+        );
+        writer.write_all(head.as_bytes())?;
+        let mut block = vec![0u8; 64 * 1024];
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        while *body_sent < bytes {
+            for b in block.iter_mut() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *b = x as u8;
+            }
+            let n = (bytes - *body_sent).min(block.len() as u64) as usize;
+            if writer.write_all(&block[..n]).is_err() {
+                break; // the client stopped reading
+            }
+            *body_sent += n as u64;
+        }
         return Ok(Outcome::Faulted(fault.unwrap()));
     }
 
@@ -348,11 +421,37 @@ fn handle(
     }
     out.push_str("Connection: close\r\n\r\n");
     let body = &answer[head_end + 4..];
+    if let Some(Fault::RewriteBody(Rewrite(f))) = fault {
+        let new = f(body);
+        let mut head = String::new();
+        for line in out.split("\r\n").filter(|l| !l.is_empty()) {
+            if !line.to_ascii_lowercase().starts_with("content-length:") {
+                head.push_str(line);
+                head.push_str("\r\n");
+            }
+        }
+        head.push_str(&format!("Content-Length: {}\r\n\r\n", new.len()));
+        writer.write_all(head.as_bytes())?;
+        writer.write_all(&new)?;
+        *body_sent = new.len() as u64;
+        return Ok(Outcome::Faulted(fault.unwrap()));
+    }
     writer.write_all(out.as_bytes())?;
     if fault == Some(Fault::DropResponseBody) {
         writer.write_all(&body[..body.len() / 2])?;
+        *body_sent = (body.len() / 2) as u64;
         return Ok(Outcome::Faulted(Fault::DropResponseBody));
     }
+    if let Some(Fault::DripResponseBody { every_ms }) = fault {
+        for b in body {
+            writer.write_all(std::slice::from_ref(b))?;
+            writer.flush()?;
+            *body_sent += 1;
+            std::thread::sleep(std::time::Duration::from_millis(every_ms));
+        }
+        return Ok(Outcome::Faulted(fault.unwrap()));
+    }
     writer.write_all(body)?;
+    *body_sent = body.len() as u64;
     Ok(Outcome::Forwarded(status))
 }
