@@ -1,81 +1,22 @@
-//! Living with Git LFS: git-model as the `filter=lfs` driver of an existing LFS repository
-//! (`install --lfs`), as a git-lfs custom transfer agent (`lfs-agent`), and `migrate`,
-//! which moves a repository's LFS objects into git-model storage.
-//!
-//! The pointers are the same bytes either way, so no history is rewritten.
+//! Living with Git LFS: `install --lfs`, `lfs-agent` and `migrate`, rendering of
+//! [`gitmodel_repo::lfs`].
 
-use std::collections::HashSet;
-use std::io::{BufRead, Write};
-use std::path::{Path, PathBuf};
+use anyhow::Result;
+use gitmodel_repo::{lfs, PathFilter, Repo};
 
-use anyhow::{bail, Context, Result};
-use gitmodel_client::FileRef;
-use gitmodel_format::{Oid, Pointer};
-use gitmodel_git::scan;
-use gitmodel_git::setup;
-use gitmodel_store::LocalStore;
-use serde_json::{json, Value};
-
-use crate::app::{usage, Repo};
 use crate::units::bytes;
 
-/// Where git-lfs keeps a whole object.
-fn lfs_object_path(repo: &git2::Repository, oid: &Oid) -> PathBuf {
-    let hex = oid.to_hex();
-    repo.commondir()
-        .join("lfs/objects")
-        .join(&hex[..2])
-        .join(&hex[2..4])
-        .join(&hex)
-}
-
-/// Ingests `oid` from `.git/lfs/objects` when git-lfs left it there; true when the store
-/// now has it. The content is hashed on the way in, so a damaged object is refused.
-pub fn import_lfs_object(repo: &git2::Repository, store: &LocalStore, oid: &Oid) -> Result<bool> {
-    if store.has_file(oid) {
-        return Ok(true);
-    }
-    let path = lfs_object_path(repo, oid);
-    let Ok(file) = std::fs::File::open(&path) else {
-        return Ok(false);
-    };
-    let got = store.ingest(std::io::BufReader::new(file))?;
-    if got.pointer.oid != *oid {
-        bail!(
-            "{} holds content hashing to {}, not {oid}",
-            path.display(),
-            got.pointer.oid
-        );
-    }
-    Ok(true)
-}
-
-/// `git model install --lfs`: git-model becomes the driver of `filter=lfs` in this
-/// repository, and its pre-push hook replaces git-lfs's (which would look for objects in
-/// `.git/lfs/objects` that git-model does not write).
 pub fn install_lfs() -> Result<()> {
     let repo = Repo::open()?;
-    repo.workdir()?;
-    for (key, value) in setup::filter_config("git-model") {
-        let key = key.replacen("filter.model.", "filter.lfs.", 1);
-        repo.git
-            .run(&["config", "--local", "--replace-all", &key, &value])?;
-    }
-    let hooks = setup::hooks_dir(&repo.git)?;
-    let hook = hooks.join("pre-push");
-    if std::fs::read_to_string(&hook)
-        .is_ok_and(|s| s.contains("git lfs pre-push") || s.contains("git-lfs"))
-    {
-        let aside = hooks.join("pre-push.git-lfs-disabled");
-        std::fs::rename(&hook, &aside).with_context(|| format!("moving {}", hook.display()))?;
+    let done = lfs::install_lfs(&repo)?;
+    if let Some(aside) = &done.lfs_hook_kept_as {
         println!(
             "git-model: git-lfs's pre-push hook kept as {}",
             aside.display()
         );
     }
-    setup::install_hooks(&repo.git)?;
     println!("git-model: now the filter=lfs driver of this repository (same pointers, no rewrite)");
-    match repo.url_setting()? {
+    match done.url {
         Some(s) => println!("git-model: server {} (from {})", s.value, s.source),
         None => println!(
             "git-model: set model.url (or lfs.url to a git-model-server endpoint) before pushing"
@@ -84,334 +25,55 @@ pub fn install_lfs() -> Result<()> {
     Ok(())
 }
 
-fn send(out: &mut impl Write, v: &Value) -> Result<()> {
-    serde_json::to_writer(&mut *out, v)?;
-    out.write_all(b"\n")?;
-    out.flush()?;
-    Ok(())
-}
-
-fn agent_error(oid: &str, msg: String) -> Value {
-    json!({ "event": "complete", "oid": oid, "error": { "code": 2, "message": msg } })
-}
-
-/// `git model lfs-agent`: a git-lfs custom transfer agent (line-delimited JSON on
-/// stdin/stdout). Uploads chunk the file and send only chunks the git-model server lacks;
-/// downloads fetch only chunks the local store lacks. Configure it as standalone:
-/// `lfs.standalonetransferagent = git-model`, `lfs.customtransfer.git-model.path =
-/// git-model`, `lfs.customtransfer.git-model.args = lfs-agent`.
+/// `git model lfs-agent`: the custom transfer agent on stdin/stdout.
 pub fn agent() -> Result<()> {
     let repo = Repo::open()?;
-    let store = repo.store()?;
-    let stdin = std::io::stdin();
-    let mut out = std::io::stdout().lock();
-    let mut remote = None;
-    let tmp_dir = repo.repo.commondir().join("lfs/tmp");
-    for line in stdin.lock().lines() {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let msg: Value =
-            serde_json::from_str(&line).with_context(|| format!("bad message {line:?}"))?;
-        match msg["event"].as_str().unwrap_or("") {
-            "init" => match repo.remote() {
-                Ok(r) => {
-                    remote = Some(r);
-                    send(&mut out, &json!({}))?;
-                }
-                Err(e) => send(
-                    &mut out,
-                    &json!({ "error": { "code": 32, "message": format!("{e:#}") } }),
-                )?,
-            },
-            "terminate" => break,
-            ev @ ("upload" | "download") => {
-                let oid_text = msg["oid"].as_str().unwrap_or("").to_string();
-                let size = msg["size"].as_u64().unwrap_or(0);
-                let Some(remote) = remote.as_ref() else {
-                    send(&mut out, &agent_error(&oid_text, "no init".into()))?;
-                    continue;
-                };
-                let Ok(oid) = Oid::from_hex(&oid_text) else {
-                    send(&mut out, &agent_error(&oid_text, "invalid oid".into()))?;
-                    continue;
-                };
-                let file = FileRef {
-                    oid,
-                    size,
-                    path: oid_text.clone(),
-                };
-                let result = if ev == "upload" {
-                    let path = msg["path"].as_str().unwrap_or("").to_string();
-                    agent_upload(&store, remote, &file, Path::new(&path)).map(|_| None)
-                } else {
-                    agent_download(&store, remote, &file, &tmp_dir).map(Some)
-                };
-                match result {
-                    Ok(path) => {
-                        send(
-                            &mut out,
-                            &json!({ "event": "progress", "oid": oid_text, "bytesSoFar": size, "bytesSinceLast": size }),
-                        )?;
-                        let mut done = json!({ "event": "complete", "oid": oid_text });
-                        if let Some(p) = path {
-                            done["path"] = json!(p.to_string_lossy());
-                        }
-                        send(&mut out, &done)?;
-                    }
-                    Err(e) => send(&mut out, &agent_error(&oid_text, format!("{e:#}")))?,
-                }
-            }
-            other => tracing::warn!("lfs-agent: ignoring event {other:?}"),
-        }
-    }
-    Ok(())
+    lfs::agent(&repo, std::io::stdin().lock(), std::io::stdout().lock())
 }
 
-fn agent_upload(
-    store: &LocalStore,
-    remote: &gitmodel_client::Remote,
-    file: &FileRef,
-    path: &Path,
-) -> Result<()> {
-    if !store.has_file(&file.oid) {
-        let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-        let got = store.ingest(std::io::BufReader::new(f))?;
-        if got.pointer.oid != file.oid {
-            bail!(
-                "{} hashes to {}, not {}",
-                path.display(),
-                got.pointer.oid,
-                file.oid
-            );
-        }
-    }
-    gitmodel_client::upload(store, remote, std::slice::from_ref(file))?;
-    Ok(())
-}
-
-fn agent_download(
-    store: &LocalStore,
-    remote: &gitmodel_client::Remote,
-    file: &FileRef,
-    tmp_dir: &Path,
-) -> Result<PathBuf> {
-    gitmodel_client::download(store, remote, std::slice::from_ref(file))?;
-    std::fs::create_dir_all(tmp_dir)?;
-    let target = tmp_dir.join(format!("git-model-{}", file.oid));
-    store.materialize(&file.oid, &target, false)?;
-    Ok(target)
-}
-
-/// Where to GET an object (href and headers), or why the server will not say.
-type DownloadAction = Result<(String, Vec<(String, String)>), String>;
-
-/// A minimal Git LFS Batch API client, for reading objects out of an LFS server.
-struct LfsSource {
-    url: String,
-    agent: ureq::Agent,
-}
-
-impl LfsSource {
-    fn download_actions(&self, objects: &[(Oid, u64)]) -> Result<Vec<(Oid, DownloadAction)>> {
-        let body = json!({
-            "operation": "download",
-            "transfers": ["basic"],
-            "objects": objects.iter().map(|(o, s)| json!({"oid": o.to_hex(), "size": s})).collect::<Vec<_>>(),
-            "hash_algo": "sha256",
-        });
-        let url = format!("{}/objects/batch", self.url.trim_end_matches('/'));
-        let resp: Value = self
-            .agent
-            .post(&url)
-            .set("Accept", "application/vnd.git-lfs+json")
-            .set("Content-Type", "application/vnd.git-lfs+json")
-            .send_json(body)
-            .with_context(|| format!("LFS batch request to {url}"))?
-            .into_json()?;
-        let mut out = Vec::new();
-        for o in resp["objects"].as_array().cloned().unwrap_or_default() {
-            let oid = Oid::from_hex(o["oid"].as_str().unwrap_or(""))?;
-            let action = &o["actions"]["download"];
-            let r = match action["href"].as_str() {
-                Some(href) => {
-                    let headers = action["header"]
-                        .as_object()
-                        .map(|m| {
-                            m.iter()
-                                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    Ok((href.to_string(), headers))
-                }
-                None => Err(o["error"]["message"]
-                    .as_str()
-                    .unwrap_or("no download action")
-                    .to_string()),
-            };
-            out.push((oid, r));
-        }
-        Ok(out)
-    }
-}
-
-/// `git model migrate`: moves the LFS objects of this repository's refs (all branches and
-/// tags, or `refs`) from its LFS server into the git-model server. Resumable: files the
-/// git-model server already has are skipped, and nothing is written to the working tree.
 pub fn migrate(refs: &[String], include: &[String], exclude: &[String]) -> Result<()> {
     let repo = Repo::open()?;
-    let store = repo.store()?;
-    let remote = repo.remote()?;
-    let Some((lfs_url, origin)) = migrate_source(&repo)? else {
-        return Err(usage(
-            "no LFS endpoint to migrate from: set lfs.url (or .lfsconfig)",
-        ));
-    };
-    let filter = crate::paths::PathFilter::new(include, exclude)?;
-    let mut tips = Vec::new();
-    if refs.is_empty() {
-        for r in repo.repo.references()? {
-            let r = r?;
-            if r.is_branch() || r.is_tag() {
-                if let Ok(c) = r.peel_to_commit() {
-                    tips.push(c.id());
-                }
-            }
-        }
-    } else {
-        for r in refs {
-            tips.push(
-                repo.repo
-                    .revparse_single(r)
-                    .map_err(|_| usage(format!("unknown ref {r:?}")))?
-                    .peel_to_commit()?
-                    .id(),
+    let filter = PathFilter::new(include, exclude)?;
+    let json = crate::report::json();
+    let m = lfs::migrate(&repo, refs, &filter, |start| {
+        if !json {
+            eprintln!(
+                "git-model: {} LFS object(s) in {}; {} already migrated; reading from {} (from {})",
+                start.objects,
+                if refs.is_empty() {
+                    "all branches and tags".to_string()
+                } else {
+                    refs.join(" ")
+                },
+                start.already_migrated,
+                start.lfs_url,
+                start.lfs_url_source
             );
         }
-    }
-    let found: Vec<_> = scan::pointers_in_commits(&repo.repo, &tips, &[])?
-        .into_iter()
-        .filter(|f| f.pointer.size > 0 && filter.allows(&f.path))
-        .collect();
-    let oids: Vec<Oid> = found.iter().map(|f| f.pointer.oid).collect();
-    let there = remote.files_exist(&oids)?;
-    let todo: Vec<_> = found
-        .iter()
-        .zip(there)
-        .filter(|(_, t)| !t)
-        .map(|(f, _)| f)
-        .collect();
-    if !crate::report::json() {
-        eprintln!(
-        "git-model: {} LFS object(s) in {}; {} already migrated; reading from {lfs_url} (from {origin})",
-        found.len(),
-        if refs.is_empty() { "all branches and tags".to_string() } else { refs.join(" ") },
-        found.len() - todo.len()
-    );
-    }
-    let source = LfsSource {
-        url: lfs_url.clone(),
-        agent: ureq::AgentBuilder::new().build(),
-    };
-    let before = store.stats()?.pack_bytes;
-    let mut moved = 0u64;
-    let mut report = gitmodel_client::UploadReport::default();
-    for batch in todo.chunks(100) {
-        let wanted: Vec<(Oid, u64)> = batch
-            .iter()
-            .filter(|f| !store.has_file(&f.pointer.oid))
-            .map(|f| (f.pointer.oid, f.pointer.size))
-            .collect();
-        if !wanted.is_empty() {
-            for (oid, action) in source.download_actions(&wanted)? {
-                let (href, headers) =
-                    action.map_err(|e| anyhow::anyhow!("{oid}: LFS server: {e}"))?;
-                if import_lfs_object(&repo.repo, &store, &oid)? {
-                    continue;
-                }
-                let mut req = source.agent.get(&href);
-                for (k, v) in &headers {
-                    req = req.set(k, v);
-                }
-                let resp = req
-                    .call()
-                    .with_context(|| format!("downloading {oid} from the LFS server"))?;
-                let got = store.ingest(std::io::BufReader::new(resp.into_reader()))?;
-                if got.pointer.oid != oid {
-                    bail!(
-                        "the LFS server sent content hashing to {} for {oid}",
-                        got.pointer.oid
-                    );
-                }
-            }
-        }
-        let files: Vec<FileRef> = batch
-            .iter()
-            .map(|f| FileRef {
-                oid: f.pointer.oid,
-                size: f.pointer.size,
-                path: f.path.clone(),
-            })
-            .collect();
-        let r = gitmodel_client::upload(&store, &remote, &files)?;
-        moved += files.iter().map(|f| f.size).sum::<u64>();
-        report.bytes_new += r.bytes_new;
-        report.bytes_sent += r.bytes_sent;
-        report.chunks += r.chunks;
-        report.chunks_sent += r.chunks_sent;
-    }
-    let local = store.stats()?.pack_bytes - before;
-    let seen: HashSet<Oid> = todo.iter().map(|f| f.pointer.oid).collect();
-    if crate::report::json() {
+    })?;
+    if json {
         return crate::report::emit(&crate::report::Migrate {
             command: "migrate",
-            lfs_url,
-            lfs_url_source: origin,
-            objects: found.len(),
-            already_migrated: found.len() - todo.len(),
-            migrated: seen.len(),
-            migrated_bytes: moved,
-            bytes_new: report.bytes_new,
-            bytes_sent: report.bytes_sent,
-            local_store_bytes: local,
+            lfs_url: m.lfs_url,
+            lfs_url_source: m.lfs_url_source,
+            objects: m.objects,
+            already_migrated: m.already_migrated,
+            migrated: m.migrated,
+            migrated_bytes: m.migrated_bytes,
+            bytes_new: m.bytes_new,
+            bytes_sent: m.bytes_sent,
+            local_store_bytes: m.local_store_bytes,
         });
     }
+    let moved = m.migrated_bytes;
     println!(
         "migrated {} object(s), {} of LFS content: {} new on the server ({} sent), {} in the local store; {:.1}% of the bytes were already stored",
-        seen.len(),
+        m.migrated,
         bytes(moved),
-        bytes(report.bytes_new),
-        bytes(report.bytes_sent),
-        bytes(local),
-        if moved == 0 { 0.0 } else { 100.0 - 100.0 * report.bytes_new as f64 / moved as f64 },
+        bytes(m.bytes_new),
+        bytes(m.bytes_sent),
+        bytes(m.local_store_bytes),
+        if moved == 0 { 0.0 } else { 100.0 - 100.0 * m.bytes_new as f64 / moved as f64 },
     );
     Ok(())
-}
-
-fn migrate_source(repo: &Repo) -> Result<Option<(String, String)>> {
-    if let Some(found) = gitmodel_git::config::lfs_url(&repo.git)? {
-        return Ok(Some(found));
-    }
-    // git-lfs's default: the remote URL + /info/lfs.
-    Ok(repo
-        .git
-        .try_run(&["config", "--get", "remote.origin.url"])?
-        .and_then(|u| {
-            (u.starts_with("http://") || u.starts_with("https://")).then(|| {
-                let base = u.trim_end_matches('/');
-                let base = if base.ends_with(".git") {
-                    base.to_string()
-                } else {
-                    format!("{base}.git")
-                };
-                (format!("{base}/info/lfs"), "remote.origin.url".to_string())
-            })
-        }))
-}
-
-/// Whether a pointer's content is anywhere local: the store or git-lfs's object dir.
-pub fn have_locally(repo: &git2::Repository, store: &LocalStore, p: &Pointer) -> bool {
-    store.has_file(&p.oid) || import_lfs_object(repo, store, &p.oid).unwrap_or(false)
 }

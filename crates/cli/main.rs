@@ -2,20 +2,19 @@
 //! hand over to the command modules, print errors once and map them to exit codes.
 #![forbid(unsafe_code)]
 
-mod app;
 mod cmd;
-mod filter;
 mod lfs;
 mod maint;
 mod ml;
-mod paths;
 mod progress;
 mod registry;
 mod report;
-mod statcache;
 mod units;
 
+use std::io;
+
 use clap::{Parser, Subcommand};
+use gitmodel_repo::{filter, Repo};
 
 #[derive(Parser)]
 #[command(
@@ -179,7 +178,7 @@ fn main() {
         )
         .init();
     let result = if cli.json && !reports_json(&cli.command) {
-        Err(app::usage(
+        Err(gitmodel_repo::usage(
             "--json is not supported by this command (it is by push, fetch, pull, fsck, \
              prune, status, ls-files, env, migrate and the ML and registry commands)",
         ))
@@ -188,7 +187,7 @@ fn main() {
     };
     if let Err(err) = result {
         eprintln!("git-model: {err:#}");
-        std::process::exit(match err.downcast_ref::<app::UsageError>() {
+        std::process::exit(match err.downcast_ref::<gitmodel_repo::UsageError>() {
             Some(_) => 2,
             None => 1,
         });
@@ -233,11 +232,30 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::LsFiles { long } => cmd::ls_files(long),
         Command::Status => cmd::status(),
         Command::Env => cmd::env(),
-        Command::FilterProcess => filter::process(),
-        Command::Clean { path } => filter::clean_once(path.as_deref().unwrap_or("")),
-        Command::Smudge { path } => filter::smudge_once(path.as_deref().unwrap_or("")),
+        Command::FilterProcess => {
+            filter::process(Repo::open()?, io::stdin(), io::stdout(), notices())
+        }
+        Command::Clean { path } => filter::clean_once(
+            Repo::open()?,
+            path.as_deref().unwrap_or(""),
+            io::stdin(),
+            io::stdout(),
+            notices(),
+        ),
+        Command::Smudge { path } => filter::smudge_once(
+            Repo::open()?,
+            path.as_deref().unwrap_or(""),
+            io::stdin(),
+            io::stdout(),
+            notices(),
+        ),
         Command::PrePush { remote, url } => cmd::pre_push(&remote, url.as_deref()),
         Command::Ml(c) => ml::run(c),
         Command::Registry(c) => registry::run(c),
     }
+}
+
+/// The filter's warnings go to stderr, which git shows as it is.
+fn notices() -> filter::Notices {
+    Box::new(|line| eprintln!("{line}"))
 }

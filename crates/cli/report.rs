@@ -126,12 +126,7 @@ pub struct Pull {
 }
 
 /// One file with something wrong.
-#[derive(Debug, Serialize)]
-pub struct Problem {
-    pub path: String,
-    pub oid: String,
-    pub problem: String,
-}
+pub use gitmodel_repo::Problem;
 
 /// `git model fsck --json`.
 #[derive(Debug, Serialize)]
@@ -184,6 +179,22 @@ pub struct FileState {
     /// Only in `status`: `ok`, `not_in_store`, `pointer`, `missing` or `not_downloaded`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<&'static str>,
+}
+
+impl FileState {
+    pub fn new(
+        t: gitmodel_repo::status::Tracked,
+        state: Option<gitmodel_repo::status::FileStatus>,
+    ) -> FileState {
+        FileState {
+            path: t.path,
+            oid: t.pointer.oid.to_hex(),
+            size: t.pointer.size,
+            in_working_tree: t.in_working_tree,
+            in_store: t.in_store,
+            state: state.map(|s| s.code()),
+        }
+    }
 }
 
 /// `git model ls-files --json`.

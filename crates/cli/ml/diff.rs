@@ -17,7 +17,7 @@ use gitmodel_ml::{gguf, safetensors, FileKind};
 use serde::Serialize;
 
 use super::{Content, ContentReader, Ctx, Side};
-use crate::app::usage;
+use gitmodel_repo::usage;
 
 /// Bytes per piece when streaming a changed tensor.
 const PIECE: u64 = 4 << 20;

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::tables::{self, Kind};
 use super::{short, Ctx, Side};
-use crate::app::usage;
+use gitmodel_repo::usage;
 
 /// A version of a file at a commit: the LFS oid for pointers, the git blob id otherwise.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -25,7 +25,7 @@ use gitmodel_ml::TensorInfo;
 use gitmodel_store::fsutil;
 
 use super::{repo_path, short, tables, Content, Ctx, Side};
-use crate::app::usage;
+use gitmodel_repo::usage;
 
 /// The attribute naming a table's key column, e.g. `data/*.csv merge-key=id`.
 pub const KEY_ATTR: &str = "merge-key";
@@ -494,7 +494,7 @@ pub fn resolve(given: &str, pick: Pick) -> Result<()> {
     }
     match pointer {
         Some(p) => {
-            if !crate::lfs::have_locally(ctx.git(), &ctx.store, &p) {
+            if !gitmodel_repo::lfs::have_locally(ctx.git(), &ctx.store, &p) {
                 let remote = ctx.remote()?;
                 let file = FileRef {
                     oid: p.oid,
@@ -510,9 +510,11 @@ pub fn resolve(given: &str, pick: Pick) -> Result<()> {
                 .with_context(|| format!("writing {path}"))?;
             ctx.store.sync()?;
             // The `git add` below then cleans it without hashing it again.
-            if let Err(e) =
-                crate::statcache::StatCache::save(ctx.store.root(), &workdir, &[(path.clone(), p)])
-            {
+            if let Err(e) = gitmodel_repo::statcache::StatCache::save(
+                ctx.store.root(),
+                &workdir,
+                &[(path.clone(), p)],
+            ) {
                 tracing::warn!("could not save the stat cache: {e}");
             }
         }

@@ -4,11 +4,10 @@
 
 use anyhow::Result;
 use clap::Subcommand;
-use gitmodel_ml::manifest::Manifest;
-use gitmodel_ml::metrics::{self, CompareRow, Flat};
+use gitmodel_ml::metrics::{self, CompareRow};
 
 use super::{short, Ctx, Side};
-use crate::app::usage;
+use gitmodel_repo::usage;
 
 #[derive(Subcommand)]
 pub enum KvCommand {
@@ -30,58 +29,7 @@ pub enum KvCommand {
     },
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Metrics,
-    Params,
-}
-
-impl Kind {
-    fn name(self) -> &'static str {
-        match self {
-            Kind::Metrics => "metrics",
-            Kind::Params => "params",
-        }
-    }
-
-    /// Files used when there is no manifest.
-    fn default_files(self) -> Vec<String> {
-        match self {
-            Kind::Metrics => vec!["metrics.json".into()],
-            Kind::Params => vec!["params.yaml".into()],
-        }
-    }
-
-    pub fn files(self, manifest: Option<&Manifest>) -> Vec<String> {
-        let files = match (manifest, self) {
-            (Some(m), Kind::Metrics) => m.all_metrics(),
-            (Some(m), Kind::Params) => m.all_params(),
-            (None, _) => Vec::new(),
-        };
-        if files.is_empty() {
-            self.default_files()
-        } else {
-            files
-        }
-    }
-}
-
-/// Values of `files` on `side`, merged (a later file's key wins); missing files skipped.
-pub fn load_files(ctx: &Ctx, side: Side, files: &[String]) -> Result<Flat> {
-    let mut out = Flat::new();
-    for f in files {
-        if let Some(bytes) = ctx.read_file(side, f)? {
-            out.extend(metrics::parse(f, &bytes).map_err(|e| usage(e.to_string()))?);
-        }
-    }
-    Ok(out)
-}
-
-/// All metrics (or params) on `side`, as the manifest there names them.
-pub fn load(ctx: &Ctx, side: Side, kind: Kind) -> Result<Flat> {
-    let manifest = ctx.manifest(side)?;
-    load_files(ctx, side, &kind.files(manifest.as_ref()))
-}
+pub use gitmodel_repo::content::{load, load_files, Kind};
 
 fn side_of(ctx: &Ctx, rev: Option<&str>) -> Result<(Side, String)> {
     match rev {

@@ -12,9 +12,9 @@ mod transfer;
 pub use credentials::{Credential, CredentialHelper, GitCredentialHelper};
 pub use remote::{Auth, Remote, RemoteOptions, TlsOptions};
 pub use transfer::{
-    download, download_with_progress, plan_download, run_download, upload, upload_with_progress,
-    ChunkSink, DownloadPlan, DownloadReport, Downloaded, FileFailure, FileRef, Progress,
-    UploadReport,
+    download, download_with_progress, fetch_chunks, plan_download, run_download, upload,
+    upload_with_progress, ChunkSink, ChunksFetched, DownloadPlan, DownloadReport, Downloaded,
+    FileFailure, FileRef, Progress, UploadReport,
 };
 
 use gitmodel_format::Oid;

@@ -574,31 +574,9 @@ pub fn run_download(
                 continue;
             }
         };
-        wanted.sort_unstable();
-        wanted.dedup();
-        let mut current: Option<RangeTask> = None;
-        for i in wanted {
-            let Some(entry) = index.get(i as usize).copied() else {
-                // Reported for the files whose recipes name it, below.
-                continue;
-            };
-            match &mut current {
-                Some(t) if t.offset + t.length == entry.offset && t.length < RANGE_BYTES => {
-                    t.length += entry.record_len();
-                    t.entries.push(entry);
-                }
-                _ => {
-                    tasks.extend(current.take());
-                    current = Some(RangeTask {
-                        pack,
-                        offset: entry.offset,
-                        length: entry.record_len(),
-                        entries: vec![entry],
-                    });
-                }
-            }
-        }
-        tasks.extend(current);
+        // Records the index lacks are reported for the files whose recipes name them,
+        // below.
+        tasks.extend(range_tasks(pack, &index, &mut wanted));
         entries_of.insert(pack, index);
     }
     // Every recipe chunk must be the record its segment names: same id, same length. A
@@ -727,6 +705,132 @@ pub fn run_download(
         }
     }
     Ok(done)
+}
+
+/// The range reads that fetch `records` (indexes into `index`, the footer index of
+/// `pack`): adjacent records coalesced up to [`RANGE_BYTES`] a request. Records the
+/// index lacks are left out.
+fn range_tasks(pack: PackId, index: &[PackEntry], records: &mut Vec<u32>) -> Vec<RangeTask> {
+    records.sort_unstable();
+    records.dedup();
+    let mut tasks = Vec::new();
+    let mut current: Option<RangeTask> = None;
+    for &i in records.iter() {
+        let Some(entry) = index.get(i as usize).copied() else {
+            continue;
+        };
+        match &mut current {
+            Some(t) if t.offset + t.length == entry.offset && t.length < RANGE_BYTES => {
+                t.length += entry.record_len();
+                t.entries.push(entry);
+            }
+            _ => {
+                tasks.extend(current.take());
+                current = Some(RangeTask {
+                    pack,
+                    offset: entry.offset,
+                    length: entry.record_len(),
+                    entries: vec![entry],
+                });
+            }
+        }
+    }
+    tasks.extend(current);
+    tasks
+}
+
+/// What [`fetch_chunks`] brought.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ChunksFetched {
+    pub chunks: usize,
+    /// Raw bytes of the fetched chunks.
+    pub raw_bytes: u64,
+    /// Bytes received (compressed records).
+    pub bytes_received: u64,
+    pub requests: usize,
+}
+
+/// Brings the chunks `wanted` of one file into the local store, for reads of parts of a
+/// file (the ML commands read tensors, not whole models): `recipe` is the server's
+/// located recipe of the file (see [`Remote::get_recipe`]). Only chunks the store lacks
+/// are fetched, from the packs' footer indexes as exact byte ranges, several requests in
+/// flight; each record must be the chunk the recipe names there, and each chunk is
+/// checked against its id before it is stored. The recipe itself is not kept (the
+/// whole file was not hashed). A wanted chunk that does not arrive is an error.
+pub fn fetch_chunks(
+    store: &LocalStore,
+    remote: &Remote,
+    recipe: &Recipe,
+    wanted: &HashSet<ChunkId>,
+) -> Result<ChunksFetched, ClientError> {
+    let protocol = |what: String| ClientError::Protocol {
+        url: remote.url().to_string(),
+        what,
+    };
+    let mut needed: HashMap<PackId, Vec<u32>> = HashMap::new();
+    let mut order = Vec::new();
+    let mut expect: HashMap<(PackId, u32), (ChunkId, u32)> = HashMap::new();
+    let mut seen = HashSet::new();
+    for (seg, chunks) in recipe.segment_chunks() {
+        for (k, c) in chunks.iter().enumerate() {
+            if wanted.contains(&c.id) && !store.has_chunk(&c.id) && seen.insert(c.id) {
+                let record = seg.first + k as u32;
+                needed
+                    .entry(seg.pack)
+                    .or_insert_with(|| {
+                        order.push(seg.pack);
+                        Vec::new()
+                    })
+                    .push(record);
+                expect.insert((seg.pack, record), (c.id, c.raw_len));
+            }
+        }
+    }
+    let packs: Vec<(PackId, Vec<u32>)> = order
+        .into_iter()
+        .map(|p| (p, needed.remove(&p).expect("listed pack")))
+        .collect();
+    let indexes = parallel_map(&packs, |(pack, _)| pack_index(remote, pack))?;
+    let mut tasks = Vec::new();
+    for ((pack, mut records), index) in packs.into_iter().zip(indexes) {
+        for &i in &records {
+            let (id, raw_len) = expect[&(pack, i)];
+            match index.get(i as usize) {
+                None => return Err(protocol(format!("pack {pack} has no record {i}"))),
+                Some(e) if e.id != id || e.raw_len != raw_len => {
+                    return Err(protocol(format!(
+                        "record {i} of pack {pack} is chunk {} ({} bytes), the recipe of {} \
+                         says {id} ({raw_len} bytes)",
+                        e.id, e.raw_len, recipe.oid
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
+        tasks.extend(range_tasks(pack, &index, &mut records));
+    }
+    let fetched = parallel_map(&tasks, |task| fetch_range(remote, task, None))?;
+    let mut report = ChunksFetched {
+        requests: tasks.len(),
+        ..Default::default()
+    };
+    let mut got = Vec::new();
+    for (received, chunks) in fetched {
+        report.bytes_received += received;
+        for c in chunks {
+            report.chunks += 1;
+            report.raw_bytes += c.entry.raw_len as u64;
+            got.push(c);
+        }
+    }
+    store.import(got)?;
+    if let Some(id) = wanted.iter().find(|id| !store.has_chunk(id)) {
+        return Err(protocol(format!(
+            "{}: chunk {id} is not on the server",
+            recipe.oid
+        )));
+    }
+    Ok(report)
 }
 
 fn pack_index(remote: &Remote, pack: &PackId) -> Result<Vec<PackEntry>, ClientError> {

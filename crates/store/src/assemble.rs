@@ -35,6 +35,9 @@ struct Part {
     /// SHA-256 of the written prefix: chunks are hashed as soon as all before them are
     /// written, so the hash keeps up with the download instead of following it.
     hashing: Mutex<Hashing>,
+    /// The working-tree path whose hash states the store keeps once the file is written
+    /// ([`Assembly::for_paths`]).
+    key: Option<String>,
 }
 
 struct Hashing {
@@ -117,6 +120,7 @@ impl Assembly {
                     next: 0,
                     hasher: ResumingHasher::new(known),
                 }),
+                key: None,
             });
         }
         Ok(Assembly {
@@ -124,6 +128,30 @@ impl Assembly {
             uses,
             more_uses,
         })
+    }
+
+    /// [`Assembly::new`] for working-tree files: each is the recipe, the target, whether
+    /// it is executable, and its path in the repository. The store resumes each file's
+    /// hash from the states it kept for that path, and keeps the new ones once the file
+    /// is written (so an edit of it is later cleaned from where it differs).
+    pub fn for_paths(
+        store: &LocalStore,
+        files: Vec<(Recipe, PathBuf, bool, String)>,
+    ) -> Result<Assembly> {
+        let mut keys = Vec::with_capacity(files.len());
+        let items = files
+            .into_iter()
+            .map(|(recipe, target, executable, key)| {
+                let known = store.prefix_states(&key);
+                keys.push(key);
+                (recipe, target, executable, known)
+            })
+            .collect();
+        let mut assembly = Assembly::new(items)?;
+        for (part, key) in assembly.parts.iter_mut().zip(keys) {
+            part.key = Some(key);
+        }
+        Ok(assembly)
     }
 
     /// Writes a chunk's bytes wherever the files use it. The caller has checked `data`
@@ -239,6 +267,11 @@ fn finish_part(store: &LocalStore, part: Part) -> Result<(u64, Vec<(Fingerprint,
         return Err(StoreError::HashMismatch { oid, actual, size });
     }
     store.place(part.tmp, &part.target, part.executable)?;
+    if let Some(key) = &part.key {
+        if let Err(e) = store.keep_prefix_states(key, &states) {
+            tracing::debug!("keeping hash states of {key}: {e}");
+        }
+    }
     Ok((size, states))
 }
 

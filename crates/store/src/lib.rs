@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 mod assemble;
+mod bypath;
 pub mod fsutil;
 mod ingest;
 mod maintain;

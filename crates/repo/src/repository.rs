@@ -1,6 +1,6 @@
-//! What every command needs: the repository, its local store, the server.
+//! A git repository with its local store and its server: what every operation needs.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use gitmodel_client::{Auth, GitCredentialHelper, Remote, RemoteOptions, TlsOptions};
@@ -8,21 +8,10 @@ use gitmodel_git::config::{self, Setting};
 use gitmodel_git::Git;
 use gitmodel_store::{Durability, LocalStore};
 
-/// An error in how git-model was called or configured (exit code 2).
-#[derive(Debug)]
-pub struct UsageError(pub String);
+use crate::error::usage;
 
-impl std::fmt::Display for UsageError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-impl std::error::Error for UsageError {}
-
-pub fn usage(msg: impl Into<String>) -> anyhow::Error {
-    UsageError(msg.into()).into()
-}
-
+/// An opened repository: git (the `git` binary for config and plumbing, libgit2 for
+/// objects and refs) and, when it has one, its working tree.
 pub struct Repo {
     pub git: Git,
     pub repo: git2::Repository,
@@ -30,11 +19,18 @@ pub struct Repo {
 }
 
 impl Repo {
+    /// The repository the current directory is in.
     pub fn open() -> Result<Repo> {
         let cwd = std::env::current_dir().context("current directory")?;
-        let repo = gitmodel_git::open_repo(&cwd).map_err(|_| usage("not in a git repository"))?;
+        Repo::open_at(&cwd)
+    }
+
+    /// The repository `dir` is in (a working tree or any directory below it, or a
+    /// `.git` / bare directory).
+    pub fn open_at(dir: &Path) -> Result<Repo> {
+        let repo = gitmodel_git::open_repo(dir).map_err(|_| usage("not in a git repository"))?;
         let workdir = repo.workdir().map(|p| p.to_path_buf());
-        let git = Git::new(workdir.clone().unwrap_or_else(|| cwd.clone()));
+        let git = Git::new(workdir.clone().unwrap_or_else(|| dir.to_path_buf()));
         Ok(Repo { git, repo, workdir })
     }
 

@@ -4,6 +4,9 @@
 //! a pointer passes through. Smudge answers the content of a pointer from the local store,
 //! fetching it from the server when missing; when it cannot be had, the pointer stays in
 //! the working tree with a warning naming the path, and `git model pull` fetches it later.
+//!
+//! The drivers ([`process`], [`clean_once`], [`smudge_once`]) take git's streams, so any
+//! front end (the `git-model` binary, or a test) runs the same filter.
 
 use std::fs;
 use std::io::{self, BufReader, Read, Write};
@@ -15,9 +18,12 @@ use gitmodel_format::Pointer;
 use gitmodel_git::filter::{Filter, FilterError};
 use gitmodel_store::LocalStore;
 
-use crate::app::Repo;
 use crate::paths::PathFilter;
 use crate::statcache::StatCache;
+use crate::Repo;
+
+/// Where the filter's warnings for the user go (git shows a filter's stderr as it is).
+pub type Notices = Box<dyn FnMut(&str) + Send>;
 
 struct ModelFilter {
     repo: Repo,
@@ -36,6 +42,7 @@ struct ModelFilter {
     /// Files smudged for a checkout in this session, with when: recorded in the stat
     /// cache once git is done.
     smudged: Vec<(String, Pointer, std::time::SystemTime)>,
+    notices: Notices,
 }
 
 fn skip_smudge() -> bool {
@@ -43,8 +50,7 @@ fn skip_smudge() -> bool {
 }
 
 impl ModelFilter {
-    fn new() -> Result<ModelFilter> {
-        let repo = Repo::open()?;
+    fn new(repo: Repo, notices: Notices) -> Result<ModelFilter> {
         let store = repo.store()?;
         // A `git add` of many small files: one pack for many of them, written when full
         // or when this process ends (journaled meanwhile).
@@ -68,14 +74,17 @@ impl ModelFilter {
             stat_cache,
             last_smudge: None,
             smudged: Vec::new(),
+            notices,
         })
     }
 
+    /// The server, opened once; why not, when it cannot be (no `model.url`, a bad
+    /// setting), as the text every later use reports.
     fn remote(&mut self) -> Result<&Remote, String> {
-        if self.remote.is_none() {
-            self.remote = Some(self.repo.remote().map_err(|e| format!("{e:#}")));
-        }
-        self.remote.as_ref().unwrap().as_ref().map_err(Clone::clone)
+        let slot = self
+            .remote
+            .get_or_insert_with(|| self.repo.remote().map_err(|e| format!("{e:#}")));
+        slot.as_ref().map_err(Clone::clone)
     }
 
     /// Whether the content of `p` is here. A long-running filter opened the store before
@@ -131,21 +140,14 @@ impl Filter for ModelFilter {
             // Already a pointer (e.g. content not pulled yet): keep it as it is.
             return Ok(head);
         }
-        // The SHA-256 resumes from the states kept when this path was last cleaned: a
-        // new version is hashed only from where it differs.
+        // The store resumes the SHA-256 from the states it kept when this path was last
+        // cleaned: a new version is hashed only from where it differs.
         let ingested = self
             .store
-            .ingest_resuming(
-                io::Cursor::new(head).chain(input),
-                gitmodel_format::ChunkParams::for_path(path),
-                self.store.prefix_states(path),
-            )
+            .ingest_path(io::Cursor::new(head).chain(input), path)
             .map_err(|e| err(e.to_string()))?;
         if ingested.pointer.size == 0 {
             return Ok(Vec::new());
-        }
-        if let Err(e) = self.store.keep_prefix_states(path, &ingested.states) {
-            tracing::debug!("keeping hash states of {path}: {e}");
         }
         tracing::debug!(
             "clean {path}: {} chunks, {} new ({} bytes stored), {} bytes hashed",
@@ -183,34 +185,32 @@ impl Filter for ModelFilter {
         }
         if !self.have_locally(&p) {
             if let Err(why) = self.fetch(path, &p) {
-                eprintln!(
+                (self.notices)(&format!(
                     "git-model: {path}: content of {} not available ({why}); left as a pointer, \
                      run `git model pull` later",
                     p.oid
-                );
+                ));
                 out.write_all(stored).map_err(io_err)?;
                 return Ok(());
             }
         }
         let started = std::time::SystemTime::now();
-        let (_, states) = self
-            .store
-            .write_file_resuming(&p.oid, out, self.store.prefix_states(path))
-            .map_err(|e| {
-                if let gitmodel_store::StoreError::HashMismatch { .. } = e {
-                    // A stored recipe that makes the wrong file (kept unchecked by an
-                    // older git-model): dropped, so that `git model pull` fetches anew.
-                    if let Err(e) = self.store.forget_recipe(&p.oid) {
-                        tracing::warn!("dropping the wrong recipe of {}: {e}", p.oid);
-                    }
+        // The store keeps this file's hash states: an edit of it (a fine-tune of its last
+        // layers) is then cleaned from where it differs.
+        let to = crate::checkout::Destination::Stream {
+            out,
+            path: Some(path),
+        };
+        crate::checkout::write_out(&self.store, &p, to).map_err(|e| {
+            if let gitmodel_store::StoreError::HashMismatch { .. } = e {
+                // A stored recipe that makes the wrong file (kept unchecked by an
+                // older git-model): dropped, so that `git model pull` fetches anew.
+                if let Err(e) = self.store.forget_recipe(&p.oid) {
+                    tracing::warn!("dropping the wrong recipe of {}: {e}", p.oid);
                 }
-                FilterError(format!("{path} ({}): {e}", p.oid))
-            })?;
-        // An edit of this file (a fine-tune of its last layers) is then cleaned from where
-        // it differs.
-        if let Err(e) = self.store.keep_prefix_states(path, &states) {
-            tracing::debug!("keeping hash states of {path}: {e}");
-        }
+            }
+            FilterError(format!("{path} ({}): {e}", p.oid))
+        })?;
         self.last_smudge = Some((path.to_string(), p, started));
         Ok(())
     }
@@ -258,11 +258,17 @@ impl Filter for ModelFilter {
     }
 }
 
-/// `git-model filter-process`, run by git for a whole checkout or add.
-pub fn process() -> Result<()> {
-    let mut filter = ModelFilter::new()?;
-    let input = BufReader::with_capacity(1 << 16, io::stdin());
-    let output = io::BufWriter::with_capacity(1 << 16, io::stdout());
+/// `git-model filter-process`, run by git for a whole checkout or add: git's long-running
+/// filter protocol on `input` / `output` (the process's stdin and stdout).
+pub fn process(
+    repo: Repo,
+    input: impl Read + Send,
+    output: impl Write + Send,
+    notices: Notices,
+) -> Result<()> {
+    let mut filter = ModelFilter::new(repo, notices)?;
+    let input = BufReader::with_capacity(1 << 16, input);
+    let output = io::BufWriter::with_capacity(1 << 16, output);
     gitmodel_git::filter::run(input, output, &mut filter)?;
     // git closes the stream as it exits, when the files it smudged are in place: record
     // their stat data, so that git's next look at them (a "racily clean" file is cleaned
@@ -294,26 +300,39 @@ pub fn process() -> Result<()> {
     Ok(())
 }
 
-/// `git-model clean -- <path>`: content on stdin, pointer on stdout.
-pub fn clean_once(path: &str) -> Result<()> {
-    let mut filter = ModelFilter::new()?;
-    let mut stdin = io::stdin();
+/// `git-model clean -- <path>` (git's single-shot filter): content from `input`, its
+/// pointer to `output`.
+pub fn clean_once(
+    repo: Repo,
+    path: &str,
+    mut input: impl Read + Send,
+    mut output: impl Write,
+    notices: Notices,
+) -> Result<()> {
+    let mut filter = ModelFilter::new(repo, notices)?;
     let stored = filter
-        .clean(path, &mut stdin)
+        .clean(path, &mut input)
         .map_err(|e| anyhow::anyhow!(e.0))?;
-    io::stdout().write_all(&stored)?;
+    output.write_all(&stored)?;
+    output.flush()?;
     Ok(())
 }
 
-/// `git-model smudge -- <path>`: pointer on stdin, content on stdout.
-pub fn smudge_once(path: &str) -> Result<()> {
-    let mut filter = ModelFilter::new()?;
-    let mut stdin = io::stdin();
+/// `git-model smudge -- <path>` (git's single-shot filter): a pointer from `input`, the
+/// content to `output`.
+pub fn smudge_once(
+    repo: Repo,
+    path: &str,
+    mut input: impl Read + Send,
+    output: impl Write + Send,
+    notices: Notices,
+) -> Result<()> {
+    let mut filter = ModelFilter::new(repo, notices)?;
     let mut head = Vec::new();
-    (&mut stdin).take(1100).read_to_end(&mut head)?;
-    let mut out = io::BufWriter::new(io::stdout());
+    (&mut input).take(1100).read_to_end(&mut head)?;
+    let mut out = io::BufWriter::new(output);
     filter
-        .smudge(path, &head, &mut stdin, &mut out)
+        .smudge(path, &head, &mut input, &mut out)
         .map_err(|e| anyhow::anyhow!(e.0))?;
     out.flush()?;
     Ok(())
