@@ -18,9 +18,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::Subcommand;
 
-pub use gitmodel_repo::content::{
-    file_layout, repo_path, short, Content, ContentReader, Ctx, Side,
-};
+pub use gitmodel_repo::content::{repo_path, short, Content, Ctx, Side};
 
 #[derive(Subcommand)]
 pub enum Command {

@@ -28,7 +28,7 @@ use super::{repo_path, short, tables, Content, Ctx, Side};
 use gitmodel_repo::usage;
 
 /// The attribute naming a table's key column, e.g. `data/*.csv merge-key=id`.
-pub const KEY_ATTR: &str = "merge-key";
+pub use gitmodel_repo::diff::KEY_ATTR;
 
 /// One version as git hands it to the driver.
 struct Version {
@@ -102,7 +102,7 @@ pub fn driver(args: &[String]) -> Result<()> {
     let kind = FileKind::detect(path, &[]);
     let mut notes = Vec::new();
     let key = match kind.is_table() {
-        true => key_column(&ctx, path)?,
+        true => gitmodel_repo::diff::key_column(&ctx, path)?,
         false => None,
     };
     if kind.is_table() {
@@ -131,24 +131,6 @@ pub fn driver(args: &[String]) -> Result<()> {
         [ours_label, theirs_label],
         &notes
     )))
-}
-
-/// The `merge-key` attribute of `path`, if set to a column name.
-pub fn key_column(ctx: &Ctx, path: &str) -> Result<Option<String>> {
-    let out = ctx
-        .repo
-        .git
-        .run(&["check-attr", KEY_ATTR, "--", path])
-        .context("git check-attr")?;
-    // `<path>: merge-key: <value>`; the path itself may contain ": ".
-    let value = out
-        .rsplit_once(": ")
-        .map(|(_, v)| v.trim())
-        .unwrap_or_default();
-    Ok(match value {
-        "" | "unspecified" | "unset" | "set" => None,
-        v => Some(v.to_string()),
-    })
 }
 
 enum Merged {
@@ -288,8 +270,8 @@ fn summary(
     let run = || -> Result<String> {
         let (bc, vc) = (base.content(ctx)?, v.content(ctx)?);
         if kind.is_model() {
-            let bh = super::diff::header(ctx, kind, &bc).map_err(|e| anyhow!(e))?;
-            let vh = super::diff::header(ctx, kind, &vc).map_err(|e| anyhow!(e))?;
+            let bh = gitmodel_repo::diff::header(ctx, kind, &bc)?;
+            let vh = gitmodel_repo::diff::header(ctx, kind, &vc)?;
             let (Some(bl), Some(vl)) = (bc.layout(), vc.layout()) else {
                 return Ok(format!(
                     "{} → {} tensors",
@@ -329,8 +311,8 @@ fn summary(
             }
             Ok(s.render())
         } else if kind.is_table() {
-            match super::diff::diff_file(ctx, path, Some(&bc), Some(&vc), key, 0)? {
-                Some(super::diff::FileDiff::Table(t)) => Ok(format!(
+            match gitmodel_repo::diff::diff_file(ctx, path, Some(&bc), Some(&vc), key, 0)? {
+                Some(gitmodel_repo::diff::FileDiff::Table(t)) => Ok(format!(
                     "rows vs base: {} added, {} removed, {} changed",
                     t.rows_added, t.rows_removed, t.rows_changed
                 )),

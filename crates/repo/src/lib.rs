@@ -26,6 +26,7 @@
 
 pub mod checkout;
 pub mod content;
+pub mod diff;
 pub mod error;
 pub mod filter;
 pub mod lfs;
