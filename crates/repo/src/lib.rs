@@ -31,6 +31,7 @@ pub mod error;
 pub mod filter;
 pub mod lfs;
 pub mod maint;
+pub mod merge;
 pub mod paths;
 pub mod registry;
 pub mod repository;
