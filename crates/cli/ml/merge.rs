@@ -107,7 +107,7 @@ pub fn resolve(given: &str, pick: Pick) -> Result<()> {
     }
     match pointer {
         Some(p) => {
-            if !gitmodel_repo::lfs::have_locally(ctx.git(), &ctx.store, &p) {
+            if !gitmodel_repo::objects::have_locally(ctx.git(), &ctx.store, &p) {
                 let remote = ctx.remote()?;
                 let file = FileRef {
                     oid: p.oid,

@@ -65,7 +65,7 @@ pub fn checkout(
     name: &str,
     to: Destination<'_>,
 ) -> Result<u64> {
-    if p.size > 0 && !crate::lfs::have_locally(&repo.repo, store, p) {
+    if p.size > 0 && !crate::objects::have_locally(&repo.repo, store, p) {
         let remote = remote()?;
         let file = FileRef {
             oid: p.oid,

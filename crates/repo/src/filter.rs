@@ -92,7 +92,7 @@ impl ModelFilter {
     /// tables) has a recipe on disk the store's chunk index does not know yet, so the
     /// store is opened again before anything is fetched.
     fn have_locally(&mut self, p: &Pointer) -> bool {
-        if crate::lfs::have_locally(&self.repo.repo, &self.store, p) {
+        if crate::objects::have_locally(&self.repo.repo, &self.store, p) {
             return true;
         }
         if !matches!(self.store.recipe(&p.oid), Ok(Some(_))) {

@@ -32,6 +32,7 @@ pub mod filter;
 pub mod lfs;
 pub mod maint;
 pub mod merge;
+pub mod objects;
 pub mod paths;
 pub mod registry;
 pub mod repository;

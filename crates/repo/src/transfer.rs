@@ -47,7 +47,7 @@ pub fn upload_range(
     let remote = repo.remote()?;
     // Content git-lfs stored (a repository that switched to git-model) counts as local.
     for f in &found {
-        crate::lfs::have_locally(&repo.repo, &store, &f.pointer);
+        crate::objects::have_locally(&repo.repo, &store, &f.pointer);
     }
     let files = to_refs(found);
     let report = gitmodel_client::upload_with_progress(&store, &remote, &files, progress)
