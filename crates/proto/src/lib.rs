@@ -208,6 +208,22 @@ impl std::fmt::Display for RepoName {
     }
 }
 
+/// A lock as the Git LFS API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lock {
+    pub id: String,
+    /// Relative to the root of the working tree, as the client sent it.
+    pub path: String,
+    /// RFC 3339, UTC, whole seconds.
+    pub locked_at: String,
+    pub owner: LockOwner,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockOwner {
+    pub name: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,18 +35,17 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use crate::api::{self, ResponseBody};
 use crate::error::{error_chain, ApiError};
+use crate::http::ResponseBody;
 use crate::index::ChunkIndex;
 use crate::keys;
-use crate::lfs;
 use crate::state::AppState;
 use crate::storage::StorageError;
 
 /// Largest planned pack read (a read of consecutive records). A segment whose records the
 /// chunk index cannot size is read whole instead; segments lie in one pack, so such a
 /// read is still at most [`MAX_PACK_BYTES`].
-pub const READ_WINDOW_BYTES: u64 = crate::register::WINDOW_BYTES;
+pub const READ_WINDOW_BYTES: u64 = crate::storage::READ_WINDOW_BYTES;
 /// Raw bytes decoded in one go on the blocking pool. Bounds memory even for highly
 /// compressed records (8 MiB of zstd records can hold gigabytes of zeros).
 pub const DECODE_GROUP_BYTES: u64 = 4 * 1024 * 1024;
@@ -118,21 +117,21 @@ pub async fn get_object(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("object {oid} in {repo}")))?;
     let size = recipe.size;
-    let range = api::requested_range(headers, size)?;
+    let range = crate::http::requested_range(headers, size)?;
     let (status, wanted) = match range.clone() {
         Some(range) => (StatusCode::PARTIAL_CONTENT, range),
         None => (StatusCode::OK, 0..size),
     };
     let reads = plan_reads(state.index(), &recipe, wanted.clone())?;
     let body = stream(Arc::clone(state), Arc::new(recipe), reads, wanted.clone());
-    let mut response = Response::new(body.map_err(api::BodyError::from).boxed());
+    let mut response = Response::new(body.map_err(crate::http::BodyError::from).boxed());
     *response.status_mut() = status;
     let h = response.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(gitmodel_proto::BINARY),
     );
-    lfs::object_headers(h, wanted.end - wanted.start);
+    crate::http::object_headers(h, wanted.end - wanted.start);
     if range.is_some() {
         let value = format!("bytes {}-{}/{size}", wanted.start, wanted.end - 1);
         if let Ok(value) = HeaderValue::from_str(&value) {
@@ -389,7 +388,7 @@ pub fn stream_object_range(state: &Arc<AppState>, key: String, range: Range<u64>
     };
     tokio::spawn(task.instrument(tracing::Span::current()));
     ChannelBody::new(rx, length)
-        .map_err(api::BodyError::from)
+        .map_err(crate::http::BodyError::from)
         .boxed()
 }
 

@@ -16,8 +16,8 @@ use gitmodel_proto::{BodyError, NameError};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 
-use crate::locks::Lock;
 use crate::storage::StorageError;
+use gitmodel_proto::Lock;
 
 /// The realm announced in `LFS-Authenticate` on a 401 answer to a Git LFS client.
 pub const LFS_REALM: &str = "git-model";

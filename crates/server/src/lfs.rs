@@ -23,15 +23,15 @@ use std::sync::Arc;
 use bytes::Bytes;
 use gitmodel_format::Oid;
 use gitmodel_proto::RepoName;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap};
 use http::{Method, Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
-use crate::api::{self, ResponseBody};
 use crate::auth::Access;
 use crate::download;
 use crate::error::ApiError;
+use crate::http::{parse_json, ResponseBody};
 use crate::locks::{self, Lock};
 use crate::state::AppState;
 use crate::upload;
@@ -134,7 +134,7 @@ where
         LfsEndpoint::Object(oid) => {
             let oid = Oid::from_hex(&oid)?;
             if parts.method == Method::PUT {
-                let declared = api::content_length(headers);
+                let declared = crate::http::content_length(headers);
                 upload::put_object(state, &repo, oid, declared, body, timeout).await?;
                 Ok(lfs_json(StatusCode::OK, &serde_json::json!({})))
             } else {
@@ -149,7 +149,7 @@ where
         // Every other endpoint takes a JSON body.
         endpoint => {
             check_media_type(headers)?;
-            let body = api::read_body(body, headers, MAX_JSON_BODY, timeout).await?;
+            let body = crate::http::read_body(body, headers, MAX_JSON_BODY, timeout).await?;
             match endpoint {
                 LfsEndpoint::Batch => batch(state, &repo, headers, &body).await,
                 LfsEndpoint::Verify => verify(state, &repo, &body).await,
@@ -195,17 +195,10 @@ fn check_media_type(headers: &HeaderMap) -> Result<(), ApiError> {
     })
 }
 
-/// Decodes a JSON request body.
-pub(crate) fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::BadJson {
-        reason: e.to_string(),
-    })
-}
-
 /// A Git LFS JSON answer.
 pub(crate) fn lfs_json<T: Serialize>(status: StatusCode, value: &T) -> Response<ResponseBody> {
     match serde_json::to_vec(value) {
-        Ok(body) => api::binary(status, MEDIA_TYPE, body.into()),
+        Ok(body) => crate::http::binary(status, MEDIA_TYPE, body.into()),
         Err(e) => error_response(
             &ApiError::internal(format!("serializing the answer: {e}")),
             "",
@@ -237,7 +230,7 @@ pub fn error_response(error: &ApiError, request_id: &str) -> Response<ResponseBo
     };
     // Serializing strings cannot fail; the fallback keeps this path panic-free anyway.
     let bytes = serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec());
-    let mut response = api::binary(error.status(), MEDIA_TYPE, bytes.into());
+    let mut response = crate::http::binary(error.status(), MEDIA_TYPE, bytes.into());
     error.add_headers(response.headers_mut(), true);
     response
 }
@@ -581,15 +574,10 @@ fn valid_host(host: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
 }
 
-/// Sets the headers of a raw object answer.
-pub(crate) fn object_headers(headers: &mut HeaderMap, length: u64) {
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
-    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     #[test]
     fn endpoints() {

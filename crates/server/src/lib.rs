@@ -28,12 +28,15 @@
 pub mod api;
 pub mod auth;
 pub mod conn;
+pub mod damage;
 pub mod download;
 pub mod error;
 pub mod gc;
+pub mod http;
 pub mod index;
 pub mod keys;
 pub mod lfs;
+pub mod locate;
 pub mod locks;
 pub mod metrics;
 pub mod prefix;

@@ -36,8 +36,8 @@ use tokio::task::JoinSet;
 
 use crate::auth::Access;
 use crate::error::ApiError;
+use crate::http::parse_json;
 use crate::keys;
-use crate::lfs::parse_json;
 use crate::state::AppState;
 use crate::storage::StorageError;
 
@@ -50,21 +50,7 @@ pub const MAX_PATH_BYTES: usize = 4096;
 /// Lock objects read at once while listing.
 const READ_CONCURRENCY: usize = 16;
 
-/// A lock as the Git LFS API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Lock {
-    pub id: String,
-    /// Relative to the root of the working tree, as the client sent it.
-    pub path: String,
-    /// RFC 3339, UTC, whole seconds.
-    pub locked_at: String,
-    pub owner: Owner,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Owner {
-    pub name: String,
-}
+pub use gitmodel_proto::{Lock, LockOwner as Owner};
 
 #[derive(Debug, Deserialize)]
 struct CreateRequest {

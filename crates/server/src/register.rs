@@ -12,7 +12,6 @@
 //! is fetched.
 
 use std::collections::HashSet;
-use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -20,56 +19,29 @@ use gitmodel_format::id::OidHasher;
 
 use crate::prefix;
 use gitmodel_format::pack::{parse_records, MAX_CHUNK_BYTES, RECORD_HEADER_LEN};
-use gitmodel_format::{ChunkId, Oid, PackId, Recipe, RecipeChunk, Segment};
+use gitmodel_format::{Oid, PackId, Recipe, RecipeChunk};
 use gitmodel_proto::{ErrorDetail, RegisterResponse, RegisterResult, RepoName};
 use tokio::task::JoinSet;
 
 use crate::error::ApiError;
-use crate::index::ChunkIndex;
 use crate::keys;
+pub use crate::locate::{locate, locate_in, FileError, Located, Window};
 use crate::state::AppState;
 
 /// Largest read while verifying (one record may exceed it by itself; it is then read
 /// alone). Two windows per file are in memory at once.
-pub const WINDOW_BYTES: u64 = 8 * 1024 * 1024;
+pub const WINDOW_BYTES: u64 = crate::storage::READ_WINDOW_BYTES;
 /// Files of one batch verified at once.
 const FILE_CONCURRENCY: usize = 4;
-/// Files one writer (a token) has in verification at once, across all its requests:
-/// its batches share these, so one writer never holds every verification permit of the
-/// server ([`crate::state::WriterSlots`]). A server without tokens has one trusted
-/// party and no such share.
-pub const FILES_PER_WRITER: usize = 4;
+pub use crate::state::{FILES_PER_WRITER, MAX_REPEAT_FACTOR};
 /// Registration requests one writer may have open at once (waiting for its file slots
 /// or verifying); more are answered `429`.
 pub const BATCHES_PER_WRITER: usize = 8;
-/// A file may be larger than its distinct chunks by this factor (plus
-/// [`REPEAT_SLACK_BYTES`]) before its registration is refused: rebuilding it costs a
-/// decode and a SHA-256 pass per *reference*, so a tiny recipe naming one stored chunk
-/// thousands of times would otherwise buy gigabytes of work. The default of
-/// [`crate::ServerConfig::max_repeat_factor`].
-pub const MAX_REPEAT_FACTOR: u64 = 16;
 /// Bytes of repetition any file may have, however few its distinct chunks.
 pub const REPEAT_SLACK_BYTES: u64 = 64 * 1024 * 1024;
 
 // A window must always be able to hold one whole record.
 const _: () = assert!(WINDOW_BYTES >= RECORD_HEADER_LEN + MAX_CHUNK_BYTES as u64);
-
-/// Why one file of a batch was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileError {
-    /// `missing_chunks`, `hash_mismatch` or `corrupt_chunk` (see `docs/protocol.md`).
-    pub code: &'static str,
-    pub message: String,
-}
-
-impl FileError {
-    fn hash_mismatch(message: String) -> FileError {
-        FileError {
-            code: "hash_mismatch",
-            message,
-        }
-    }
-}
 
 /// Splits a registration body into recipes. A malformed recipe fails the whole batch:
 /// nothing after it can be framed, so nothing of the batch is registered.
@@ -356,123 +328,6 @@ async fn store_recipes(state: &AppState, items: Vec<(String, Bytes)>) -> Result<
     Ok(())
 }
 
-/// One range read of consecutive records, and the recipe chunks they must hold.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Window {
-    pub pack: PackId,
-    pub offset: u64,
-    pub length: u64,
-    pub chunks: Range<usize>,
-}
-
-/// A recipe with its server locations, and the reads that verify it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Located {
-    pub recipe: Recipe,
-    pub windows: Vec<Window>,
-}
-
-/// Places every chunk of `recipe` in packs that `usable` accepts: the packs the
-/// repository may read ([`crate::tenancy`]), so that a client cannot register (and then
-/// download) chunks it never uploaded by naming their ids. The recipe's own segments, if
-/// any, are ignored: the client's word on locations is not trusted. Consecutive chunks
-/// that are consecutive records of one pack share a segment.
-pub fn locate(
-    index: &ChunkIndex,
-    recipe: &Recipe,
-    usable: impl Fn(&PackId) -> bool,
-) -> Result<Located, FileError> {
-    let locations = index.get_many_where(recipe.chunks.iter().map(|c| &c.id), usable);
-    place(recipe, locations)
-}
-
-/// [`locate`] in the packs of `readable`, at a cost that does not grow with the copies
-/// of a chunk that other repositories stored ([`ChunkIndex::get_many_in`]).
-pub fn locate_in(
-    index: &ChunkIndex,
-    recipe: &Recipe,
-    readable: &HashSet<PackId>,
-) -> Result<Located, FileError> {
-    let locations = index.get_many_in(recipe.chunks.iter().map(|c| &c.id), readable);
-    place(recipe, locations)
-}
-
-/// Builds the segments and verification windows of `recipe` from each chunk's location.
-fn place(
-    recipe: &Recipe,
-    locations: Vec<Option<crate::index::Location>>,
-) -> Result<Located, FileError> {
-    let missing: Vec<&ChunkId> = recipe
-        .chunks
-        .iter()
-        .zip(&locations)
-        .filter(|(_, loc)| loc.is_none())
-        .map(|(c, _)| &c.id)
-        .collect();
-    if let Some(first) = missing.first() {
-        return Err(FileError {
-            code: "missing_chunks",
-            message: format!(
-                "{} of the file's {} chunks are not on the server; first missing: {first}",
-                missing.len(),
-                recipe.chunks.len()
-            ),
-        });
-    }
-    let mut segments: Vec<Segment> = Vec::new();
-    let mut windows: Vec<Window> = Vec::new();
-    for (i, (chunk, loc)) in recipe.chunks.iter().zip(locations).enumerate() {
-        let Some(loc) = loc else { continue };
-        if loc.entry.raw_len != chunk.raw_len {
-            return Err(FileError::hash_mismatch(format!(
-                "chunk {} has {} bytes, the recipe says {}",
-                chunk.id, loc.entry.raw_len, chunk.raw_len
-            )));
-        }
-        let record_len = loc.entry.record_len();
-        let follows = |pack: PackId, end: u64| pack == loc.pack && end == loc.entry.offset;
-        match segments.last_mut() {
-            Some(s)
-                if follows(s.pack, s.offset + s.length)
-                    && s.first.checked_add(s.count) == Some(loc.index_in_pack) =>
-            {
-                s.count += 1;
-                s.length += record_len;
-            }
-            _ => segments.push(Segment {
-                pack: loc.pack,
-                first: loc.index_in_pack,
-                count: 1,
-                offset: loc.entry.offset,
-                length: record_len,
-            }),
-        }
-        match windows.last_mut() {
-            Some(w)
-                if follows(w.pack, w.offset + w.length)
-                    && w.chunks.end == i
-                    && w.length + record_len <= WINDOW_BYTES =>
-            {
-                w.length += record_len;
-                w.chunks.end = i + 1;
-            }
-            _ => windows.push(Window {
-                pack: loc.pack,
-                offset: loc.entry.offset,
-                length: record_len,
-                chunks: i..i + 1,
-            }),
-        }
-    }
-    Ok(Located {
-        recipe: Recipe {
-            segments,
-            ..recipe.unlocated()
-        },
-        windows,
-    })
-}
-
 /// Rebuilds the file from storage and checks it against the recipe. The outer error is
 /// the server's failure (storage), the inner one the file's. Every record is read and
 /// checked, always: a prefix of chunks whose hash state this node remembers from an
@@ -707,7 +562,9 @@ fn decode_window(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::index::ChunkIndex;
     use gitmodel_format::pack::{encode_chunk, PackBuilder};
+    use gitmodel_format::ChunkId;
     use gitmodel_format::Oid;
 
     fn chunk_bytes(seed: u8, len: usize) -> Vec<u8> {

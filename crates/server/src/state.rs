@@ -27,7 +27,7 @@ use tokio::sync::{Mutex, MutexGuard, OwnedSemaphorePermit, Semaphore};
 
 use crate::auth::{AllowAll, Authorizer};
 use crate::index::{ChunkIndex, LoadStats};
-use crate::register::{FileError, Located};
+use crate::locate::{FileError, Located};
 use crate::s3::{S3Location, S3Options, S3Store};
 use crate::storage::{LocalDir, Storage, StorageError};
 use crate::tenancy::PackClaims;
@@ -46,6 +46,19 @@ pub const MIN_REFRESH_GAP: Duration = Duration::from_secs(1);
 pub const PRESIGNED_URL_EXPIRY: Duration = Duration::from_secs(15 * 60);
 /// Least time between two refreshes started by lookup misses in the background.
 const MISS_REFRESH_GAP: Duration = Duration::from_secs(5);
+
+/// Files one writer (a token) has in verification at once, across all its requests
+/// ([`crate::register`]):
+/// its batches share these, so one writer never holds every verification permit of the
+/// server ([`crate::state::WriterSlots`]). A server without tokens has one trusted
+/// party and no such share.
+pub const FILES_PER_WRITER: usize = 4;
+/// A file may be larger than its distinct chunks by this factor (plus
+/// [`crate::register::REPEAT_SLACK_BYTES`]) before its registration is refused: rebuilding it costs a
+/// decode and a SHA-256 pass per *reference*, so a tiny recipe naming one stored chunk
+/// thousands of times would otherwise buy gigabytes of work. The default of
+/// [`crate::ServerConfig::max_repeat_factor`].
+pub const MAX_REPEAT_FACTOR: u64 = 16;
 
 /// Server settings. Build with [`ServerConfig::new`] and adjust the public fields.
 #[derive(Debug, Clone)]
@@ -125,7 +138,7 @@ impl ServerConfig {
             body_min_rate: 16 * 1024,
             body_rate_grace: Duration::from_secs(30),
             refused_body_drain: Duration::from_secs(5),
-            max_repeat_factor: crate::register::MAX_REPEAT_FACTOR,
+            max_repeat_factor: MAX_REPEAT_FACTOR,
         }
     }
 }
@@ -251,7 +264,7 @@ impl AppState {
             lock_mutations: Mutex::new(()),
             claims: PackClaims::default(),
             writers: (0..WRITER_BUCKETS)
-                .map(|_| Arc::new(WriterSlots::new(crate::register::FILES_PER_WRITER)))
+                .map(|_| Arc::new(WriterSlots::new(FILES_PER_WRITER)))
                 .collect(),
             writer_hasher: Default::default(),
             last_refresh: Mutex::new(Some(started)),
@@ -431,7 +444,7 @@ impl AppState {
             }
         };
         let locate =
-            |readable: &HashSet<PackId>| crate::register::locate_in(&self.index, recipe, readable);
+            |readable: &HashSet<PackId>| crate::locate::locate_in(&self.index, recipe, readable);
         match locate(readable) {
             Err(e) if e.code == "missing_chunks" && self.config.index_refresh.is_some() => {
                 self.refresh_index(observed).await?;
@@ -448,7 +461,7 @@ impl AppState {
     /// listings, neither depending on what other repositories store.
     pub async fn usable_packs(&self, repo: &RepoName) -> Result<HashSet<PackId>, StorageError> {
         let mut packs = crate::tenancy::repo_packs(&*self.storage, repo).await?;
-        let damaged = crate::scrub::damaged_packs(&*self.storage).await?;
+        let damaged = crate::damage::damaged_packs(&*self.storage).await?;
         if !damaged.is_empty() {
             packs.retain(|p| !damaged.contains(p));
         }
@@ -472,7 +485,7 @@ impl AppState {
                 self.storage.put(&key, bytes).await?;
                 true
             }
-            Some(_) if crate::scrub::stored_equals(&*self.storage, &key, &bytes).await? => {
+            Some(_) if crate::damage::stored_equals(&*self.storage, &key, &bytes).await? => {
                 // Sent again (a retried push, or another repository's copy): whatever GC
                 // thought of the stored pack, its clock starts over.
                 crate::gc::touch(&*self.storage, pack).await?;
@@ -486,7 +499,7 @@ impl AppState {
             }
         };
         if recorded {
-            crate::scrub::clear_damage(&*self.storage, pack).await?;
+            crate::damage::clear_damage(&*self.storage, pack).await?;
             tracing::info!(%pack, "pack repaired: its damage record is cleared");
         }
         Ok(written)

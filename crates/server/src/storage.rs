@@ -18,6 +18,11 @@ use bytes::Bytes;
 use gitmodel_store::fsutil;
 
 /// Why a storage operation failed.
+/// Bytes one ranged read of a stored object takes at most when the server reads a pack in
+/// windows (registration, downloads, scrubbing, comparing a re-upload): a record header
+/// plus the largest chunk fit.
+pub const READ_WINDOW_BYTES: u64 = 8 * 1024 * 1024;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     #[error("no object at key {key:?}")]

@@ -45,7 +45,6 @@ use gitmodel_proto::RepoName;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
-use crate::api;
 use crate::error::{error_chain, ApiError};
 use crate::register;
 use crate::state::AppState;
@@ -300,7 +299,7 @@ where
     let mut len = 0;
     let mut total = 0u64;
     loop {
-        let data = api::next_data(body, idle_timeout).await?;
+        let data = crate::http::next_data(body, idle_timeout).await?;
         let done = data.is_none();
         if let Some(data) = data {
             total += data.len() as u64;
