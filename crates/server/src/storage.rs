@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use gitmodel_store::fsutil;
+use gitmodel_fsutil as fsutil;
 
 /// Why a storage operation failed.
 /// Bytes one ranged read of a stored object takes at most when the server reads a pack in

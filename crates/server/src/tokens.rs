@@ -340,7 +340,7 @@ impl TokenFile {
             write_marker(path).map_err(fail)?;
         }
         // The temp file is created 0600 and the rename keeps that mode.
-        gitmodel_store::fsutil::write_atomic(path, &json).map_err(fail)?;
+        gitmodel_fsutil::write_atomic(path, &json).map_err(fail)?;
         if !has_tokens {
             remove_marker(path).map_err(fail)?;
         }
@@ -361,7 +361,7 @@ fn write_marker(path: &Path) -> std::io::Result<()> {
     if marker.exists() {
         return Ok(());
     }
-    gitmodel_store::fsutil::write_atomic(&marker, MARKER_TEXT.as_bytes())
+    gitmodel_fsutil::write_atomic(&marker, MARKER_TEXT.as_bytes())
 }
 
 /// Removes the marker of token file `path`, if any.

@@ -14,7 +14,6 @@
 
 mod assemble;
 mod bypath;
-pub mod fsutil;
 mod ingest;
 mod maintain;
 mod read;
@@ -32,6 +31,8 @@ use gitmodel_format::recipe::RecipeError;
 use gitmodel_format::{ChunkId, Oid, PackBuilder, PackId, Recipe};
 use rayon::prelude::*;
 
+/// Durable file writes ([`gitmodel_fsutil`]), which the store is built on.
+pub use gitmodel_fsutil as fsutil;
 pub use assemble::{Assembled, Assembly};
 pub use ingest::Ingested;
 pub use maintain::PrunePlan;

@@ -1,5 +1,6 @@
 //! Durable file writes: temp file in the target's directory, fsync, rename, fsync the
 //! directory. A reader never sees a partial file, and a crash leaves at most a temp file.
+#![forbid(unsafe_code)]
 
 use std::fs::{self, File};
 use std::io::{self, Write};
