@@ -19,6 +19,7 @@ pub mod planes;
 pub mod pointer;
 pub mod prefix;
 pub mod recipe;
+pub mod time;
 
 pub use chunk::{cut_candidates, select_cuts, ChunkParams, Chunker};
 pub use id::{ChunkId, IdError, Oid, PackId};

@@ -19,6 +19,10 @@ pub const VERSION_URL: &str = "https://git-lfs.github.com/spec/v1";
 const LEGACY_VERSION_URL: &str = "https://hawser.github.com/spec/v1";
 /// A blob of this many bytes or more is never a pointer.
 pub const MAX_POINTER_SIZE: usize = 1024;
+/// How much of a blob a filter reads before deciding whether it is a pointer: more than
+/// [`MAX_POINTER_SIZE`], so that a blob of exactly that size or a little more is known
+/// not to be one without reading it all.
+pub const POINTER_PROBE_BYTES: usize = 1100;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pointer {

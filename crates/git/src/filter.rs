@@ -5,6 +5,7 @@
 //! business. Only protocol bytes go to the output stream: anything else written to stdout
 //! would deadlock git, so implementations log to stderr.
 
+use gitmodel_format::pointer::POINTER_PROBE_BYTES;
 use std::collections::HashMap;
 use std::io::{self, BufRead, Read, Write};
 
@@ -184,15 +185,17 @@ fn smudge<R: BufRead + Send, W: Write + Send, F: Filter>(
 ) -> io::Result<()> {
     let mut content = PacketReader::new(input);
     // A pointer is under 1024 bytes; read a little more to tell pointers from big blobs.
-    let mut head = Vec::with_capacity(1100);
-    (&mut content).take(1100).read_to_end(&mut head)?;
+    let mut head = Vec::with_capacity(POINTER_PROBE_BYTES);
+    (&mut content)
+        .take(POINTER_PROBE_BYTES as u64)
+        .read_to_end(&mut head)?;
     let for_checkout = can_delay || delayed.contains_key(path);
     if let Some(stored) = delayed.remove(path) {
         // The second request of a delayed smudge comes with empty content.
         if head.is_empty() {
             head = stored;
         }
-    } else if can_delay && head.len() < 1100 && filter.delay(path, &head) {
+    } else if can_delay && head.len() < POINTER_PROBE_BYTES && filter.delay(path, &head) {
         content.drain()?;
         delayed.insert(path.to_string(), head);
         pktline::write_text(output, "status=delayed")?;

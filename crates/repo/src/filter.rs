@@ -329,7 +329,9 @@ pub fn smudge_once(
 ) -> Result<()> {
     let mut filter = ModelFilter::new(repo, notices)?;
     let mut head = Vec::new();
-    (&mut input).take(1100).read_to_end(&mut head)?;
+    (&mut input)
+        .take(gitmodel_format::pointer::POINTER_PROBE_BYTES as u64)
+        .read_to_end(&mut head)?;
     let mut out = io::BufWriter::new(output);
     filter
         .smudge(path, &head, &mut input, &mut out)

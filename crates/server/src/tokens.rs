@@ -432,20 +432,20 @@ pub fn generate(
     let id = loop {
         let mut raw = [0u8; 4];
         rng.fill_bytes(&mut raw);
-        let id = hex_encode(&raw);
+        let id = hex::encode(raw);
         if !taken(&id) {
             break id;
         }
     };
     let mut raw = [0u8; 32];
     rng.fill_bytes(&mut raw);
-    let secret = format!("{TOKEN_PREFIX}{}", hex_encode(&raw));
+    let secret = format!("{TOKEN_PREFIX}{}", hex::encode(raw));
     let now = unix_now();
     let record = TokenRecord {
         name: name.map_or_else(|| id.clone(), str::to_string),
         id,
         scopes: parsed.iter().map(Scope::to_string).collect(),
-        sha256: hex_encode(&Sha256::digest(secret.as_bytes())),
+        sha256: hex::encode(Sha256::digest(secret.as_bytes())),
         created: now,
         expires: ttl.map(|d| now.saturating_add(d.as_secs())),
     };
@@ -499,38 +499,13 @@ pub fn unix_now() -> u64 {
 
 /// A Unix time as `YYYY-MM-DDTHH:MM:SSZ` (UTC).
 pub fn format_time(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
+    gitmodel_format::time::rfc3339(secs as i64)
 }
 
-fn hex_encode(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
+/// A SHA-256 digest from its 64 hex digits.
 fn hex_decode(text: &str) -> Option<[u8; 32]> {
-    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
     let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
-    }
+    hex::decode_to_slice(text, &mut out).ok()?;
     Some(out)
 }
 

@@ -31,9 +31,9 @@ use gitmodel_format::recipe::RecipeError;
 use gitmodel_format::{ChunkId, Oid, PackBuilder, PackId, Recipe};
 use rayon::prelude::*;
 
+pub use assemble::{Assembled, Assembly};
 /// Durable file writes ([`gitmodel_fsutil`]), which the store is built on.
 pub use gitmodel_fsutil as fsutil;
-pub use assemble::{Assembled, Assembly};
 pub use ingest::Ingested;
 pub use maintain::PrunePlan;
 
