@@ -248,7 +248,7 @@ pub fn lineage(spec: &str, json: bool) -> Result<()> {
     let (name, rev) = split_spec(spec);
     let start = ctx.commit(rev)?.id();
     let manifest = ctx.require_manifest(Side::Rev(start))?;
-    let model = manifest.model(name).map_err(usage)?;
+    let model = manifest.model(name).map_err(|e| usage(e.to_string()))?;
     let made = last_change(&ctx, start, &model.path)?
         .ok_or_else(|| usage(format!("model {name}: {} is not in {rev}", model.path)))?;
     let c = ctx.git().find_commit(made)?;

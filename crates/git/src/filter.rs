@@ -12,13 +12,23 @@ use std::io::{self, BufRead, Read, Write};
 use crate::pktline::{self, PacketReader, PacketWriter};
 
 /// Why one command failed: git is told `status=error` and carries on with the next file.
-#[derive(Debug)]
-pub struct FilterError(pub String);
-
-impl std::fmt::Display for FilterError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
+#[derive(Debug, thiserror::Error)]
+pub enum FilterError {
+    /// Reading the content or writing the answer failed.
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    /// The file's content could not be stored or produced.
+    #[error("{path}{}: {message}", .oid.as_ref().map(|o| format!(" ({o})")).unwrap_or_default())]
+    Content {
+        path: String,
+        /// The pointer's oid, when the file has one.
+        oid: Option<String>,
+        message: String,
+    },
 }
 
 /// What a filter does with one file.
@@ -238,7 +248,11 @@ mod tests {
             let mut v = Vec::new();
             input.read_to_end(&mut v).unwrap();
             if v == b"fail" {
-                return Err(FilterError("asked to fail".into()));
+                return Err(FilterError::Content {
+                    path: String::new(),
+                    oid: None,
+                    message: "asked to fail".into(),
+                });
             }
             Ok(v.to_ascii_uppercase())
         }

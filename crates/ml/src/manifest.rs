@@ -101,8 +101,28 @@ pub struct Gate {
     pub rhs: Rhs,
 }
 
+/// Why a gate of `models.toml` cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GateError {
+    #[error("gate {text:?} has no comparison (expected e.g. \"accuracy >= 0.9\" or \"loss <= previous\")")]
+    NoComparison { text: String },
+    #[error("gate {text:?}: expected a metric name before {op:?}")]
+    NoMetric { text: String, op: &'static str },
+    #[error("gate {text:?}: {rhs:?} is neither a number nor `previous`")]
+    BadValue { text: String, rhs: String },
+}
+
+/// `models.toml` names a model it does not define.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnknownModel {
+    #[error("no model {name:?}: {MANIFEST} defines no models")]
+    NoModels { name: String },
+    #[error("no model {name:?} in {MANIFEST} (models: {})", .known.join(", "))]
+    NotDefined { name: String, known: Vec<String> },
+}
+
 impl Gate {
-    pub fn parse(text: &str) -> Result<Gate, String> {
+    pub fn parse(text: &str) -> Result<Gate, GateError> {
         let t = text.trim();
         // Two-character operators first.
         let ops = [
@@ -118,16 +138,15 @@ impl Gate {
             .filter_map(|(s, op)| t.find(s).map(|i| (i, *s, *op)))
             .min_by_key(|(i, s, _)| (*i, std::cmp::Reverse(s.len())))
         else {
-            return Err(format!(
-                "gate {text:?} has no comparison (expected e.g. \"accuracy >= 0.9\" or \"loss <= previous\")"
-            ));
+            return Err(GateError::NoComparison { text: text.into() });
         };
         let metric = t[..at].trim();
         let rhs = t[at + sym.len()..].trim();
         if metric.is_empty() || metric.contains(char::is_whitespace) {
-            return Err(format!(
-                "gate {text:?}: expected a metric name before {sym:?}"
-            ));
+            return Err(GateError::NoMetric {
+                text: text.into(),
+                op: sym,
+            });
         }
         let rhs = if rhs == "previous" {
             Rhs::Previous
@@ -135,9 +154,10 @@ impl Gate {
             match rhs.parse::<f64>() {
                 Ok(v) if v.is_finite() => Rhs::Number(v),
                 _ => {
-                    return Err(format!(
-                        "gate {text:?}: {rhs:?} is neither a number nor `previous`"
-                    ))
+                    return Err(GateError::BadValue {
+                        text: text.into(),
+                        rhs: rhs.into(),
+                    })
                 }
             }
         };
@@ -309,7 +329,10 @@ pub fn parse(text: &str, file: &str) -> Result<Manifest, ManifestError> {
             }
             let mut gates = Vec::new();
             for rule in &spec.get_ref().require {
-                gates.push(Gate::parse(rule.get_ref()).map_err(|m| at(rule.span().start, m))?);
+                gates.push(
+                    Gate::parse(rule.get_ref())
+                        .map_err(|m| at(rule.span().start, m.to_string()))?,
+                );
             }
             stages.insert(stage, gates);
         }
@@ -335,15 +358,15 @@ pub fn parse(text: &str, file: &str) -> Result<Manifest, ManifestError> {
 
 impl Manifest {
     /// The model `name`, or an error listing the ones there are.
-    pub fn model(&self, name: &str) -> Result<&ModelSpec, String> {
+    pub fn model(&self, name: &str) -> Result<&ModelSpec, UnknownModel> {
         self.models.get(name).ok_or_else(|| {
             if self.models.is_empty() {
-                format!("no model {name:?}: {MANIFEST} defines no models")
+                UnknownModel::NoModels { name: name.into() }
             } else {
-                format!(
-                    "no model {name:?} in {MANIFEST} (models: {})",
-                    self.models.keys().cloned().collect::<Vec<_>>().join(", ")
-                )
+                UnknownModel::NotDefined {
+                    name: name.into(),
+                    known: self.models.keys().cloned().collect(),
+                }
             }
         })
     }
@@ -407,7 +430,11 @@ require = ["accuracy >= 0.9", "loss<=previous"]
         assert_eq!(prod[1].op, Op::Le);
         assert_eq!(prod[1].rhs, Rhs::Previous);
         assert_eq!(m.all_metrics(), vec!["metrics.json"]);
-        assert!(m.model("nlp").unwrap_err().contains("models: vision"));
+        assert!(m
+            .model("nlp")
+            .unwrap_err()
+            .to_string()
+            .contains("models: vision"));
         assert_eq!(
             m.model_for_path("models/vision.safetensors").unwrap().name,
             "vision"

@@ -29,7 +29,7 @@ struct ModelFilter {
     repo: Repo,
     store: LocalStore,
     /// Created on first use: most sessions never need the server.
-    remote: Option<Result<Remote, String>>,
+    remote: Option<Result<Remote, std::sync::Arc<anyhow::Error>>>,
     /// Smudges git let us postpone: downloaded together, in parallel.
     delayed: Vec<FileRef>,
     /// `model.fetchinclude` / `fetchexclude`: other paths stay pointers on checkout.
@@ -79,12 +79,12 @@ impl ModelFilter {
     }
 
     /// The server, opened once; why not, when it cannot be (no `model.url`, a bad
-    /// setting), as the text every later use reports.
-    fn remote(&mut self) -> Result<&Remote, String> {
+    /// setting), which every later use reports.
+    fn remote(&mut self) -> Result<&Remote, std::sync::Arc<anyhow::Error>> {
         let slot = self
             .remote
-            .get_or_insert_with(|| self.repo.remote().map_err(|e| format!("{e:#}")));
-        slot.as_ref().map_err(Clone::clone)
+            .get_or_insert_with(|| self.repo.remote().map_err(std::sync::Arc::new));
+        slot.as_ref().map_err(std::sync::Arc::clone)
     }
 
     /// Whether the content of `p` is here. A long-running filter opened the store before
@@ -108,22 +108,27 @@ impl ModelFilter {
         self.store.has_file(&p.oid)
     }
 
-    fn fetch(&mut self, path: &str, p: &Pointer) -> Result<(), String> {
+    /// Downloads the content of `p` into the store. The error's top line says why
+    /// (the whole chain when the server cannot be used at all).
+    fn fetch(&mut self, path: &str, p: &Pointer) -> Result<()> {
         let file = FileRef {
             oid: p.oid,
             size: p.size,
             path: path.to_string(),
         };
-        let remote = self.remote()?.clone();
-        gitmodel_client::download(&self.store, &remote, &[file])
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        let remote = self.remote().map_err(|e| anyhow::anyhow!("{e:#}"))?.clone();
+        gitmodel_client::download(&self.store, &remote, &[file])?;
+        Ok(())
     }
 }
 
 impl Filter for ModelFilter {
     fn clean(&mut self, path: &str, input: &mut (dyn Read + Send)) -> Result<Vec<u8>, FilterError> {
-        let err = |e: String| FilterError(format!("{path}: {e}"));
+        let err = |e: String| FilterError::Content {
+            path: path.to_string(),
+            oid: None,
+            message: e,
+        };
         if let Some(workdir) = &self.repo.workdir {
             if let Some(p) = self.stat_cache.lookup(workdir, path) {
                 // The protocol still hands us the content; it need not be hashed.
@@ -166,7 +171,10 @@ impl Filter for ModelFilter {
         rest: &mut (dyn Read + Send),
         out: &mut (dyn Write + Send),
     ) -> Result<(), FilterError> {
-        let io_err = |e: io::Error| FilterError(format!("{path}: {e}"));
+        let io_err = |source: io::Error| FilterError::Io {
+            path: path.to_string(),
+            source,
+        };
         let pointer = (stored.len() < MAX_POINTER_SIZE)
             .then(|| Pointer::parse(stored))
             .flatten();
@@ -209,7 +217,11 @@ impl Filter for ModelFilter {
                     tracing::warn!("dropping the wrong recipe of {}: {e}", p.oid);
                 }
             }
-            FilterError(format!("{path} ({}): {e}", p.oid))
+            FilterError::Content {
+                path: path.to_string(),
+                oid: Some(p.oid.to_hex()),
+                message: e.to_string(),
+            }
         })?;
         self.last_smudge = Some((path.to_string(), p, started));
         Ok(())
@@ -312,7 +324,7 @@ pub fn clean_once(
     let mut filter = ModelFilter::new(repo, notices)?;
     let stored = filter
         .clean(path, &mut input)
-        .map_err(|e| anyhow::anyhow!(e.0))?;
+        .map_err(|e| anyhow::anyhow!(e.to_string()))?;
     output.write_all(&stored)?;
     output.flush()?;
     Ok(())
@@ -335,7 +347,7 @@ pub fn smudge_once(
     let mut out = io::BufWriter::new(output);
     filter
         .smudge(path, &head, &mut input, &mut out)
-        .map_err(|e| anyhow::anyhow!(e.0))?;
+        .map_err(|e| anyhow::anyhow!(e.to_string()))?;
     out.flush()?;
     Ok(())
 }

@@ -393,7 +393,7 @@ pub fn target(ctx: &Ctx, model: &str, stage: &str) -> Result<Target> {
     }
     let head = ctx.commit("HEAD")?.id();
     let m = ctx.require_manifest(Side::Rev(head))?;
-    let spec = m.model(model).map_err(usage)?.clone();
+    let spec = m.model(model).map_err(|e| usage(e.to_string()))?.clone();
     let gates = spec.stages.get(stage).cloned().unwrap_or_default();
     Ok(Target { spec, gates })
 }
@@ -601,7 +601,11 @@ pub fn export(
         None => {
             let head = ctx.commit("HEAD")?.id();
             let m = ctx.require_manifest(Side::Rev(head))?;
-            let path = m.model(model).map_err(usage)?.path.clone();
+            let path = m
+                .model(model)
+                .map_err(|e| usage(e.to_string()))?
+                .path
+                .clone();
             let commit = commit_or_fetch(ctx, which, remote.as_deref()).map_err(|e| {
                 if states.is_empty() {
                     e
