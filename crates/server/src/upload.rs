@@ -504,17 +504,7 @@ mod tests {
     use crate::state::ServerConfig;
     use gitmodel_format::chunk::boundaries;
 
-    fn noise(seed: u64, len: usize) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
+    use gitmodel_testkit::noise;
 
     async fn ingest_in_pieces(state: &Arc<AppState>, data: &[u8], piece: usize) -> Ingested {
         let (tx, rx) = mpsc::channel(8);

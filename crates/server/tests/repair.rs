@@ -96,17 +96,7 @@ impl TestServer {
     }
 }
 
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
+use gitmodel_testkit::noise;
 
 /// A file of fixed-size chunks in one pack, registered in one repository.
 struct Fixture {

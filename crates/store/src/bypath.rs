@@ -46,15 +46,7 @@ mod tests {
     use super::*;
 
     fn data(n: usize, seed: u8) -> Vec<u8> {
-        let mut x = seed as u64 | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
+        gitmodel_testkit::noise(seed.into(), n)
     }
 
     #[test]

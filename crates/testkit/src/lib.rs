@@ -290,3 +290,17 @@ pub fn safetensors(seed: u64, tensor_bytes: usize, versions: &[u64]) -> Vec<u8> 
     }
     out
 }
+
+/// Deterministic pseudo-random bytes (xorshift) that do not compress: the same `seed`
+/// and `len` give the same bytes.
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
