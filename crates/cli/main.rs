@@ -173,7 +173,7 @@ fn main() {
         .with_target(false)
         .without_time()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("GIT_MODEL_LOG")
+            tracing_subscriber::EnvFilter::try_new(log_directives())
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
@@ -258,4 +258,18 @@ fn run(command: Command) -> anyhow::Result<()> {
 /// The filter's warnings go to stderr, which git shows as it is.
 fn notices() -> filter::Notices {
     Box::new(|line| eprintln!("{line}"))
+}
+
+/// `GIT_MODEL_LOG` (default `warn`). The application layer logs from the library crate
+/// `gitmodel_repo`: a directive for `git_model` covers it too, as it did when that code
+/// lived in the binary.
+fn log_directives() -> String {
+    let given = std::env::var("GIT_MODEL_LOG").unwrap_or_else(|_| "warn".into());
+    let mut out: Vec<String> = given.split(',').map(str::to_string).collect();
+    for d in given.split(',') {
+        if let Some(level) = d.trim().strip_prefix("git_model=") {
+            out.push(format!("gitmodel_repo={level}"));
+        }
+    }
+    out.join(",")
 }
