@@ -54,15 +54,7 @@ pub fn migrate(refs: &[String], include: &[String], exclude: &[String]) -> Resul
     if json {
         return crate::report::emit(&crate::report::Migrate {
             command: "migrate",
-            lfs_url: m.lfs_url,
-            lfs_url_source: m.lfs_url_source,
-            objects: m.objects,
-            already_migrated: m.already_migrated,
-            migrated: m.migrated,
-            migrated_bytes: m.migrated_bytes,
-            bytes_new: m.bytes_new,
-            bytes_sent: m.bytes_sent,
-            local_store_bytes: m.local_store_bytes,
+            result: m,
         });
     }
     let moved = m.migrated_bytes;

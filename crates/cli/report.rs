@@ -252,23 +252,13 @@ pub struct Env {
     pub credentials: &'static str,
 }
 
-/// `git model migrate --json`.
+/// `git model migrate --json`: the command, then [`gitmodel_repo::lfs::Migrated`]'s
+/// fields in order (the LFS endpoint and which setting named it, objects, those already
+/// migrated, those moved now and their bytes, bytes new on the server and sent, growth of
+/// the local store).
 #[derive(Debug, Serialize)]
 pub struct Migrate {
     pub command: &'static str,
-    /// The LFS endpoint read from, and which setting named it.
-    pub lfs_url: String,
-    pub lfs_url_source: String,
-    /// LFS objects in the chosen refs.
-    pub objects: usize,
-    /// Of those, objects the git-model server already had before this run.
-    pub already_migrated: usize,
-    /// Objects moved by this run, and their size.
-    pub migrated: usize,
-    pub migrated_bytes: u64,
-    /// Raw bytes new on the server, and bytes sent for them.
-    pub bytes_new: u64,
-    pub bytes_sent: u64,
-    /// Growth of the local store.
-    pub local_store_bytes: u64,
+    #[serde(flatten)]
+    pub result: gitmodel_repo::lfs::Migrated,
 }

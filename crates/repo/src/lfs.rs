@@ -243,8 +243,8 @@ pub struct MigrationStart {
     pub lfs_url_source: String,
 }
 
-/// What [`migrate`] did.
-#[derive(Debug)]
+/// What [`migrate`] did (`git model migrate --json` prints it, see `docs/json.md`).
+#[derive(Debug, serde::Serialize)]
 pub struct Migrated {
     pub lfs_url: String,
     pub lfs_url_source: String,
