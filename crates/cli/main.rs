@@ -187,10 +187,10 @@ fn main() {
     };
     if let Err(err) = result {
         eprintln!("git-model: {err:#}");
-        std::process::exit(match err.downcast_ref::<gitmodel_repo::UsageError>() {
-            Some(_) => 2,
-            None => 1,
-        });
+        // How it was called (a usage error, or naming something that does not exist): 2.
+        let usage = err.downcast_ref::<gitmodel_repo::UsageError>().is_some()
+            || err.downcast_ref::<gitmodel_repo::NotFound>().is_some();
+        std::process::exit(if usage { 2 } else { 1 });
     }
 }
 

@@ -4,9 +4,9 @@
 
 use anyhow::Result;
 use clap::Subcommand;
-use gitmodel_ml::metrics::{self, CompareRow};
+use gitmodel_ml::metrics;
 
-use super::{short, Ctx, Side};
+use super::{Ctx, Side};
 use gitmodel_repo::usage;
 
 #[derive(Subcommand)]
@@ -29,7 +29,7 @@ pub enum KvCommand {
     },
 }
 
-pub use gitmodel_repo::content::{load, load_files, Kind};
+pub use gitmodel_repo::content::{load, Kind};
 
 fn side_of(ctx: &Ctx, rev: Option<&str>) -> Result<(Side, String)> {
     match rev {
@@ -76,30 +76,6 @@ pub fn run(kind: Kind, cmd: KvCommand) -> Result<()> {
     Ok(())
 }
 
-/// Branches (or other refs) named by `pattern`: a glob over branches, remote-tracking
-/// branches and tags, or one revision.
-fn expand(ctx: &Ctx, pattern: &str) -> Result<Vec<(String, git2::Oid)>> {
-    if !pattern.contains(['*', '?', '[']) {
-        return Ok(vec![(pattern.to_string(), ctx.commit(pattern)?.id())]);
-    }
-    for ns in ["refs/heads/", "refs/remotes/", "refs/tags/"] {
-        let mut out = Vec::new();
-        for r in ctx.git().references_glob(&format!("{ns}{pattern}"))? {
-            let r = r?;
-            let name = r.name().unwrap_or_default();
-            let short = name.strip_prefix(ns).unwrap_or(name).to_string();
-            if let Ok(c) = r.peel_to_commit() {
-                out.push((short, c.id()));
-            }
-        }
-        if !out.is_empty() {
-            out.sort();
-            return Ok(out);
-        }
-    }
-    Err(usage(format!("no branch or tag matches {pattern:?}")))
-}
-
 /// `git model compare <baseline> <ref or pattern>…`.
 pub fn compare(
     refs: &[String],
@@ -110,24 +86,7 @@ pub fn compare(
     plot: Option<(&std::path::Path, Option<&str>)>,
 ) -> Result<()> {
     let ctx = Ctx::open()?;
-    let mut rows = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    for pattern in refs {
-        for (name, commit) in expand(&ctx, pattern)? {
-            if !seen.insert(name.clone()) {
-                continue;
-            }
-            let side = Side::Rev(commit);
-            rows.push(CompareRow {
-                name,
-                commit: short(&commit.to_string()).to_string(),
-                params: load(&ctx, side, Kind::Params)?,
-                metrics: load(&ctx, side, Kind::Metrics)?,
-                deltas: Default::default(),
-            });
-        }
-    }
-    let table = metrics::compare(rows, sort, ascending).map_err(usage)?;
+    let table = gitmodel_repo::experiments::compare(&ctx, refs, sort, ascending)?;
     if let Some((file, metric)) = plot {
         let first = table
             .columns

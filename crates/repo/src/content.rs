@@ -10,7 +10,7 @@ use std::io::Read;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
+use std::sync::Arc;
 
 use anyhow::{anyhow, Context, Result};
 use gitmodel_client::Remote;
@@ -77,8 +77,8 @@ pub struct Ctx {
     pub store: LocalStore,
     /// Opened on first use: most reads never need the server.
     remote: RefCell<Option<Remote>>,
-    located: RefCell<HashMap<Oid, Rc<Recipe>>>,
-    cache: RefCell<Vec<(ChunkId, Rc<Vec<u8>>)>>,
+    located: RefCell<HashMap<Oid, Arc<Recipe>>>,
+    cache: RefCell<Vec<(ChunkId, Arc<Vec<u8>>)>>,
     touched: RefCell<HashSet<ChunkId>>,
     /// Raw bytes of distinct chunks (and plain files) read.
     pub bytes_read: Cell<u64>,
@@ -125,7 +125,7 @@ impl Ctx {
     }
 
     /// The server's located recipe of `oid` (where its chunks are in the server's packs).
-    fn located_recipe(&self, oid: &Oid) -> Result<Rc<Recipe>> {
+    fn located_recipe(&self, oid: &Oid) -> Result<Arc<Recipe>> {
         if let Some(r) = self.located.borrow().get(oid) {
             return Ok(r.clone());
         }
@@ -134,7 +134,7 @@ impl Ctx {
             .get_recipe(oid)
             .with_context(|| format!("asking {} for {oid}", remote.url()))?
             .ok_or_else(|| anyhow!("{oid} is neither in the local store nor on the server"))?;
-        let r = Rc::new(r);
+        let r = Arc::new(r);
         self.located.borrow_mut().insert(*oid, r.clone());
         Ok(r)
     }
@@ -229,7 +229,7 @@ impl Ctx {
     }
 
     /// One chunk's bytes, verified.
-    fn chunk(&self, oid: &Oid, id: ChunkId) -> Result<Rc<Vec<u8>>> {
+    fn chunk(&self, oid: &Oid, id: ChunkId) -> Result<Arc<Vec<u8>>> {
         if let Some((_, data)) = self.cache.borrow().iter().find(|(c, _)| *c == id) {
             return Ok(data.clone());
         }
@@ -246,12 +246,12 @@ impl Ctx {
             stored.entry.raw_len,
             &stored.stored,
         )
-        .map_err(|e| anyhow!("{oid}: {e}"))?;
+        .map_err(|e| anyhow::Error::new(e).context(oid.to_string()))?;
         if self.touched.borrow_mut().insert(id) {
             self.bytes_read
                 .set(self.bytes_read.get() + raw.len() as u64);
         }
-        let data = Rc::new(raw);
+        let data = Arc::new(raw);
         let mut cache = self.cache.borrow_mut();
         if cache.len() >= CHUNK_CACHE {
             cache.remove(0);
@@ -307,7 +307,7 @@ impl Ctx {
         self.git()
             .revparse_single(rev)
             .and_then(|o| o.peel_to_commit())
-            .map_err(|_| usage(format!("unknown revision {rev:?}")))
+            .map_err(|_| crate::error::not_found(format!("unknown revision {rev:?}")))
     }
 
     /// The blob at `path` in `commit`: (blob id, bytes), `None` when absent.

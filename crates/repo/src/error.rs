@@ -2,7 +2,9 @@
 //!
 //! Operations return [`anyhow::Result`] whose root cause is typed, so a caller tells the
 //! cases apart with `downcast_ref`: [`UsageError`] (how git-model was called or
-//! configured: the CLI's exit code 2), [`gitmodel_client::ClientError`] (the server),
+//! configured: the CLI's exit code 2), [`NotFound`] (a revision, model, stage or path that
+//! does not exist: also exit code 2), [`GateRefused`] (a promotion its gates refused),
+//! [`gitmodel_client::ClientError`] (the server),
 //! [`gitmodel_store::StoreError`] (the local store), [`PullError`] (files a pull could not
 //! write), [`git2::Error`] (the repository). The context lines above the cause say what
 //! was being done.
@@ -30,4 +32,38 @@ fn lines(failed: &[crate::Problem]) -> String {
         .map(|p| format!("{} ({}): {}", p.path, p.oid, p.problem))
         .collect::<Vec<_>>()
         .join("\n  ")
+}
+
+/// A revision, model, stage or path that does not exist.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NotFound(pub String);
+
+/// A [`NotFound`] as an [`anyhow::Error`].
+pub fn not_found(msg: impl Into<String>) -> anyhow::Error {
+    NotFound(msg.into()).into()
+}
+
+/// A promotion refused by the stage's gates (`force` not given).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "refusing to promote {model}@{commit} to {stage}:\n{}\n\
+     (fix the metrics, or pass --force with -m <reason>: the override is recorded)",
+    gate_lines(.failed)
+)]
+pub struct GateRefused {
+    pub model: String,
+    /// The commit asked for (abbreviated).
+    pub commit: String,
+    pub stage: String,
+    /// The gates that failed.
+    pub failed: Vec<gitmodel_ml::manifest::GateResult>,
+}
+
+fn gate_lines(failed: &[gitmodel_ml::manifest::GateResult]) -> String {
+    failed
+        .iter()
+        .map(|g| format!("  gate {:?} failed: {}", g.rule, g.detail))
+        .collect::<Vec<_>>()
+        .join("\n")
 }

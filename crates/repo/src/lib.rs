@@ -24,10 +24,12 @@
 //! Errors: see [`error`].
 #![forbid(unsafe_code)]
 
+pub mod cache;
 pub mod checkout;
 pub mod content;
 pub mod diff;
 pub mod error;
+pub mod experiments;
 pub mod filter;
 pub mod lfs;
 pub mod maint;
@@ -36,11 +38,13 @@ pub mod objects;
 pub mod paths;
 pub mod registry;
 pub mod repository;
+pub mod revision;
 pub mod statcache;
 pub mod status;
+pub mod tensors;
 pub mod transfer;
 
-pub use error::{usage, PullError, UsageError};
+pub use error::{not_found, usage, GateRefused, NotFound, PullError, UsageError};
 pub use paths::PathFilter;
 pub use repository::{auth, tls_options, Repo};
 

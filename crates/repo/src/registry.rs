@@ -393,7 +393,10 @@ pub fn target(ctx: &Ctx, model: &str, stage: &str) -> Result<Target> {
     }
     let head = ctx.commit("HEAD")?.id();
     let m = ctx.require_manifest(Side::Rev(head))?;
-    let spec = m.model(model).map_err(|e| usage(e.to_string()))?.clone();
+    let spec = m
+        .model(model)
+        .map_err(|e| crate::error::not_found(e.to_string()))?
+        .clone();
     let gates = spec.stages.get(stage).cloned().unwrap_or_default();
     Ok(Target { spec, gates })
 }
@@ -451,16 +454,13 @@ pub fn promote(
     let results = manifest::evaluate(&t.gates, &candidate, previous.as_ref());
     let failed: Vec<&manifest::GateResult> = results.iter().filter(|g| !g.passed).collect();
     if !failed.is_empty() && !force {
-        let lines: Vec<String> = failed
-            .iter()
-            .map(|g| format!("  gate {:?} failed: {}", g.rule, g.detail))
-            .collect();
-        bail!(
-            "refusing to promote {model}@{} to {stage}:\n{}\n\
-             (fix the metrics, or pass --force with -m <reason>: the override is recorded)",
-            short(&version.commit),
-            lines.join("\n")
-        );
+        return Err(crate::error::GateRefused {
+            model: model.to_string(),
+            commit: short(&version.commit).to_string(),
+            stage: stage.to_string(),
+            failed: failed.into_iter().cloned().collect(),
+        }
+        .into());
     }
     let who = ident(ctx)?;
     let mut ev = Event {
@@ -556,7 +556,7 @@ pub fn commit_or_fetch(ctx: &Ctx, rev: &str, remote: Option<&str>) -> Result<git
         return Ok(c.id());
     }
     let Some(r) = remote else {
-        return Err(usage(format!("unknown revision {rev:?}")));
+        return Err(crate::error::not_found(format!("unknown revision {rev:?}")));
     };
     ctx.repo
         .git
@@ -603,14 +603,14 @@ pub fn export(
             let m = ctx.require_manifest(Side::Rev(head))?;
             let path = m
                 .model(model)
-                .map_err(|e| usage(e.to_string()))?
+                .map_err(|e| crate::error::not_found(e.to_string()))?
                 .path
                 .clone();
             let commit = commit_or_fetch(ctx, which, remote.as_deref()).map_err(|e| {
                 if states.is_empty() {
                     e
                 } else {
-                    usage(format!(
+                    crate::error::not_found(format!(
                         "{which:?} is neither a stage of {model} ({}) nor a revision here",
                         states.keys().cloned().collect::<Vec<_>>().join(", ")
                     ))
