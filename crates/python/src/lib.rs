@@ -43,7 +43,24 @@ impl Inner {
         }
     }
 
+    /// Before reading the stage registry of a clone: its remote's events, best effort
+    /// (offline, the registry as known here). A URL's copy fetched it when opened.
+    fn refresh_registry(&self) {
+        if let Inner::Local(ctx) = self {
+            if let Some(e) = gitmodel_repo::registry::refresh(ctx, false) {
+                tracing_warn(&e);
+            }
+        }
+    }
+
+    fn refresh_for(&self, rev: Option<&str>) {
+        if rev.is_some_and(|r| revision::split_stage(r).is_some()) {
+            self.refresh_registry();
+        }
+    }
+
     fn side(&self, rev: Option<&str>) -> Result<Side> {
+        self.refresh_for(rev);
         match self {
             Inner::Cached(c) => Ok(Side::Rev(c.commit(rev.unwrap_or("HEAD"))?)),
             Inner::Local(ctx) => revision::side_of(ctx, rev, None),
@@ -51,11 +68,16 @@ impl Inner {
     }
 
     fn commit(&self, rev: &str) -> Result<git2::Oid> {
+        self.refresh_for(Some(rev));
         match self {
             Inner::Cached(c) => c.commit(rev),
             Inner::Local(ctx) => revision::commit_of(ctx, rev, None),
         }
     }
+}
+
+fn tracing_warn(e: &anyhow::Error) {
+    eprintln!("gitmodel: warning: {e:#}; using the stage registry as known locally");
 }
 
 type Shared = Arc<Mutex<Option<Inner>>>;
@@ -313,6 +335,7 @@ impl Repo {
     /// The model version `spec` names (MODEL@STAGE, MODEL@REV, MODEL), as JSON.
     fn resolve(&self, py: Python<'_>, spec: String) -> PyResult<String> {
         with_repo(py, &self.shared, |r| {
+            r.refresh_registry();
             json(&revision::model_version(r.ctx(), &spec, r.remote())?)
         })
         .map_err(|e| to_py(py, e, None))
@@ -393,6 +416,7 @@ impl Repo {
     /// the version written.
     fn export(&self, py: Python<'_>, spec: String, dest: PathBuf) -> PyResult<String> {
         with_repo(py, &self.shared, |r| {
+            r.refresh_registry();
             let ctx = r.ctx();
             let mv = revision::model_version(ctx, &spec, r.remote())?;
             let oid = Oid::from_hex(&mv.version.oid).map_err(|e| anyhow!("{e}"))?;
@@ -481,6 +505,7 @@ impl Repo {
         at: Option<String>,
     ) -> PyResult<String> {
         with_repo(py, &self.shared, |r| {
+            r.refresh_registry();
             let list = gitmodel_repo::registry::view(r.ctx())?;
             if let Some(at) = &at {
                 let t = gitmodel_ml::time::parse(at)

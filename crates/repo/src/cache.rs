@@ -194,8 +194,21 @@ fn git_failure(url: &str, stderr: &str) -> RemoteGitError {
         .split("returned error: ")
         .nth(1)
         .and_then(|s| s.get(..3))
-        .and_then(|s| s.parse().ok());
-    let message = stderr
+        .and_then(|s| s.parse().ok())
+        .or_else(|| {
+            // Statuses git words instead of numbering them.
+            if stderr.contains("Authentication failed")
+                || stderr.contains("could not read Username")
+            {
+                Some(401)
+            } else if stderr.contains("not found") {
+                Some(404)
+            } else {
+                None
+            }
+        });
+    let message = redact_all(stderr, url);
+    let message = message
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
@@ -217,6 +230,14 @@ fn remote_error_if_fetch(url: &str, e: anyhow::Error) -> anyhow::Error {
         remote_error(url, &e)
     } else {
         e
+    }
+}
+
+/// `text` with `url`'s password, if any, blanked.
+fn redact_all(text: &str, url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => text.replace(&url[s + 3..at], "***"),
+        _ => text.to_string(),
     }
 }
 
