@@ -41,6 +41,10 @@ pub enum ClientError {
     Tls { url: String, what: String },
     #[error("{url}: malformed answer: {what}")]
     Protocol { url: String, what: String },
+    /// A chunk the server sent does not hash to its id (or does not decode): the bytes are
+    /// wrong, on the server's disk or on the way. Nothing of it was kept.
+    #[error("{url}: malformed answer: {what}")]
+    CorruptChunk { url: String, what: String },
     #[error("{path} ({oid}): content is neither in the local store nor on the server")]
     MissingLocal { oid: Oid, path: String },
     #[error("{path} ({oid}): not on the server")]

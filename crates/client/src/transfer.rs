@@ -871,7 +871,10 @@ fn fetch_range(
                 rec.id, entry.id
             )));
         }
-        let raw = rec.decode().map_err(|e| corrupt(e.to_string()))?;
+        let raw = rec.decode().map_err(|e| ClientError::CorruptChunk {
+            url: remote.url().to_string(),
+            what: format!("pack {} at {}: {e}", task.pack, task.offset),
+        })?;
         if let Some(sink) = sink {
             sink(&rec.id, &raw)?;
         }

@@ -173,15 +173,15 @@ fn integrity(cause: &(dyn std::error::Error + 'static)) -> Option<Option<Oid>> {
     if let Some(s) = cause.downcast_ref::<StoreError>() {
         return match s {
             StoreError::HashMismatch { oid, .. } => Some(Some(*oid)),
-            StoreError::Pack {
-                source: PackError::CorruptChunk { .. },
-                ..
-            } => Some(None),
+            // A local pack that does not parse or decode is damaged on disk.
+            StoreError::Pack { .. } | StoreError::Recipe { .. } => Some(None),
             _ => None,
         };
     }
-    if let Some(ClientError::Corrupt { oid, .. }) = cause.downcast_ref::<ClientError>() {
-        return Some(Some(*oid));
+    match cause.downcast_ref::<ClientError>() {
+        Some(ClientError::Corrupt { oid, .. }) => return Some(Some(*oid)),
+        Some(ClientError::CorruptChunk { .. }) => return Some(None),
+        _ => {}
     }
     if let Some(PackError::CorruptChunk { .. }) = cause.downcast_ref::<PackError>() {
         return Some(None);
