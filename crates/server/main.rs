@@ -12,47 +12,15 @@
 #![forbid(unsafe_code)]
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use gitmodel_server::{AppState, ServerConfig, DATA_DIR_ENV, DEFAULT_LISTEN};
+use gitmodel_server::{AppState, ServerConfig, DATA_DIR_ENV};
 
-/// Serves git-model repositories over HTTP: chunk packs (deduplicated across
-/// repositories) and per-repository file recipes, all verified on upload.
-#[derive(Debug, Parser)]
-#[command(name = "git-model-server", version)]
-struct Args {
-    /// Address to listen on (port 0 picks a free port; the bound address is printed).
-    #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN)]
-    listen: SocketAddr,
-    /// Where packs and recipes are stored [default: $GIT_MODEL_SERVER_DATA, else
-    /// $XDG_DATA_HOME/git-model-server, else ~/.local/share/git-model-server]. Also
-    /// holds tokens.json.
-    #[arg(long, value_name = "DIR", global = true)]
-    data_dir: Option<PathBuf>,
-    /// Keep packs, recipes and locks in an S3-compatible bucket instead of --data-dir:
-    /// `s3://BUCKET[/PREFIX]`. Endpoint, region and credentials come from AWS_ENDPOINT_URL,
-    /// AWS_REGION, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY. Several servers may share
-    /// one bucket (docs/deploy.md).
-    #[arg(long, value_name = "URL", env = "GIT_MODEL_SERVER_STORE")]
-    store: Option<String>,
-    /// Seconds between re-listings of the packs other servers stored in the same store;
-    /// 0 never re-lists [default: 30 with --store, 0 with a data directory].
-    #[arg(long, value_name = "SECS")]
-    index_refresh: Option<u64>,
-    /// With --store: answer pack downloads with a redirect to a presigned URL into the
-    /// bucket (valid 15 minutes), so pack bytes bypass the server. The client needs
-    /// network access to the store's endpoint.
-    #[arg(long, requires = "store")]
-    presign_downloads: bool,
-    #[command(flatten)]
-    security: gitmodel_server::SecurityArgs,
-    #[command(subcommand)]
-    command: Option<gitmodel_server::security::Command>,
-}
+mod args;
+use args::{Args, Command};
 
 /// A failure, and whether it is a configuration problem (exit 2) or not (exit 1).
 struct Failure {
@@ -102,7 +70,7 @@ async fn run(args: Args) -> Result<(), Failure> {
         .data_dir
         .clone()
         .or_else(|| gitmodel_server::default_data_dir(|name| std::env::var_os(name)));
-    if let Some(gitmodel_server::security::Command::Gc {
+    if let Some(Command::Gc {
         dry_run,
         grace_hours,
         grace,
@@ -123,7 +91,7 @@ async fn run(args: Args) -> Result<(), Failure> {
         options.dry_run = *dry_run;
         return gc(&args, tokens_dir, &options, *json).await;
     }
-    if let Some(gitmodel_server::security::Command::Scrub {
+    if let Some(Command::Scrub {
         json,
         jobs,
         dry_run,
@@ -131,7 +99,7 @@ async fn run(args: Args) -> Result<(), Failure> {
     {
         return scrub(&args, tokens_dir, *json, *jobs, *dry_run).await;
     }
-    if let Some(gitmodel_server::security::Command::DeleteRepo { name }) = &args.command {
+    if let Some(Command::DeleteRepo { name }) = &args.command {
         let (ns, repo) = name.split_once('/').ok_or_else(|| {
             config_error(anyhow::anyhow!("expected <namespace>/<repo>, got {name:?}"))
         })?;
@@ -147,7 +115,7 @@ async fn run(args: Args) -> Result<(), Failure> {
         println!("deleted {repo}: {n} object(s); its packs go at the next gc runs unless shared");
         return Ok(());
     }
-    if let Some(gitmodel_server::security::Command::Token(command)) = &args.command {
+    if let Some(Command::Token(command)) = &args.command {
         let dir = tokens_dir.ok_or_else(|| {
             config_error(anyhow::anyhow!(
                 "no data directory for tokens.json: pass --data-dir or set {DATA_DIR_ENV}"
@@ -155,17 +123,17 @@ async fn run(args: Args) -> Result<(), Failure> {
         })?;
         let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
         return gitmodel_server::security::run_token_command(
-            command,
-            &args.security,
+            &command.into(),
+            &(&args.security).into(),
             &dir,
             &mut out,
             &mut err,
         )
         .map_err(|e| config_error(e.into()));
     }
-    let security =
-        gitmodel_server::Security::prepare(&args.security, tokens_dir.as_deref(), args.listen)
-            .map_err(|e| config_error(e.into()))?;
+    let options = gitmodel_server::SecurityOptions::from(&args.security);
+    let security = gitmodel_server::Security::prepare(&options, tokens_dir.as_deref(), args.listen)
+        .map_err(|e| config_error(e.into()))?;
     let refresh = args
         .index_refresh
         .map(std::time::Duration::from_secs)

@@ -8,6 +8,18 @@
 //! [`Chunker`] is push-style: feed it bytes, it answers where the current chunk ends. It
 //! keeps no data, so a caller decides how to buffer. The parameters are part of the format
 //! (recorded as [`ChunkParams::version`] in every recipe) and never tuned globally.
+//!
+//! [`ChunkHasher`] (push) and [`chunk_ids`] (pull, over a reader) are the one streaming
+//! "bytes → chunk ids and lengths" helper: the cuts of [`Chunker`], each chunk named by
+//! its [`ChunkId`], without keeping the bytes. Callers that must also keep a chunk's bytes
+//! (to pack them) use [`Chunker`] directly; the local store's ingest is the parallel form
+//! of the same cuts ([`cut_candidates`], [`select_cuts`]).
+
+use std::collections::VecDeque;
+use std::io::{self, Read};
+
+use crate::id::ChunkId;
+use crate::recipe::RecipeChunk;
 
 /// Parameters of the chunker. Version 1 is the only one defined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -274,6 +286,121 @@ pub fn boundaries(params: ChunkParams, data: &[u8]) -> Vec<usize> {
     out
 }
 
+/// Push-style chunk-and-hash: [`ChunkHasher::update`] with successive slices of a stream
+/// reports every chunk that ends in them, as its id and length; [`ChunkHasher::finish`]
+/// reports the final one. The chunks are exactly those of [`Chunker`] (and [`boundaries`])
+/// on the same bytes, however the stream is sliced; ids are [`ChunkId::of`] the chunk's
+/// bytes. Keeps no data: the id is hashed as the bytes go by.
+#[derive(Debug, Clone)]
+pub struct ChunkHasher {
+    chunker: Chunker,
+    hasher: blake3::Hasher,
+    /// Bytes of the current chunk fed so far.
+    len: usize,
+}
+
+impl ChunkHasher {
+    pub fn new(params: ChunkParams) -> Self {
+        ChunkHasher {
+            chunker: Chunker::new(params),
+            hasher: blake3::Hasher::new(),
+            len: 0,
+        }
+    }
+
+    pub fn params(&self) -> ChunkParams {
+        self.chunker.params()
+    }
+
+    /// Feeds `data`; calls `chunk` with every chunk that ends inside it, in order.
+    pub fn update(&mut self, mut data: &[u8], mut chunk: impl FnMut(RecipeChunk)) {
+        while !data.is_empty() {
+            match self.chunker.next_boundary(data) {
+                Some(n) => {
+                    self.hasher.update(&data[..n]);
+                    chunk(self.take(self.len + n));
+                    data = &data[n..];
+                }
+                None => {
+                    self.hasher.update(data);
+                    self.len += data.len();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Ends the stream: the bytes fed since the last boundary, if any, are the last chunk.
+    pub fn finish(mut self) -> Option<RecipeChunk> {
+        (self.len > 0).then(|| self.take(self.len))
+    }
+
+    /// The current chunk, `len` bytes long, is complete: name it and start the next.
+    fn take(&mut self, len: usize) -> RecipeChunk {
+        let id = ChunkId(*self.hasher.finalize().as_bytes());
+        self.hasher.reset();
+        self.len = 0;
+        RecipeChunk {
+            id,
+            // A chunk is at most `max_size` bytes (checked by `Chunker::new` to be small).
+            raw_len: len as u32,
+        }
+    }
+}
+
+/// Bytes read per call of [`Read::read`] by [`chunk_ids`].
+const READ_BYTES: usize = 1 << 20;
+
+/// The chunks of everything `reader` yields, as ids and lengths, in order: the pull form
+/// of [`ChunkHasher`]. A read error ends the iteration with that error.
+pub fn chunk_ids<R: Read>(params: ChunkParams, reader: R) -> ChunkIds<R> {
+    ChunkIds {
+        reader,
+        hasher: Some(ChunkHasher::new(params)),
+        buf: Vec::new(),
+        ready: VecDeque::new(),
+    }
+}
+
+/// The iterator of [`chunk_ids`].
+#[derive(Debug)]
+pub struct ChunkIds<R> {
+    reader: R,
+    /// `None` once the reader is exhausted (or failed).
+    hasher: Option<ChunkHasher>,
+    buf: Vec<u8>,
+    /// Chunks found in the last read, not yet returned.
+    ready: VecDeque<RecipeChunk>,
+}
+
+impl<R: Read> Iterator for ChunkIds<R> {
+    type Item = io::Result<RecipeChunk>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(chunk) = self.ready.pop_front() {
+                return Some(Ok(chunk));
+            }
+            let hasher = self.hasher.as_mut()?;
+            if self.buf.is_empty() {
+                self.buf = vec![0u8; READ_BYTES];
+            }
+            match self.reader.read(&mut self.buf) {
+                Ok(0) => return self.hasher.take().and_then(ChunkHasher::finish).map(Ok),
+                Ok(n) => {
+                    let ready = &mut self.ready;
+                    hasher.update(&self.buf[..n], |c| ready.push_back(c));
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.hasher = None;
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -416,5 +543,139 @@ mod tests {
         let b = ids(&edited);
         let shared = a.intersection(&b).count();
         assert!(shared + 3 >= a.len(), "shared {shared} of {}", a.len());
+    }
+
+    /// The chunks of `data` by the whole-buffer [`boundaries`], as ids and lengths.
+    fn by_boundaries(params: ChunkParams, data: &[u8]) -> Vec<RecipeChunk> {
+        let mut start = 0;
+        boundaries(params, data)
+            .into_iter()
+            .map(|end| {
+                let c = RecipeChunk {
+                    id: ChunkId::of(&data[start..end]),
+                    raw_len: (end - start) as u32,
+                };
+                start = end;
+                c
+            })
+            .collect()
+    }
+
+    /// A reader that hands out at most `step` bytes per read, with an interruption
+    /// before each read.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+        interrupt: bool,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.interrupt = !self.interrupt;
+            if self.interrupt {
+                return Err(io::ErrorKind::Interrupted.into());
+            }
+            let n = self.step.min(buf.len()).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn chunk_ids_are_the_chunker_cuts_named_by_their_bytes() {
+        // The golden input: the pinned cuts, ids the BLAKE3 of each chunk's bytes.
+        let data = seeded(1 << 20, 42);
+        let got: Vec<RecipeChunk> = chunk_ids(ChunkParams::V1, &data[..])
+            .collect::<io::Result<_>>()
+            .unwrap();
+        let ends: Vec<usize> = got
+            .iter()
+            .scan(0, |end, c| {
+                *end += c.raw_len as usize;
+                Some(*end)
+            })
+            .collect();
+        assert_eq!(ends, GOLDEN_CUTS);
+        assert_eq!(got[0].id.to_hex()[..16], *GOLDEN_FIRST_ID);
+        assert_eq!(got[1].id, ChunkId::of(&data[50939..72035]));
+        assert_eq!(got, by_boundaries(ChunkParams::V1, &data));
+
+        // Any slicing, both parameter sets, a tail shorter than min_size, a run of one
+        // byte (forced max_size cuts): the same chunks, lengths summing to the input.
+        for (params, len, seed) in [
+            (ChunkParams::V1, (3 << 20) + 4321, 5),
+            (ChunkParams::V2_TEXT, 300_007, 6),
+        ] {
+            let mut data = seeded(len, seed);
+            data[100_000..500_000.min(len)].fill(7);
+            let want = by_boundaries(params, &data);
+            let sum: u64 = want.iter().map(|c| u64::from(c.raw_len)).sum();
+            assert_eq!(sum, data.len() as u64);
+            for step in [1, 1237, params.max_size, READ_BYTES + 1] {
+                let reader = Trickle {
+                    data: &data,
+                    step,
+                    interrupt: false,
+                };
+                let got: Vec<RecipeChunk> = chunk_ids(params, reader)
+                    .collect::<io::Result<_>>()
+                    .unwrap();
+                assert_eq!(got, want, "{params:?} step {step}");
+            }
+            let mut push = ChunkHasher::new(params);
+            let mut got = Vec::new();
+            for piece in data.chunks(77_777) {
+                push.update(piece, |c| got.push(c));
+            }
+            got.extend(push.finish());
+            assert_eq!(got, want, "{params:?} pushed");
+        }
+    }
+
+    #[test]
+    fn chunk_ids_of_empty_and_short_inputs() {
+        assert_eq!(chunk_ids(ChunkParams::V1, &b""[..]).count(), 0);
+        assert_eq!(ChunkHasher::new(ChunkParams::V1).finish(), None);
+        // Shorter than min_size: one chunk, the whole input.
+        let short = seeded(ChunkParams::V1.min_size - 1, 8);
+        let got: Vec<RecipeChunk> = chunk_ids(ChunkParams::V1, &short[..])
+            .collect::<io::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            got,
+            [RecipeChunk {
+                id: ChunkId::of(&short),
+                raw_len: short.len() as u32
+            }]
+        );
+        let one: Vec<RecipeChunk> = chunk_ids(ChunkParams::V1, &b"x"[..])
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(one[0].id, ChunkId::of(b"x"));
+        assert_eq!(one.len(), 1);
+    }
+
+    #[test]
+    fn chunk_ids_stop_at_a_read_error() {
+        struct Failing(usize);
+        impl Read for Failing {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if self.0 == 0 {
+                    return Err(io::Error::other("disk on fire"));
+                }
+                let n = self.0.min(buf.len());
+                buf[..n].fill(1);
+                self.0 -= n;
+                Ok(n)
+            }
+        }
+        // 300 KiB of one byte: two forced max_size cuts, then the error, then nothing.
+        let mut it = chunk_ids(ChunkParams::V1, Failing(300 << 10));
+        assert_eq!(it.next().unwrap().unwrap().raw_len, 128 << 10);
+        assert_eq!(it.next().unwrap().unwrap().raw_len, 128 << 10);
+        let err = it.next().unwrap().unwrap_err();
+        assert_eq!(err.to_string(), "disk on fire");
+        assert!(it.next().is_none());
     }
 }

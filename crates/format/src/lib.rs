@@ -1,6 +1,7 @@
 //! git-model's formats, with no I/O: everything here works on `&[u8]` and `impl Read`.
 //!
-//! - [`chunk`]: content-defined chunking (gear rolling hash), push-style.
+//! - [`chunk`]: content-defined chunking (gear rolling hash), push-style, and the one
+//!   streaming "bytes → chunk ids and lengths" helper ([`ChunkHasher`], [`chunk_ids`]).
 //! - [`id`]: the three 32-byte ids: [`ChunkId`] (BLAKE3 of a chunk), [`Oid`] (SHA-256 of a
 //!   whole file, the Git LFS oid) and [`PackId`] (BLAKE3 of a pack's bytes).
 //! - [`pointer`]: Git LFS spec v1 pointer files, byte-identical to the reference client.
@@ -21,7 +22,7 @@ pub mod prefix;
 pub mod recipe;
 pub mod time;
 
-pub use chunk::{cut_candidates, select_cuts, ChunkParams, Chunker};
+pub use chunk::{chunk_ids, cut_candidates, select_cuts, ChunkHasher, ChunkParams, Chunker};
 pub use id::{ChunkId, IdError, Oid, PackId};
 pub use pack::{Codec, PackBuilder, PackEntry, PackError};
 pub use pointer::Pointer;

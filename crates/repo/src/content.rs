@@ -426,48 +426,11 @@ pub fn repo_path(ctx: &Ctx, given: &str) -> String {
 /// The chunk list a working-tree file would get (chunker version 1, as the clean filter
 /// cuts it), so a diff against a stored version can skip what chunk ids prove equal.
 pub fn file_layout(ctx: &Ctx, path: &Path) -> Result<ChunkLayout> {
-    use gitmodel_format::{ChunkParams, Chunker, RecipeChunk};
-    let mut f = std::fs::File::open(path).with_context(|| path.display().to_string())?;
-    let mut chunker = Chunker::new(ChunkParams::V1);
-    let mut hasher = blake3::Hasher::new();
-    let (mut len, mut total) = (0u64, 0u64);
-    let mut chunks = Vec::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f
-            .read(&mut buf)
-            .with_context(|| path.display().to_string())?;
-        if n == 0 {
-            break;
-        }
-        total += n as u64;
-        let mut pos = 0;
-        while pos < n {
-            match chunker.next_boundary(&buf[pos..n]) {
-                Some(k) => {
-                    hasher.update(&buf[pos..pos + k]);
-                    chunks.push(RecipeChunk {
-                        id: ChunkId(*hasher.finalize().as_bytes()),
-                        raw_len: (len + k as u64) as u32,
-                    });
-                    hasher = blake3::Hasher::new();
-                    len = 0;
-                    pos += k;
-                }
-                None => {
-                    hasher.update(&buf[pos..n]);
-                    len += (n - pos) as u64;
-                    pos = n;
-                }
-            }
-        }
-    }
-    if len > 0 {
-        chunks.push(RecipeChunk {
-            id: ChunkId(*hasher.finalize().as_bytes()),
-            raw_len: len as u32,
-        });
-    }
+    let f = std::fs::File::open(path).with_context(|| path.display().to_string())?;
+    let chunks = gitmodel_format::chunk_ids(gitmodel_format::ChunkParams::V1, f)
+        .collect::<std::io::Result<Vec<_>>>()
+        .with_context(|| path.display().to_string())?;
+    let total: u64 = chunks.iter().map(|c| u64::from(c.raw_len)).sum();
     ctx.bytes_read.set(ctx.bytes_read.get() + total);
     Ok(ChunkLayout::new(&chunks))
 }

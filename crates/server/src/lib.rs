@@ -13,7 +13,7 @@
 //!   from its recipe) and [`locks`] (the file locking API). See `docs/lfs.md`.
 //! - [`auth`]: the [`Authorizer`] hook; [`tokens`]: scoped, hashed access tokens and
 //!   [`TokenAuthorizer`]; [`tenancy`]: which packs each repository may read;
-//!   [`security`]: the binary's config file, security flags, `token` subcommand and
+//!   [`security`]: the binary's config file, security options, `token` subcommand and
 //!   startup policy; [`tls`]: HTTPS. See `docs/security.md`.
 //! - [`scrub`]: checking stored packs and recipes after the fact (`git-model-server
 //!   scrub`, `files/verify`), and the damage records that stop servers vouching for a
@@ -57,7 +57,7 @@ pub use auth::{Access, AllowAll, Authorizer};
 pub use error::ApiError;
 pub use index::{ChunkIndex, Location};
 pub use s3::{S3Location, S3Options, S3Store};
-pub use security::{Security, SecurityArgs};
+pub use security::{Security, SecurityOptions};
 pub use server::{serve, serve_tls, shutdown_signal};
 pub use state::{
     default_data_dir, AppState, ServerConfig, DATA_DIR_ENV, DEFAULT_LISTEN,

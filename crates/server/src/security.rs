@@ -1,5 +1,5 @@
 //! The server binary's security setup: the TOML config file ([`FileConfig`]), the
-//! security flags ([`SecurityArgs`], flattened into the binary's arguments), the
+//! security options ([`SecurityOptions`], which the binary's flags convert into), the
 //! `token create|list|revoke` subcommand ([`TokenCommand`]) and the startup policy
 //! ([`Security::prepare`]): which authorizer, whether TLS, which limits, and whether
 //! this address may be served at all.
@@ -210,102 +210,39 @@ pub enum SecurityError {
     Output(#[source] std::io::Error),
 }
 
-/// Security and limit flags of `git-model-server`.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct SecurityArgs {
-    /// TOML config file: tokens (hashed), TLS, limits. Flags override it.
-    #[arg(long, value_name = "FILE", global = true)]
+/// The security and limit options of `git-model-server` (its flags, defined in the
+/// binary, convert into this). `None` and `false` leave the config file's value or the
+/// default.
+#[derive(Debug, Clone, Default)]
+pub struct SecurityOptions {
+    /// TOML config file: tokens (hashed), TLS, limits.
     pub config: Option<PathBuf>,
-    /// Serve without tokens on a non-loopback address (trusted networks only: every
-    /// client can then read and write every repository).
-    #[arg(long)]
+    /// Serve without tokens on a non-loopback address.
     pub allow_anonymous: bool,
-    /// PEM certificate chain: serve HTTPS (with --tls-key).
-    #[arg(long, value_name = "PEM")]
+    /// PEM certificate chain: serve HTTPS (with `tls_key`).
     pub tls_cert: Option<PathBuf>,
-    /// PEM private key of --tls-cert.
-    #[arg(long, value_name = "PEM")]
+    /// PEM private key of `tls_cert`.
     pub tls_key: Option<PathBuf>,
-    /// Largest Git LFS object accepted, in bytes or with K/M/G/T [default: 100G].
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    /// Largest Git LFS object accepted, in bytes.
     pub max_lfs_object_size: Option<u64>,
-    /// Seconds a client may take to send a request's headers (and a TLS handshake)
-    /// [default: 30].
-    #[arg(long, value_name = "SECS")]
+    /// Seconds a client may take to send a request's headers (and a TLS handshake).
     pub header_read_timeout: Option<u64>,
 }
 
-/// Subcommands of `git-model-server` (without one, it serves).
-#[derive(Debug, Clone, clap::Subcommand)]
-pub enum Command {
-    /// Manage access tokens (kept as SHA-256 hashes in <data-dir>/tokens.json).
-    #[command(subcommand)]
-    Token(TokenCommand),
-    /// Remove packs no registered file uses: a pack is deleted when it has stayed
-    /// unreferenced for the grace period across two runs (so uploads in progress are
-    /// safe). Safe while servers serve the same store (see docs/reliability.md).
-    Gc {
-        /// Say what would be deleted; change nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Hours a pack must stay unreferenced, between two runs, before it goes.
-        #[arg(long, default_value_t = 24)]
-        grace_hours: u64,
-        /// The grace period as a duration (`90s`, `30m`, `24h`, `2d`); overrides
-        /// --grace-hours.
-        #[arg(long, value_name = "DURATION")]
-        grace: Option<String>,
-        /// How long a registration that needs a pack this run is deleting waits before it
-        /// looks for it; each delete is issued within half of it after the last check.
-        #[arg(long, value_name = "DURATION", default_value = "5s")]
-        rescue_wait: String,
-        /// Print the report as one JSON object on stdout (shape in docs/json.md).
-        #[arg(long)]
-        json: bool,
-    },
-    /// Check everything stored: read every pack (id, footer, every chunk against its id)
-    /// and every recipe against the packs it names. Damaged packs are reported with the
-    /// files they affect and recorded, so running servers stop vouching for them until a
-    /// client uploads them again (`git model push` from any clone holding the files).
-    /// Exits 1 when damage is found. Safe while servers serve.
-    #[command(alias = "fsck")]
-    Scrub {
-        /// Print the report as one JSON object on stdout (shape in docs/json.md).
-        #[arg(long)]
-        json: bool,
-        /// Packs checked at once [default: the number of CPUs].
-        #[arg(long)]
-        jobs: Option<usize>,
-        /// Report only: write and clear no damage records.
-        #[arg(long)]
-        dry_run: bool,
-    },
-    /// Delete a repository: its file recipes, pack references and locks. Its packs go at
-    /// the next `gc` runs unless other repositories use them.
-    DeleteRepo {
-        /// `<namespace>/<repo>`
-        name: String,
-    },
-}
-
-#[derive(Debug, Clone, clap::Subcommand)]
+/// What `git-model-server token …` does ([`run_token_command`]).
+#[derive(Debug, Clone)]
 pub enum TokenCommand {
-    /// Create a token and print it on stdout. It is shown only this once.
+    /// Create a token with these scopes (`read|write|admin:PATTERN`), an optional name
+    /// (default: its id) and lifetime (`12h`, `30d`, …; default: never expires), and
+    /// print it.
     Create {
-        /// What it may do: read|write|admin on `*`, `<namespace>/*` or
-        /// `<namespace>/<repo>` (e.g. write:acme/*). Repeatable.
-        #[arg(long = "scope", value_name = "LEVEL:PATTERN", required = true)]
         scopes: Vec<String>,
-        /// Who uses it (shown as the owner of Git LFS locks) [default: its id].
-        #[arg(long)]
         name: Option<String>,
-        /// Lifetime, e.g. 12h, 30d, 2w [default: never expires].
-        #[arg(long, value_name = "DURATION")]
         expires: Option<String>,
     },
     /// List tokens: id, name, scopes, expiry. Never the secrets.
     List,
-    /// Revoke a token by id (a running server notices within a second).
+    /// Revoke a token by id.
     Revoke { id: String },
 }
 
@@ -362,7 +299,7 @@ impl std::fmt::Debug for Security {
     }
 }
 
-fn load_file_config(args: &SecurityArgs) -> Result<FileConfig, SecurityError> {
+fn load_file_config(args: &SecurityOptions) -> Result<FileConfig, SecurityError> {
     match &args.config {
         Some(path) => FileConfig::read(path),
         None => Ok(FileConfig::default()),
@@ -382,7 +319,7 @@ impl Security {
     /// served with this authentication. `data_dir` holds the token file, if there is one.
     /// Apply the limits to the server's config with [`Security::apply`].
     pub fn prepare(
-        args: &SecurityArgs,
+        args: &SecurityOptions,
         data_dir: Option<&Path>,
         listen: SocketAddr,
     ) -> Result<Security, SecurityError> {
@@ -464,7 +401,7 @@ impl Security {
 /// Runs `git-model-server token …`, writing its answer to `out` and notes to `err`.
 pub fn run_token_command(
     command: &TokenCommand,
-    args: &SecurityArgs,
+    args: &SecurityOptions,
     data_dir: &Path,
     out: &mut dyn Write,
     err: &mut dyn Write,
@@ -584,7 +521,7 @@ mod tests {
     }
 
     fn prepare(
-        args: &SecurityArgs,
+        args: &SecurityOptions,
         dir: &Path,
         listen: &str,
     ) -> Result<(Security, ServerConfig), SecurityError> {
@@ -597,16 +534,16 @@ mod tests {
     #[test]
     fn anonymous_only_on_loopback_unless_allowed() {
         let dir = tempfile::tempdir().unwrap();
-        let none = SecurityArgs::default();
+        let none = SecurityOptions::default();
         prepare(&none, dir.path(), "127.0.0.1:0").unwrap();
         prepare(&none, dir.path(), "[::1]:0").unwrap();
         assert!(matches!(
             prepare(&none, dir.path(), "0.0.0.0:8080"),
             Err(SecurityError::AnonymousOnPublicAddress { .. })
         ));
-        let allow = SecurityArgs {
+        let allow = SecurityOptions {
             allow_anonymous: true,
-            ..SecurityArgs::default()
+            ..SecurityOptions::default()
         };
         prepare(&allow, dir.path(), "0.0.0.0:8080").unwrap();
         // With a token, any address may be served.
@@ -624,7 +561,7 @@ mod tests {
     #[test]
     fn token_commands() {
         let dir = tempfile::tempdir().unwrap();
-        let args = SecurityArgs::default();
+        let args = SecurityOptions::default();
         let run = |cmd: TokenCommand| {
             let (mut out, mut err) = (Vec::new(), Vec::new());
             run_token_command(&cmd, &args, dir.path(), &mut out, &mut err).map(|()| {
@@ -691,9 +628,9 @@ mod tests {
         text.push_str(&"ab".repeat(32));
         text.push_str("\"\n");
         std::fs::write(&path, text).unwrap();
-        let args = SecurityArgs {
+        let args = SecurityOptions {
             config: Some(path.clone()),
-            ..SecurityArgs::default()
+            ..SecurityOptions::default()
         };
         let (security, config) = prepare(&args, dir.path(), "0.0.0.0:1").unwrap();
         assert_eq!(config.max_lfs_object_bytes, 1 << 20);

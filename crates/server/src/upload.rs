@@ -502,7 +502,7 @@ mod tests {
     use super::*;
     use crate::download::ChannelBody;
     use crate::state::ServerConfig;
-    use gitmodel_format::chunk::boundaries;
+    use gitmodel_format::chunk_ids;
 
     use gitmodel_testkit::noise;
 
@@ -534,17 +534,10 @@ mod tests {
         let got = ingest_in_pieces(&state, &data, 77_777).await;
         assert_eq!(got.oid, Oid::of(&data));
         assert_eq!(got.size, data.len() as u64);
-        let mut start = 0;
-        let want: Vec<(ChunkId, u32)> = boundaries(ChunkParams::V1, &data)
-            .into_iter()
-            .map(|end| {
-                let c = (ChunkId::of(&data[start..end]), (end - start) as u32);
-                start = end;
-                c
-            })
-            .collect();
-        let cuts: Vec<(ChunkId, u32)> = got.chunks.iter().map(|c| (c.id, c.raw_len)).collect();
-        assert_eq!(cuts, want);
+        let want: Vec<RecipeChunk> = chunk_ids(ChunkParams::V1, &data[..])
+            .collect::<std::io::Result<_>>()
+            .unwrap();
+        assert_eq!(got.chunks, want);
         assert_eq!(got.new_chunks, want.len());
         assert_eq!(state.index().len(), want.len());
 
