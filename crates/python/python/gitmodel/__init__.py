@@ -430,6 +430,16 @@ def _repo(repo: Union[PathLike, Repo, None]):
     return Repo(repo), True
 
 
+def _on(repo: Union[PathLike, Repo, None], call):
+    """`call(Repo)` on a Repo, a clone's path or a git URL (opened and closed for it)."""
+    r, close = _repo(repo)
+    try:
+        return call(r)
+    finally:
+        if close:
+            r.close()
+
+
 def load_tensors(
     repo: Union[PathLike, Repo],
     path: str,
@@ -437,32 +447,17 @@ def load_tensors(
     names: Optional[Iterable[str]] = None,
 ) -> Dict[str, Any]:
     """:meth:`Repo.load_tensors` on a clone's path or a git URL (nothing cloned)."""
-    r, close = _repo(repo)
-    try:
-        return r.load_tensors(path, rev=rev, names=names)
-    finally:
-        if close:
-            r.close()
+    return _on(repo, lambda r: r.load_tensors(path, rev=rev, names=names))
 
 
 def resolve(repo: Union[PathLike, Repo], spec: str) -> ModelVersion:
     """:meth:`Repo.resolve` on a clone's path or a git URL."""
-    r, close = _repo(repo)
-    try:
-        return r.resolve(spec)
-    finally:
-        if close:
-            r.close()
+    return _on(repo, lambda r: r.resolve(spec))
 
 
 def export(repo: Union[PathLike, Repo], spec: str, dest: PathLike) -> ModelVersion:
     """:meth:`Repo.export` on a clone's path or a git URL."""
-    r, close = _repo(repo)
-    try:
-        return r.export(spec, dest)
-    finally:
-        if close:
-            r.close()
+    return _on(repo, lambda r: r.export(spec, dest))
 
 
 def open(  # noqa: A001 - the module-level counterpart of Repo.open
@@ -470,31 +465,21 @@ def open(  # noqa: A001 - the module-level counterpart of Repo.open
 ) -> io.BufferedIOBase:
     """:meth:`Repo.open` on a clone's path or a git URL (the file is read whole first for
     a URL, which is released at once)."""
-    r, close = _repo(repo)
-    if not close:
-        return r.open(path, rev)
-    try:
+    if isinstance(repo, Repo):
+        return repo.open(path, rev)
+
+    def whole(r: Repo) -> io.BufferedIOBase:
         with r.open(path, rev) as f:
             return io.BytesIO(f.read())
-    finally:
-        r.close()
+
+    return _on(repo, whole)
 
 
 def log_metrics(values: Mapping[str, Any], model: Optional[str] = None, repo: PathLike = ".") -> str:
     """:meth:`Repo.log_metrics` for the repository the training script runs in."""
-    r, close = _repo(repo)
-    try:
-        return r.log_metrics(values, model)
-    finally:
-        if close:
-            r.close()
+    return _on(repo, lambda r: r.log_metrics(values, model))
 
 
 def log_params(values: Mapping[str, Any], model: Optional[str] = None, repo: PathLike = ".") -> str:
     """:meth:`Repo.log_params` for the repository the training script runs in."""
-    r, close = _repo(repo)
-    try:
-        return r.log_params(values, model)
-    finally:
-        if close:
-            r.close()
+    return _on(repo, lambda r: r.log_params(values, model))
