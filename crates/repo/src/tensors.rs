@@ -18,7 +18,7 @@ use crate::error::not_found;
 pub struct Tensor {
     pub name: String,
     pub dtype: DType,
-    /// Dimensions as the file lists them (GGUF: innermost first).
+    /// Dimensions, outermost first (GGUF's innermost-first list is reversed on reading).
     pub shape: Vec<u64>,
     pub data: Vec<u8>,
 }

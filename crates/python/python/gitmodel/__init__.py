@@ -142,9 +142,7 @@ _ML_DTYPES = {"BF16": "bfloat16", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8
 def _array(name: str, dtype: str, shape: Sequence[int], data: bytearray, fmt: str):
     import numpy as np
 
-    dims = tuple(int(d) for d in shape)
-    if fmt == "gguf":
-        dims = dims[::-1]  # GGUF lists the innermost dimension first
+    dims = tuple(int(d) for d in shape)  # outermost first, GGUF's reversed on reading
     if dtype in _NUMPY:
         return np.frombuffer(data, dtype=np.dtype(_NUMPY[dtype])).reshape(dims)
     if dtype in _ML_DTYPES:
