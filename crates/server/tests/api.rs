@@ -1,57 +1,26 @@
 //! End-to-end tests of the server's HTTP API: a real server on 127.0.0.1:0 in-process,
 //! spoken to over real HTTP/1.1 connections with hyper's client.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+mod common;
 
-use bytes::Bytes;
-use gitmodel_format::pack::{encode_chunk, parse_records, PackBuilder, RECORD_HEADER_LEN};
-use gitmodel_format::{ChunkId, Oid, PackId, Recipe, RecipeChunk};
+use std::path::PathBuf;
+
+use gitmodel_format::pack::{parse_records, RECORD_HEADER_LEN};
+use gitmodel_format::{ChunkId, Oid, PackId, Recipe};
 use gitmodel_proto::{ErrorBody, PackUploaded, RegisterResponse};
-use gitmodel_server::{serve, AppState, ServerConfig};
-use http::{HeaderMap, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
+use gitmodel_testkit::packs::PackedFile;
+use gitmodel_testkit::{files_under, noise};
+use http::{Method, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use tokio::net::TcpStream;
+
+use common::TestServer;
 
 const BASE: &str = "/acme/vision/model/v1";
 
-struct TestServer {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
 impl TestServer {
-    async fn start(data_dir: &Path) -> TestServer {
-        let config = ServerConfig::new(([127, 0, 0, 1], 0).into(), data_dir);
-        let state = AppState::open_local(config)
-            .await
-            .unwrap_or_else(|e| panic!("opening state in {}: {e}", data_dir.display()));
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("local addr");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve(listener, state, async {
-            let _ = stopped.await;
-        }));
-        TestServer {
-            addr,
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        (&mut self.task).await.expect("server task");
-    }
-
     /// Uploads the fixture's pack to [`BASE`], which must accept it.
-    async fn upload(&self, fx: &Fixture) {
+    async fn upload(&self, fx: &PackedFile) {
         self.request(
             Method::PUT,
             &format!("{BASE}/packs/{}", fx.pack),
@@ -60,151 +29,22 @@ impl TestServer {
         .await
         .expect(StatusCode::OK);
     }
-
-    async fn request(&self, method: Method, path: &str, body: impl Into<Bytes>) -> Reply {
-        self.request_with(method, path, &[], body).await
-    }
-
-    async fn request_with(
-        &self,
-        method: Method,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: impl Into<Bytes>,
-    ) -> Reply {
-        let stream = TcpStream::connect(self.addr).await.expect("connect");
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .expect("handshake");
-        tokio::spawn(conn);
-        let mut req = Request::builder()
-            .method(method.clone())
-            .uri(path)
-            .header(http::header::HOST, "localhost");
-        for (name, value) in headers {
-            req = req.header(*name, *value);
-        }
-        let req = req.body(Full::new(body.into())).expect("request");
-        let resp = sender
-            .send_request(req)
-            .await
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        let (parts, body) = resp.into_parts();
-        let body = body.collect().await.expect("body").to_bytes();
-        Reply {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        }
-    }
 }
 
-#[derive(Debug)]
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-impl Reply {
-    fn expect(self, status: StatusCode) -> Reply {
-        assert_eq!(
-            self.status,
-            status,
-            "body: {}",
-            String::from_utf8_lossy(&self.body)
-        );
-        assert!(self.headers.contains_key("x-request-id"));
-        self
-    }
-
-    fn error_code(&self) -> String {
-        let body: ErrorBody = serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not an error body ({e}): {:?}", self.body));
-        assert!(body.error.request_id.is_some());
-        body.error.code
-    }
-
-    fn json<T: serde::de::DeserializeOwned>(&self) -> T {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("bad JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
-    }
-}
-
-use gitmodel_testkit::noise;
-
-/// A file split into fixed-size chunks, packed in one pack.
-struct Fixture {
-    data: Vec<u8>,
-    chunks: Vec<Vec<u8>>,
-    pack: PackId,
-    pack_bytes: Vec<u8>,
-}
-
-impl Fixture {
-    fn new(seed: u64) -> Fixture {
-        // Half noise, half zeros: one raw and some zstd records.
-        let mut data = noise(seed, 150_000);
-        data.extend(std::iter::repeat_n(0u8, 100_000));
-        data.extend(noise(seed + 1, 12_345));
-        let chunks: Vec<Vec<u8>> = data.chunks(64 * 1024).map(<[u8]>::to_vec).collect();
-        let mut b = PackBuilder::new();
-        for raw in &chunks {
-            let (codec, stored) = encode_chunk(raw);
-            b.push(ChunkId::of(raw), raw.len() as u32, codec, &stored);
-        }
-        let (pack, pack_bytes, _) = b.finish();
-        Fixture {
-            data,
-            chunks,
-            pack,
-            pack_bytes,
-        }
-    }
-
-    fn ids_body(&self) -> Vec<u8> {
-        self.chunks.iter().flat_map(|c| ChunkId::of(c).0).collect()
-    }
-
-    fn recipe(&self) -> Recipe {
-        Recipe {
-            chunker: 1,
-            oid: Oid::of(&self.data),
-            size: self.data.len() as u64,
-            chunks: self
-                .chunks
-                .iter()
-                .map(|c| RecipeChunk {
-                    id: ChunkId::of(c),
-                    raw_len: c.len() as u32,
-                })
-                .collect(),
-            segments: Vec::new(),
-        }
-    }
-}
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(files_under(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
+/// A file split into 64 KiB chunks, packed in one pack. Half noise, half zeros: one raw
+/// and some zstd records.
+fn fixture(seed: u64) -> PackedFile {
+    let mut data = noise(seed, 150_000);
+    data.extend(std::iter::repeat_n(0u8, 100_000));
+    data.extend(noise(seed + 1, 12_345));
+    PackedFile::split(&data, 64 * 1024)
 }
 
 #[tokio::test]
 async fn upload_register_and_download() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path()).await;
-    let fx = Fixture::new(1);
+    let fx = fixture(1);
     let n = fx.chunks.len();
 
     let health = server
@@ -217,7 +57,7 @@ async fn upload_register_and_download() {
         .request(
             Method::POST,
             &format!("{BASE}/chunks/exists"),
-            fx.ids_body(),
+            fx.chunk_ids(),
         )
         .await
         .expect(StatusCode::OK);
@@ -242,7 +82,7 @@ async fn upload_register_and_download() {
 
     // The uploading repository sees its chunks; another repository learns nothing:
     // its answers are those for chunks and packs that do not exist.
-    let mut query = fx.ids_body();
+    let mut query = fx.chunk_ids();
     query.extend_from_slice(&[9u8; 32]);
     for (base, present) in [(BASE, 1u8), ("/other/repo.git/model/v1", 0)] {
         let exists = server
@@ -392,7 +232,7 @@ async fn upload_register_and_download() {
 async fn corrupt_pack_is_refused_and_nothing_is_stored() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path()).await;
-    let fx = Fixture::new(2);
+    let fx = fixture(2);
     let mut bad = fx.pack_bytes.clone();
     // Flip a byte inside the first record's stored data and recompute the pack id, so
     // only the chunk hash can catch it.
@@ -405,10 +245,7 @@ async fn corrupt_pack_is_refused_and_nothing_is_stored() {
     assert_eq!(r.error_code(), "bad_pack");
     let message = r.json::<ErrorBody>().error.message;
     assert!(message.contains("corrupt"), "{message}");
-    assert!(
-        message.contains(&ChunkId::of(&fx.chunks[0]).to_hex()),
-        "{message}"
-    );
+    assert!(message.contains(&fx.chunks[0].id.to_hex()), "{message}");
 
     // Right bytes under the wrong id.
     let r = server
@@ -441,7 +278,7 @@ async fn corrupt_pack_is_refused_and_nothing_is_stored() {
         .request(
             Method::POST,
             &format!("{BASE}/chunks/exists"),
-            fx.ids_body(),
+            fx.chunk_ids(),
         )
         .await
         .expect(StatusCode::OK);
@@ -453,7 +290,7 @@ async fn corrupt_pack_is_refused_and_nothing_is_stored() {
 async fn registration_refusals_store_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path()).await;
-    let fx = Fixture::new(3);
+    let fx = fixture(3);
     server.upload(&fx).await;
 
     // Right chunks, wrong oid.
@@ -526,7 +363,7 @@ async fn registration_refusals_store_nothing() {
 async fn a_pack_damaged_on_the_server_after_upload_is_named_at_registration() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path()).await;
-    let fx = Fixture::new(5);
+    let fx = fixture(5);
     server.upload(&fx).await;
     // The disk flips a bit inside the first record's data after the upload verified.
     let stored = files_under(dir.path())
@@ -570,7 +407,7 @@ async fn a_pack_damaged_on_the_server_after_upload_is_named_at_registration() {
 #[tokio::test]
 async fn a_new_server_rebuilds_its_index_from_storage() {
     let dir = tempfile::tempdir().unwrap();
-    let fx = Fixture::new(4);
+    let fx = fixture(4);
     let first = TestServer::start(dir.path()).await;
     first.upload(&fx).await;
     let reg: RegisterResponse = first
@@ -582,7 +419,7 @@ async fn a_new_server_rebuilds_its_index_from_storage() {
     first.stop().await;
 
     let second = TestServer::start(dir.path()).await;
-    let mut query = fx.ids_body();
+    let mut query = fx.chunk_ids();
     query.extend_from_slice(ChunkId::of(b"absent").as_bytes());
     let exists = second
         .request(Method::POST, &format!("{BASE}/chunks/exists"), query)

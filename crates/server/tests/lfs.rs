@@ -2,132 +2,36 @@
 //! real HTTP/1.1 with hyper's client, as the reference client would (batch, PUT, GET with
 //! ranges, verify, locks), plus its interplay with the native API.
 
-use std::net::SocketAddr;
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use gitmodel_format::pack::{encode_chunk, PackBuilder};
-use gitmodel_format::{ChunkId, Oid, Recipe, RecipeChunk};
+use gitmodel_format::{Oid, Recipe};
 use gitmodel_proto::{RegisterResponse, RepoName};
-use gitmodel_server::{
-    serve, Access, AllowAll, ApiError, AppState, Authorizer, LocalDir, ServerConfig,
-};
-use http::{HeaderMap, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
+use gitmodel_server::{Access, ApiError, Authorizer};
+use gitmodel_testkit::http::{Reply, LFS_MEDIA};
+use gitmodel_testkit::packs::PackedFile;
+use gitmodel_testkit::{dir_size, noise};
+use http::{HeaderMap, Method, StatusCode};
 use serde_json::{json, Value};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+
+use common::TestServer;
 
 const LFS: &str = "/acme/lfsrepo.git/info/lfs";
-const MEDIA: &str = "application/vnd.git-lfs+json";
-
-struct TestServer {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-}
 
 impl TestServer {
-    async fn start(data_dir: &Path) -> TestServer {
-        TestServer::start_with(data_dir, Arc::new(AllowAll)).await
-    }
-
-    async fn start_with(data_dir: &Path, authorizer: Arc<dyn Authorizer>) -> TestServer {
-        let config = ServerConfig::new(([127, 0, 0, 1], 0).into(), data_dir);
-        let storage = LocalDir::open(data_dir).expect("data dir");
-        let state = AppState::open(Arc::new(storage), authorizer, config)
-            .await
-            .unwrap_or_else(|e| panic!("opening state in {}: {e}", data_dir.display()));
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("local addr");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve(listener, state, async {
-            let _ = stopped.await;
-        }));
-        TestServer {
-            addr,
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        (&mut self.task).await.expect("server task");
-    }
-
-    async fn request(
-        &self,
-        method: Method,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: impl Into<Bytes>,
-    ) -> Reply {
-        let stream = TcpStream::connect(self.addr).await.expect("connect");
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .expect("handshake");
-        tokio::spawn(conn);
-        let mut req = Request::builder()
-            .method(method.clone())
-            .uri(path)
-            .header(http::header::HOST, "localhost");
-        for (name, value) in headers {
-            req = req.header(*name, *value);
-        }
-        let req = req.body(Full::new(body.into())).expect("request");
-        let resp = sender
-            .send_request(req)
-            .await
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        let (parts, body) = resp.into_parts();
-        let body = body
-            .collect()
-            .await
-            .unwrap_or_else(|e| panic!("{method} {path}: body: {e}"))
-            .to_bytes();
-        Reply {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        }
-    }
-
-    /// A GET whose body may legitimately fail to arrive whole: `Err` when the connection
-    /// breaks before the announced length.
-    async fn try_get(&self, path: &str) -> Result<(StatusCode, Bytes), String> {
-        let stream = TcpStream::connect(self.addr).await.expect("connect");
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .expect("handshake");
-        tokio::spawn(conn);
-        let req = Request::builder()
-            .uri(path)
-            .header(http::header::HOST, "localhost")
-            .body(Full::new(Bytes::new()))
-            .expect("request");
-        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-        let status = resp.status();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok((status, body.to_bytes()))
-    }
-
     /// A Git LFS JSON request, as the reference client sends it.
     async fn lfs(&self, method: Method, path: &str, body: Value) -> Reply {
         self.lfs_as(method, path, None, body).await
     }
 
     async fn lfs_as(&self, method: Method, path: &str, user: Option<&str>, body: Value) -> Reply {
-        let content_type = format!("{MEDIA}; charset=utf-8");
-        let mut headers = vec![("accept", MEDIA), ("content-type", content_type.as_str())];
+        let content_type = format!("{LFS_MEDIA}; charset=utf-8");
+        let mut headers = vec![
+            ("accept", LFS_MEDIA),
+            ("content-type", content_type.as_str()),
+        ];
         if let Some(user) = user {
             headers.push(("x-git-model-user", user));
         }
@@ -136,7 +40,7 @@ impl TestServer {
         } else {
             serde_json::to_vec(&body).unwrap()
         };
-        self.request(method, path, &headers, body).await
+        self.request_with(method, path, &headers, body).await
     }
 
     async fn batch(&self, operation: &str, objects: Value) -> Reply {
@@ -150,7 +54,7 @@ impl TestServer {
     }
 
     async fn put(&self, oid: &Oid, data: &[u8]) -> Reply {
-        self.request(
+        self.request_with(
             Method::PUT,
             &format!("{LFS}/objects/{oid}"),
             &[("content-type", "application/octet-stream")],
@@ -160,63 +64,11 @@ impl TestServer {
     }
 }
 
-#[derive(Debug)]
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-impl Reply {
-    fn expect(self, status: StatusCode) -> Reply {
-        assert_eq!(
-            self.status,
-            status,
-            "body: {}",
-            String::from_utf8_lossy(&self.body)
-        );
-        assert!(self.headers.contains_key("x-request-id"));
-        self
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("bad JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
-    }
-
-    /// The Git LFS error shape: a message and the request id, LFS media type.
-    fn lfs_error(&self) -> String {
-        assert_eq!(self.headers["content-type"], MEDIA);
-        let body = self.json();
-        assert!(body["request_id"].is_string(), "{body}");
-        body["message"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no message: {body}"))
-            .to_string()
-    }
-}
-
-use gitmodel_testkit::noise;
-
 /// Half noise, half zeros: some chunks compress, some do not.
 fn object(seed: u64, len: usize) -> Vec<u8> {
     let mut data = noise(seed, len / 2);
     data.resize(len, 0);
     data
-}
-
-fn dir_size(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => dir_size(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
 }
 
 fn recipe_path(dir: &Path, repo: &str, oid: &Oid) -> std::path::PathBuf {
@@ -247,8 +99,8 @@ async fn batch_answers_follow_the_spec() {
         .batch("upload", json!([{"oid": oid.to_hex(), "size": size}]))
         .await
         .expect(StatusCode::OK);
-    assert_eq!(r.headers["content-type"], MEDIA);
-    let answer = r.json();
+    assert_eq!(r.headers["content-type"], LFS_MEDIA);
+    let answer = r.json_value();
     assert_eq!(answer["transfer"], "basic");
     assert_eq!(answer["hash_algo"], "sha256");
     let obj = &answer["objects"][0];
@@ -272,7 +124,7 @@ async fn batch_answers_follow_the_spec() {
         .batch("download", json!([{"oid": oid.to_hex(), "size": size}]))
         .await
         .expect(StatusCode::OK)
-        .json();
+        .json_value();
     assert_eq!(answer["objects"][0]["error"]["code"], 404);
     assert!(answer["objects"][0].get("actions").is_none());
 
@@ -290,7 +142,7 @@ async fn batch_answers_follow_the_spec() {
         )
         .await
         .expect(StatusCode::OK)
-        .json();
+        .json_value();
     let objects = answer["objects"].as_array().unwrap();
     assert_eq!(objects.len(), 5);
     for bad in &objects[..4] {
@@ -317,7 +169,12 @@ async fn batch_answers_follow_the_spec() {
         .expect(StatusCode::UNPROCESSABLE_ENTITY);
     assert!(r.lfs_error().contains("unknown operation"));
     let r = server
-        .request(Method::POST, &path, &[("content-type", MEDIA)], "{not json")
+        .request_with(
+            Method::POST,
+            &path,
+            &[("content-type", LFS_MEDIA)],
+            "{not json",
+        )
         .await
         .expect(StatusCode::BAD_REQUEST);
     r.lfs_error();
@@ -353,19 +210,19 @@ async fn batch_answers_follow_the_spec() {
         .expect(StatusCode::UNPROCESSABLE_ENTITY);
     r.lfs_error();
     let r = server
-        .request(Method::POST, &path, &[("content-type", "text/plain")], "{}")
+        .request_with(Method::POST, &path, &[("content-type", "text/plain")], "{}")
         .await
         .expect(StatusCode::UNSUPPORTED_MEDIA_TYPE);
     r.lfs_error();
     let r = server
-        .request(Method::GET, &path, &[], "")
+        .request(Method::GET, &path, "")
         .await
         .expect(StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(r.headers["allow"], "POST");
     r.lfs_error();
     let too_big = vec![b' '; gitmodel_server::lfs::MAX_JSON_BODY + 1];
     server
-        .request(Method::POST, &path, &[("content-type", MEDIA)], too_big)
+        .request_with(Method::POST, &path, &[("content-type", LFS_MEDIA)], too_big)
         .await
         .expect(StatusCode::PAYLOAD_TOO_LARGE)
         .lfs_error();
@@ -377,7 +234,7 @@ async fn batch_answers_follow_the_spec() {
         .batch("upload", json!([{"oid": oid.to_hex(), "size": size}]))
         .await
         .expect(StatusCode::OK)
-        .json();
+        .json_value();
     assert!(answer["objects"][0].get("actions").is_none(), "{answer}");
     assert!(answer["objects"][0].get("error").is_none(), "{answer}");
     let answer = server
@@ -388,10 +245,10 @@ async fn batch_answers_follow_the_spec() {
         )
         .await
         .expect(StatusCode::OK)
-        .json();
+        .json_value();
     let download = &answer["objects"][0]["actions"]["download"];
     let got = server
-        .request(Method::GET, &href_path(download), &[], "")
+        .request(Method::GET, &href_path(download), "")
         .await
         .expect(StatusCode::OK);
     assert!(got.body == data);
@@ -400,7 +257,7 @@ async fn batch_answers_follow_the_spec() {
         .batch("download", json!([{"oid": oid.to_hex(), "size": size + 1}]))
         .await
         .expect(StatusCode::OK)
-        .json();
+        .json_value();
     assert_eq!(answer["objects"][0]["error"]["code"], 422);
 
     let verify = format!("{LFS}/verify");
@@ -439,7 +296,7 @@ async fn batch_answers_follow_the_spec() {
         )
         .await
         .expect(StatusCode::OK)
-        .json();
+        .json_value();
     assert_eq!(answer["objects"][0]["error"]["code"], 404);
     server.stop().await;
 }
@@ -456,7 +313,7 @@ async fn put_then_get_byte_exact_with_ranges() {
 
     let path = format!("{LFS}/objects/{oid}");
     let whole = server
-        .request(Method::GET, &path, &[], "")
+        .request(Method::GET, &path, "")
         .await
         .expect(StatusCode::OK);
     assert_eq!(whole.headers["content-length"], size.to_string().as_str());
@@ -473,7 +330,7 @@ async fn put_then_get_byte_exact_with_ranges() {
         (format!("bytes=5-{}", size * 2), 5, size),
     ] {
         let part = server
-            .request(Method::GET, &path, &[("range", &spec)], "")
+            .request_with(Method::GET, &path, &[("range", &spec)], "")
             .await
             .expect(StatusCode::PARTIAL_CONTENT);
         assert_eq!(
@@ -487,7 +344,7 @@ async fn put_then_get_byte_exact_with_ranges() {
         );
     }
     let r = server
-        .request(
+        .request_with(
             Method::GET,
             &path,
             &[("range", &format!("bytes={size}-"))],
@@ -501,7 +358,7 @@ async fn put_then_get_byte_exact_with_ranges() {
     );
     r.lfs_error();
     server
-        .request(Method::GET, &path, &[("range", "bytes=0-1,5-6")], "")
+        .request_with(Method::GET, &path, &[("range", "bytes=0-1,5-6")], "")
         .await
         .expect(StatusCode::BAD_REQUEST)
         .lfs_error();
@@ -511,7 +368,6 @@ async fn put_then_get_byte_exact_with_ranges() {
         .request(
             Method::GET,
             &format!("{LFS}/objects/{}", Oid::of(b"no")),
-            &[],
             "",
         )
         .await
@@ -521,7 +377,6 @@ async fn put_then_get_byte_exact_with_ranges() {
         .request(
             Method::GET,
             &format!("/acme/else/info/lfs/objects/{oid}"),
-            &[],
             "",
         )
         .await
@@ -530,7 +385,6 @@ async fn put_then_get_byte_exact_with_ranges() {
         .request(
             Method::GET,
             &format!("{LFS}/objects/{}", "A".repeat(64)),
-            &[],
             "",
         )
         .await
@@ -540,12 +394,7 @@ async fn put_then_get_byte_exact_with_ranges() {
     // The empty object.
     server.put(&Oid::empty(), b"").await.expect(StatusCode::OK);
     let empty = server
-        .request(
-            Method::GET,
-            &format!("{LFS}/objects/{}", Oid::empty()),
-            &[],
-            "",
-        )
+        .request(Method::GET, &format!("{LFS}/objects/{}", Oid::empty()), "")
         .await
         .expect(StatusCode::OK);
     assert!(empty.body.is_empty());
@@ -582,7 +431,7 @@ async fn wrong_body_is_refused_and_no_recipe_is_written() {
         )
         .await
         .expect(StatusCode::OK)
-        .json();
+        .json_value();
     assert_eq!(answer["objects"][0]["error"]["code"], 404);
     server.stop().await;
 }
@@ -615,7 +464,6 @@ async fn objects_sharing_most_bytes_are_stored_once() {
         .request(
             Method::PUT,
             &format!("/acme/fork/info/lfs/objects/{}", Oid::of(&v2)),
-            &[],
             v2.clone(),
         )
         .await
@@ -632,7 +480,6 @@ async fn objects_sharing_most_bytes_are_stored_once() {
             .request(
                 Method::GET,
                 &format!("/acme/{repo}.git/info/lfs/objects/{}", Oid::of(&v2)),
-                &[],
                 "",
             )
             .await
@@ -649,44 +496,17 @@ async fn native_and_lfs_objects_are_the_same_files() {
 
     // Native push: a pack of the file's chunks, then registration.
     let data = object(5, 400_000);
-    let chunks: Vec<&[u8]> = data.chunks(64 * 1024).collect();
-    let mut builder = PackBuilder::new();
-    for raw in &chunks {
-        let (codec, stored) = encode_chunk(raw);
-        builder.push(ChunkId::of(raw), raw.len() as u32, codec, &stored);
-    }
-    let (pack, pack_bytes, _) = builder.finish();
+    let packed = PackedFile::split(&data, 64 * 1024);
+    let recipe = packed.recipe();
+    let (pack, pack_bytes) = (packed.pack, packed.pack_bytes);
     let native = "/acme/lfsrepo/model/v1";
     server
-        .request(
-            Method::PUT,
-            &format!("{native}/packs/{pack}"),
-            &[],
-            pack_bytes,
-        )
+        .request(Method::PUT, &format!("{native}/packs/{pack}"), pack_bytes)
         .await
         .expect(StatusCode::OK);
-    let recipe = Recipe {
-        chunker: 1,
-        oid: Oid::of(&data),
-        size: data.len() as u64,
-        chunks: chunks
-            .iter()
-            .map(|c| RecipeChunk {
-                id: ChunkId::of(c),
-                raw_len: c.len() as u32,
-            })
-            .collect(),
-        segments: Vec::new(),
-    };
     let reg: RegisterResponse = serde_json::from_slice(
         &server
-            .request(
-                Method::POST,
-                &format!("{native}/files"),
-                &[],
-                recipe.encode(),
-            )
+            .request(Method::POST, &format!("{native}/files"), recipe.encode())
             .await
             .expect(StatusCode::OK)
             .body,
@@ -696,14 +516,13 @@ async fn native_and_lfs_objects_are_the_same_files() {
 
     // ... is an LFS object: present for upload, downloadable, byte-exact.
     let objects = json!([{"oid": recipe.oid.to_hex(), "size": data.len()}]);
-    let answer = server.batch("upload", objects.clone()).await.json();
+    let answer = server.batch("upload", objects.clone()).await.json_value();
     assert!(answer["objects"][0].get("actions").is_none(), "{answer}");
-    let answer = server.batch("download", objects).await.json();
+    let answer = server.batch("download", objects).await.json_value();
     let got = server
         .request(
             Method::GET,
             &href_path(&answer["objects"][0]["actions"]["download"]),
-            &[],
             "",
         )
         .await
@@ -718,7 +537,6 @@ async fn native_and_lfs_objects_are_the_same_files() {
         .request(
             Method::POST,
             &format!("{native}/files/exists"),
-            &[],
             lfs_oid.0.to_vec(),
         )
         .await
@@ -726,7 +544,7 @@ async fn native_and_lfs_objects_are_the_same_files() {
     assert_eq!(&exists.body[..], [1]);
     let located = Recipe::decode(
         &server
-            .request(Method::GET, &format!("{native}/files/{lfs_oid}"), &[], "")
+            .request(Method::GET, &format!("{native}/files/{lfs_oid}"), "")
             .await
             .expect(StatusCode::OK)
             .body,
@@ -745,7 +563,6 @@ async fn native_and_lfs_objects_are_the_same_files() {
                 .request(
                     Method::POST,
                     &format!("/acme/{repo}/model/v1/files"),
-                    &[],
                     located.unlocated().encode(),
                 )
                 .await
@@ -773,8 +590,8 @@ async fn locks_create_conflict_list_verify_unlock_and_persist() {
         )
         .await
         .expect(StatusCode::CREATED);
-    assert_eq!(created.headers["content-type"], MEDIA);
-    let lock = created.json()["lock"].clone();
+    assert_eq!(created.headers["content-type"], LFS_MEDIA);
+    let lock = created.json_value()["lock"].clone();
     let id = lock["id"].as_str().unwrap().to_string();
     assert_eq!(lock["path"], "weights/model.bin");
     assert_eq!(lock["owner"]["name"], "alice");
@@ -794,7 +611,7 @@ async fn locks_create_conflict_list_verify_unlock_and_persist() {
         )
         .await
         .expect(StatusCode::CONFLICT);
-    assert_eq!(conflict.json()["lock"], lock);
+    assert_eq!(conflict.json_value()["lock"], lock);
     assert!(conflict.lfs_error().contains("already locked"));
     server
         .lfs(Method::POST, &locks, json!({"path": ""}))
@@ -808,54 +625,48 @@ async fn locks_create_conflict_list_verify_unlock_and_persist() {
             .lfs(Method::POST, &locks, json!({"path": path}))
             .await
             .expect(StatusCode::CREATED);
-        assert_eq!(r.json()["lock"]["owner"]["name"], "anonymous");
+        assert_eq!(r.json_value()["lock"]["owner"]["name"], "anonymous");
     }
 
     // Listing: all, by path (URL-encoded), by id, page by page.
     let all = server
-        .request(Method::GET, &locks, &[("accept", MEDIA)], "")
+        .request_with(Method::GET, &locks, &[("accept", LFS_MEDIA)], "")
         .await
         .expect(StatusCode::OK)
-        .json();
+        .json_value();
     assert_eq!(all["locks"].as_array().unwrap().len(), 3);
     assert!(all.get("next_cursor").is_none());
     let by_path = server
         .request(
             Method::GET,
             &format!("{locks}?path=dir%2Fb+c.bin&refspec=refs%2Fheads%2Fmain"),
-            &[],
             "",
         )
         .await
         .expect(StatusCode::OK)
-        .json();
+        .json_value();
     assert_eq!(by_path["locks"].as_array().unwrap().len(), 1);
     assert_eq!(by_path["locks"][0]["path"], "dir/b c.bin");
     let by_id = server
-        .request(Method::GET, &format!("{locks}?id={id}"), &[], "")
+        .request(Method::GET, &format!("{locks}?id={id}"), "")
         .await
         .expect(StatusCode::OK)
-        .json();
+        .json_value();
     assert_eq!(by_id["locks"][0], lock);
     let none = server
-        .request(Method::GET, &format!("{locks}?path=nope"), &[], "")
+        .request(Method::GET, &format!("{locks}?path=nope"), "")
         .await
         .expect(StatusCode::OK)
-        .json();
+        .json_value();
     assert_eq!(none["locks"], json!([]));
     let mut seen = Vec::new();
     let mut cursor = String::new();
     loop {
         let page = server
-            .request(
-                Method::GET,
-                &format!("{locks}?limit=1&cursor={cursor}"),
-                &[],
-                "",
-            )
+            .request(Method::GET, &format!("{locks}?limit=1&cursor={cursor}"), "")
             .await
             .expect(StatusCode::OK)
-            .json();
+            .json_value();
         let items = page["locks"].as_array().unwrap();
         assert_eq!(items.len(), 1);
         seen.push(items[0]["path"].as_str().unwrap().to_string());
@@ -878,14 +689,14 @@ async fn locks_create_conflict_list_verify_unlock_and_persist() {
         )
         .await
         .expect(StatusCode::OK)
-        .json();
+        .json_value();
     assert_eq!(mine["ours"].as_array().unwrap().len(), 1);
     assert_eq!(mine["theirs"].as_array().unwrap().len(), 2);
     let page = server
         .lfs_as(Method::POST, &verify, Some("bob"), json!({"limit": 2}))
         .await
         .expect(StatusCode::OK)
-        .json();
+        .json_value();
     assert_eq!(page["ours"], json!([]));
     assert_eq!(page["theirs"].as_array().unwrap().len(), 2);
     assert!(page["next_cursor"].is_string());
@@ -901,7 +712,7 @@ async fn locks_create_conflict_list_verify_unlock_and_persist() {
         .lfs_as(Method::POST, &unlock, Some("bob"), json!({"force": true}))
         .await
         .expect(StatusCode::OK);
-    assert_eq!(r.json()["lock"], lock);
+    assert_eq!(r.json_value()["lock"], lock);
     server
         .lfs_as(Method::POST, &unlock, Some("alice"), json!({}))
         .await
@@ -917,7 +728,7 @@ async fn locks_create_conflict_list_verify_unlock_and_persist() {
         )
         .await
         .expect(StatusCode::CREATED)
-        .json();
+        .json_value();
     assert_ne!(again["lock"]["id"].as_str(), Some(id.as_str()));
     // The owner unlocks without force.
     let own = format!("{locks}/{}/unlock", again["lock"]["id"].as_str().unwrap());
@@ -930,10 +741,10 @@ async fn locks_create_conflict_list_verify_unlock_and_persist() {
     // Locks are in storage: a new server process sees them.
     let server = TestServer::start(dir.path()).await;
     let all = server
-        .request(Method::GET, &locks, &[], "")
+        .request(Method::GET, &locks, "")
         .await
         .expect(StatusCode::OK)
-        .json();
+        .json_value();
     let mut paths: Vec<&str> = all["locks"]
         .as_array()
         .unwrap()
@@ -944,10 +755,10 @@ async fn locks_create_conflict_list_verify_unlock_and_persist() {
     assert_eq!(paths, ["a.bin", "dir/b c.bin"]);
     // Locks are per repository.
     let other = server
-        .request(Method::GET, "/acme/other/info/lfs/locks", &[], "")
+        .request(Method::GET, "/acme/other/info/lfs/locks", "")
         .await
         .expect(StatusCode::OK)
-        .json();
+        .json_value();
     assert_eq!(other["locks"], json!([]));
     server.stop().await;
 }
@@ -984,31 +795,34 @@ async fn authorization_answers_401_with_lfs_authenticate_and_403() {
         .unwrap()
     };
     let r = server
-        .request(
+        .request_with(
             Method::POST,
             &path,
-            &[("content-type", MEDIA)],
+            &[("content-type", LFS_MEDIA)],
             body("download"),
         )
         .await
         .expect(StatusCode::UNAUTHORIZED);
     assert_eq!(r.headers["lfs-authenticate"], "Basic realm=\"git-model\"");
     r.lfs_error();
-    let auth = [("content-type", MEDIA), ("authorization", "Bearer good")];
+    let auth = [
+        ("content-type", LFS_MEDIA),
+        ("authorization", "Bearer good"),
+    ];
     let answer = server
-        .request(Method::POST, &path, &auth, body("download"))
+        .request_with(Method::POST, &path, &auth, body("download"))
         .await
         .expect(StatusCode::OK)
-        .json();
+        .json_value();
     // Credentials are handed back for the transfer requests.
     assert_eq!(answer["objects"][0]["error"]["code"], 404);
     let r = server
-        .request(Method::POST, &path, &auth, body("upload"))
+        .request_with(Method::POST, &path, &auth, body("upload"))
         .await
         .expect(StatusCode::FORBIDDEN);
     r.lfs_error();
     server
-        .request(
+        .request_with(
             Method::PUT,
             &format!("{LFS}/objects/{}", Oid::empty()),
             &auth,
@@ -1017,7 +831,7 @@ async fn authorization_answers_401_with_lfs_authenticate_and_403() {
         .await
         .expect(StatusCode::FORBIDDEN);
     server
-        .request(
+        .request_with(
             Method::POST,
             &format!("{LFS}/locks"),
             &auth,
@@ -1026,16 +840,16 @@ async fn authorization_answers_401_with_lfs_authenticate_and_403() {
         .await
         .expect(StatusCode::FORBIDDEN);
     server
-        .request(Method::GET, &format!("{LFS}/locks"), &auth, "")
+        .request_with(Method::GET, &format!("{LFS}/locks"), &auth, "")
         .await
         .expect(StatusCode::OK);
     // Native endpoints keep their own error shape, without LFS-Authenticate.
     let r = server
-        .request(Method::POST, "/acme/lfsrepo/model/v1/files/exists", &[], "")
+        .request(Method::POST, "/acme/lfsrepo/model/v1/files/exists", "")
         .await
         .expect(StatusCode::UNAUTHORIZED);
     assert!(!r.headers.contains_key("lfs-authenticate"));
-    assert!(r.json()["error"]["code"].is_string());
+    assert!(r.json_value()["error"]["code"].is_string());
     server.stop().await;
 }
 
@@ -1060,22 +874,22 @@ async fn transfer_actions_carry_the_batch_credentials() {
     let server = TestServer::start_with(dir.path(), Arc::new(AllowBearer)).await;
     let data = object(7, 100_000);
     let oid = Oid::of(&data);
-    let auth = [("content-type", MEDIA), ("authorization", "Bearer t0k")];
+    let auth = [("content-type", LFS_MEDIA), ("authorization", "Bearer t0k")];
     let batch = serde_json::to_vec(
         &json!({"operation": "upload", "objects": [{"oid": oid.to_hex(), "size": data.len()}]}),
     )
     .unwrap();
     let answer = server
-        .request(Method::POST, &format!("{LFS}/objects/batch"), &auth, batch)
+        .request_with(Method::POST, &format!("{LFS}/objects/batch"), &auth, batch)
         .await
         .expect(StatusCode::OK)
-        .json();
+        .json_value();
     let obj = &answer["objects"][0];
     assert_eq!(obj["authenticated"], true);
     let upload = &obj["actions"]["upload"];
     assert_eq!(upload["header"]["Authorization"], "Bearer t0k");
     server
-        .request(
+        .request_with(
             Method::PUT,
             &href_path(upload),
             &[(
@@ -1087,7 +901,7 @@ async fn transfer_actions_carry_the_batch_credentials() {
         .await
         .expect(StatusCode::OK);
     server
-        .request(Method::PUT, &href_path(upload), &[], data)
+        .request(Method::PUT, &href_path(upload), data)
         .await
         .expect(StatusCode::UNAUTHORIZED);
     server.stop().await;
@@ -1117,9 +931,12 @@ async fn a_damaged_pack_never_yields_wrong_bytes() {
     bytes[at] ^= 0x20;
     std::fs::write(&packs[0], bytes).unwrap();
 
-    match server.try_get(&format!("{LFS}/objects/{oid}")).await {
+    match server
+        .try_request_with(Method::GET, &format!("{LFS}/objects/{oid}"), &[], "")
+        .await
+    {
         Err(_) => {}
-        Ok((status, body)) => assert!(
+        Ok(Reply { status, body, .. }) => assert!(
             !status.is_success(),
             "a damaged object was served: {status}, {} bytes, intact: {}",
             body.len(),
@@ -1128,7 +945,7 @@ async fn a_damaged_pack_never_yields_wrong_bytes() {
     }
     // A range before the damage is still served (each chunk is checked on its own).
     let head = server
-        .request(
+        .request_with(
             Method::GET,
             &format!("{LFS}/objects/{oid}"),
             &[("range", "bytes=0-999")],

@@ -2,26 +2,25 @@
 //! that stalls gets `408` with a message saying so; a head that never completes gets the
 //! connection closed; limits are answered before the body is read.
 
+mod common;
+
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gitmodel_server::{serve, AppState, ServerConfig};
+use gitmodel_server::{AllowAll, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
-async fn start(dir: &std::path::Path) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+use common::TestServer;
+
+/// A server with one-second timeouts and a 1000-byte limit on Git LFS objects.
+async fn start(dir: &std::path::Path) -> TestServer {
     let mut config = ServerConfig::new(([127, 0, 0, 1], 0).into(), dir);
     config.body_idle_timeout = Duration::from_secs(1);
     config.header_read_timeout = Duration::from_secs(1);
     config.max_lfs_object_bytes = 1000;
-    let state = AppState::open_local(config).await.unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(serve(listener, state, async {
-        let _ = stopped.await;
-    }));
-    (addr, stop)
+    TestServer::start_config(config, Arc::new(AllowAll)).await
 }
 
 /// Writes `raw`, then reads until the server closes (or 10 s pass).
@@ -40,7 +39,8 @@ async fn exchange(addr: SocketAddr, raw: &[u8]) -> (String, Duration) {
 #[tokio::test]
 async fn stalled_body_is_408_and_stalled_head_is_closed() {
     let dir = tempfile::tempdir().unwrap();
-    let (addr, stop) = start(dir.path()).await;
+    let server = start(dir.path()).await;
+    let addr = server.addr;
 
     // Ten of the announced hundred bytes, then nothing.
     let raw = b"POST /acme/vision/model/v1/chunks/exists HTTP/1.1\r\nHost: x\r\n\
@@ -72,5 +72,5 @@ async fn stalled_body_is_408_and_stalled_head_is_closed() {
         answer.contains("object of 5000 bytes is larger than this server's limit of 1000 bytes"),
         "{answer}"
     );
-    let _ = stop.send(());
+    server.stop().await;
 }

@@ -2,148 +2,49 @@
 //! that uploads the same pack again. A real server on 127.0.0.1:0 in-process, spoken to
 //! over real HTTP/1.1 with hyper's client; the damage is done to the files on disk.
 
-use std::net::SocketAddr;
+mod common;
+
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use gitmodel_format::pack::{encode_chunk, PackBuilder, HEADER_LEN, RECORD_HEADER_LEN};
-use gitmodel_format::{ChunkId, Oid, PackId, Recipe, RecipeChunk};
+use gitmodel_format::pack::{HEADER_LEN, RECORD_HEADER_LEN};
 use gitmodel_proto::{RegisterResponse, VerifyFile, VerifyRequest, VerifyResponse};
-use gitmodel_server::{serve, AppState, ServerConfig};
-use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use gitmodel_testkit::noise;
+use gitmodel_testkit::packs::PackedFile;
+use http::{Method, StatusCode};
 
-struct TestServer {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-}
+use common::TestServer;
 
 impl TestServer {
-    async fn start(data_dir: &Path) -> TestServer {
-        let config = ServerConfig::new(([127, 0, 0, 1], 0).into(), data_dir);
-        let state = AppState::open_local(config).await.expect("state");
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("local addr");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve(listener, state, async {
-            let _ = stopped.await;
-        }));
-        TestServer {
-            addr,
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        (&mut self.task).await.expect("server task");
-    }
-
-    async fn request(
-        &self,
-        method: Method,
-        path: &str,
-        body: impl Into<Bytes>,
-    ) -> (StatusCode, Bytes) {
-        self.request_with(method, path, &[], body).await
-    }
-
-    async fn request_with(
-        &self,
-        method: Method,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: impl Into<Bytes>,
-    ) -> (StatusCode, Bytes) {
-        let stream = TcpStream::connect(self.addr).await.expect("connect");
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .expect("handshake");
-        tokio::spawn(conn);
-        let mut req = Request::builder()
-            .method(method.clone())
-            .uri(path)
-            .header(http::header::HOST, "localhost");
-        for (name, value) in headers {
-            req = req.header(*name, *value);
-        }
-        let req = req.body(Full::new(body.into())).expect("request");
-        let resp = sender
-            .send_request(req)
-            .await
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        let status = resp.status();
-        let body = resp.into_body().collect().await.expect("body").to_bytes();
-        (status, body)
-    }
-
+    /// `method path` with `body`, which must answer 200: the answer's body.
     async fn ok(&self, method: Method, path: &str, body: impl Into<Bytes>) -> Bytes {
-        let (status, body) = self.request(method.clone(), path, body).await;
-        assert_eq!(
-            status,
-            StatusCode::OK,
-            "{method} {path}: {}",
-            String::from_utf8_lossy(&body)
-        );
-        body
+        self.request(method, path, body)
+            .await
+            .expect_status(StatusCode::OK)
+            .body
     }
 }
-
-use gitmodel_testkit::noise;
 
 /// A file of fixed-size chunks in one pack, registered in one repository.
 struct Fixture {
     base: String,
-    data: Vec<u8>,
-    chunks: Vec<Vec<u8>>,
-    pack: PackId,
-    pack_bytes: Vec<u8>,
+    file: PackedFile,
+}
+
+impl Deref for Fixture {
+    type Target = PackedFile;
+
+    fn deref(&self) -> &PackedFile {
+        &self.file
+    }
 }
 
 impl Fixture {
     fn new(repo: &str, seed: u64) -> Fixture {
-        let data = noise(seed, 300_000);
-        let chunks: Vec<Vec<u8>> = data.chunks(64 * 1024).map(<[u8]>::to_vec).collect();
-        let mut b = PackBuilder::new();
-        for raw in &chunks {
-            let (codec, stored) = encode_chunk(raw);
-            b.push(ChunkId::of(raw), raw.len() as u32, codec, &stored);
-        }
-        let (pack, pack_bytes, _) = b.finish();
         Fixture {
             base: format!("/{repo}/model/v1"),
-            data,
-            chunks,
-            pack,
-            pack_bytes,
-        }
-    }
-
-    fn oid(&self) -> Oid {
-        Oid::of(&self.data)
-    }
-
-    fn recipe(&self) -> Recipe {
-        Recipe {
-            chunker: 1,
-            oid: self.oid(),
-            size: self.data.len() as u64,
-            chunks: self
-                .chunks
-                .iter()
-                .map(|c| RecipeChunk {
-                    id: ChunkId::of(c),
-                    raw_len: c.len() as u32,
-                })
-                .collect(),
-            segments: Vec::new(),
+            file: PackedFile::split(&noise(seed, 300_000), 64 * 1024),
         }
     }
 
@@ -159,9 +60,8 @@ impl Fixture {
     }
 
     async fn chunks_present(&self, s: &TestServer) -> Vec<u8> {
-        let ids: Vec<u8> = self.chunks.iter().flat_map(|c| ChunkId::of(c).0).collect();
         let path = format!("{}/chunks/exists", self.base);
-        s.ok(Method::POST, &path, ids).await.to_vec()
+        s.ok(Method::POST, &path, self.chunk_ids()).await.to_vec()
     }
 
     async fn file_present(&self, s: &TestServer) -> u8 {
@@ -234,8 +134,8 @@ async fn a_re_put_of_a_damaged_pack_replaces_it_once_the_new_bytes_verify() {
     let mut wrong = fx.pack_bytes.clone();
     wrong[40] ^= 1;
     let path = format!("{}/packs/{}", fx.base, fx.pack);
-    let (status, _) = server.request(Method::PUT, &path, wrong).await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let r = server.request(Method::PUT, &path, wrong).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(std::fs::read(fx.stored(dir.path())).unwrap() == fx.pack_bytes);
     server.stop().await;
 }
@@ -305,25 +205,25 @@ async fn a_git_lfs_upload_repairs_a_file_whose_pack_is_damaged() {
     let object = format!("/acme/vision/info/lfs/objects/{}", fx.oid());
     let put = || async {
         let headers = [("content-type", "application/octet-stream")];
-        let (status, body) = server
+        server
             .request_with(Method::PUT, &object, &headers, fx.data.clone())
-            .await;
-        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+            .await
+            .expect_status(StatusCode::OK);
     };
     let asks_for_upload = || async {
         let media = "application/vnd.git-lfs+json";
         let batch = serde_json::json!({"operation": "upload", "transfers": ["basic"],
             "objects": [{"oid": fx.oid().to_hex(), "size": fx.data.len()}]});
-        let (status, body) = server
+        let answer = server
             .request_with(
                 Method::POST,
                 "/acme/vision/info/lfs/objects/batch",
                 &[("accept", media), ("content-type", media)],
                 serde_json::to_vec(&batch).unwrap(),
             )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
-        let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            .await
+            .expect_status(StatusCode::OK)
+            .json_value();
         !answer["objects"][0]["actions"]["upload"].is_null()
     };
     put().await;

@@ -12,11 +12,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use gitmodel_format::pack::{
-    encode_chunk, parse_index, parse_records, parse_trailer, verify_pack, PackBuilder, TRAILER_LEN,
-};
-use gitmodel_format::{ChunkId, Oid, PackId, Pointer, Recipe, RecipeChunk};
+use gitmodel_format::pack::{parse_index, parse_records, parse_trailer, verify_pack, TRAILER_LEN};
+use gitmodel_format::{Oid, PackId, Pointer, Recipe};
 use gitmodel_server::{AppState, ServerConfig};
+use gitmodel_testkit::packs::PackedFile;
 use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
 use rand::rngs::StdRng;
@@ -63,29 +62,18 @@ fn mutate(rng: &mut StdRng, input: &[u8]) -> Vec<u8> {
     out
 }
 
-fn sample_pack() -> (PackId, Vec<u8>, Vec<RecipeChunk>, Vec<u8>) {
-    let mut builder = PackBuilder::new();
-    let mut chunks = Vec::new();
-    let mut data = Vec::new();
-    for i in 0..4u8 {
-        // Compressible and incompressible chunks, so both codecs appear.
-        let raw: Vec<u8> = if i % 2 == 0 {
+/// A pack of four small chunks, compressible and incompressible ones, so both codecs
+/// appear.
+fn sample_pack() -> PackedFile {
+    PackedFile::of_chunks((0..4u8).map(|i| -> Vec<u8> {
+        if i % 2 == 0 {
             vec![i; 3000]
         } else {
             (0..3000u32)
                 .map(|j| (j.wrapping_mul(2_654_435_761) >> 13) as u8 ^ i)
                 .collect()
-        };
-        let (codec, stored) = encode_chunk(&raw);
-        builder.push(ChunkId::of(&raw), raw.len() as u32, codec, &stored);
-        chunks.push(RecipeChunk {
-            id: ChunkId::of(&raw),
-            raw_len: raw.len() as u32,
-        });
-        data.extend_from_slice(&raw);
-    }
-    let (id, bytes, _) = builder.finish();
-    (id, bytes, chunks, data)
+        }
+    }))
 }
 
 const ROUNDS: usize = 3000;
@@ -93,15 +81,10 @@ const ROUNDS: usize = 3000;
 #[test]
 fn format_parsers_survive_mutated_input() {
     let mut rng = StdRng::seed_from_u64(0x006d_6f64_656c);
-    let (pack_id, pack, chunks, data) = sample_pack();
-    let pointer = Pointer::new(Oid::of(&data), data.len() as u64).to_bytes();
-    let recipe = Recipe {
-        chunker: 1,
-        oid: Oid::of(&data),
-        size: data.len() as u64,
-        chunks,
-        segments: Vec::new(),
-    };
+    let fx = sample_pack();
+    let (pack_id, pack, data) = (fx.pack, &fx.pack_bytes, &fx.data);
+    let pointer = Pointer::new(Oid::of(data), data.len() as u64).to_bytes();
+    let recipe = fx.recipe();
     let recipe_bytes = recipe.encode();
     let mut batch = recipe_bytes.clone();
     recipe.encode_into(&mut batch);
@@ -116,9 +99,9 @@ fn format_parsers_survive_mutated_input() {
             assert_eq!(again.to_bytes(), canonical);
         }
 
-        let m = mutate(&mut rng, &pack);
+        let m = mutate(&mut rng, pack);
         let verified = verify_pack(&pack_id, &m);
-        assert!(verified.is_err() || m == pack, "a damaged pack verified");
+        assert!(verified.is_err() || m == *pack, "a damaged pack verified");
         let _ = verify_pack(&PackId::of(&m), &m);
         let _ = parse_records(&m);
         if m.len() as u64 >= TRAILER_LEN {
@@ -214,15 +197,10 @@ async fn handler_answers_hostile_requests_without_server_errors() {
     let peer: SocketAddr = ([127, 0, 0, 1], 9).into();
     let mut rng = StdRng::seed_from_u64(0x5eed);
 
-    let (pack_id, pack, chunks, data) = sample_pack();
-    let oid = Oid::of(&data);
-    let recipe = Recipe {
-        chunker: 1,
-        oid,
-        size: data.len() as u64,
-        chunks: chunks.clone(),
-        segments: Vec::new(),
-    };
+    let fx = sample_pack();
+    let (pack_id, pack, data) = (fx.pack, fx.pack_bytes.clone(), &fx.data);
+    let oid = fx.oid();
+    let recipe = fx.recipe();
     // Something real to find, so that handlers get past their lookups.
     for (method, path, body) in [
         (
@@ -246,7 +224,7 @@ async fn handler_answers_hostile_requests_without_server_errors() {
         assert_eq!(resp.status(), 200, "{path}");
     }
 
-    let ids: Vec<u8> = chunks.iter().flat_map(|c| c.id.0).collect();
+    let ids = fx.chunk_ids();
     let batch = format!(
         r#"{{"operation":"download","objects":[{{"oid":"{oid}","size":{}}}]}}"#,
         data.len()

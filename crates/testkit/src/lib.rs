@@ -1,11 +1,14 @@
 //! Test harness for git-model: hermetic `git` runs, the real server binary on a free
-//! loopback port, and deterministic synthetic models (safetensors layout).
+//! loopback port, and deterministic synthetic models (safetensors layout); for in-process
+//! servers, an HTTP/1.1 client ([`http`]) and hand-made packs and recipes ([`packs`]).
 //!
 //! Used by the end-to-end tests in `tests/` and by the demo's model generator; never by
 //! the product itself.
 #![forbid(unsafe_code)]
 
+pub mod http;
 pub mod load;
+pub mod packs;
 pub mod proxy;
 
 use std::io::{BufRead, BufReader};
@@ -169,6 +172,23 @@ pub fn dir_size(dir: &Path) -> u64 {
         }
     }
     total
+}
+
+/// The regular files under `dir`, at any depth (none when `dir` does not exist).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
 }
 
 /// A hermetic environment for running git: its own HOME and global config, fixed
