@@ -165,6 +165,20 @@ def githost(home, tmp_path_factory):
     h.stop()
 
 
+def model_repo(root: Path, server_url: str, patterns: list):
+    """A bare origin and a clone of it set up for git-model: the filter installed, the
+    given patterns tracked, the server at `server_url`. Returns (origin, work)."""
+    origin = root / "origin.git"
+    git("init", "-q", "--bare", str(origin))
+    work = root / "work"
+    git("clone", "-q", str(origin), str(work))
+    git("model", "install", cwd=work)
+    for pattern in patterns:
+        git("model", "track", pattern, cwd=work)
+    git("config", "-f", ".gitmodel", "model.url", server_url, cwd=work)
+    return origin, work
+
+
 def safetensors_bytes(tensors: dict) -> bytes:
     """A safetensors file of numpy arrays (F32/F64/I64/U8…), in name order."""
     names = {np.dtype("<f4"): "F32", np.dtype("<f8"): "F64", np.dtype("<i8"): "I64",

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import gitmodel
-from conftest import git
+from conftest import git, model_repo
 
 # GGML type numbers (ggml.h).
 GGML_F32, GGML_F16, GGML_Q8_0 = 0, 1, 8
@@ -71,14 +71,7 @@ def q8_0_blocks(x: np.ndarray) -> bytes:
 @pytest.fixture(scope="module")
 def files(home, server, tmp_path_factory):
     root = tmp_path_factory.mktemp("dtypes")
-    origin = root / "origin.git"
-    git("init", "-q", "--bare", str(origin))
-    work = root / "work"
-    git("clone", "-q", str(origin), str(work))
-    git("model", "install", cwd=work)
-    git("model", "track", "*.safetensors", cwd=work)
-    git("model", "track", "*.gguf", cwd=work)
-    git("config", "-f", ".gitmodel", "model.url", f"{server.url}/acme/dtypes", cwd=work)
+    origin, work = model_repo(root, f"{server.url}/acme/dtypes", ["*.safetensors", "*.gguf"])
 
     rng = np.random.default_rng(11)
     f32 = rng.normal(size=(64, 48)).astype(np.float32)

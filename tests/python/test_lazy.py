@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import gitmodel
-from conftest import git, safetensors_bytes
+from conftest import git, model_repo, safetensors_bytes
 
 MODEL = "model.safetensors"
 N, ELEMS = 64, 1 << 18  # 64 tensors of 1 MiB (F32): a 64 MiB file
@@ -44,13 +44,7 @@ def damage(pack: Path):
 @pytest.fixture(scope="module")
 def big(home, server, tmp_path_factory):
     root = tmp_path_factory.mktemp("lazy")
-    origin = root / "origin.git"
-    git("init", "-q", "--bare", str(origin))
-    work = root / "work"
-    git("clone", "-q", str(origin), str(work))
-    git("model", "install", cwd=work)
-    git("model", "track", "*.safetensors", cwd=work)
-    git("config", "-f", ".gitmodel", "model.url", f"{server.url}/acme/big", cwd=work)
+    origin, work = model_repo(root, f"{server.url}/acme/big", ["*.safetensors"])
     rng = np.random.default_rng(3)
     tensors = {f"layers.{i:02d}.weight": rng.normal(size=ELEMS).astype(np.float32) for i in range(N)}
     data = safetensors_bytes(tensors)
